@@ -1,0 +1,96 @@
+/*
+ * snapshot.h: the snapshot data model shared by the engine (which builds
+ * snapshots), the publisher (which stores and pushes them) and obsctl (which
+ * reads them).
+ *
+ * A snapshot is the state of one run at one moment, as DESIGN.md fixes it:
+ * schema_version, run, seq, timestamp_ns, state, n_pending_tasks and the
+ * metrics (counters and series). Modules with structured results (budget,
+ * sched, requests) add a named JSON section ("budget", "sched", ...).
+ *
+ * Ownership: a snapshot owns copies of every name and bucket array given to
+ * it and a reference to every section.
+ */
+#ifndef OBSD_PUBLISHER_SNAPSHOT_H
+#define OBSD_PUBLISHER_SNAPSHOT_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <jansson.h>
+
+#define OBSD_SNAPSHOT_SCHEMA_VERSION 1
+
+/* Run states; transitions only move forward, interrupted from anywhere. */
+enum obsd_run_state {
+    OBSD_RUN_INITIALIZE = 0,
+    OBSD_RUN_LIVE = 1,
+    OBSD_RUN_DRAINING = 2,
+    OBSD_RUN_COMPLETE = 3,
+    OBSD_RUN_INTERRUPTED = 4,
+};
+const char *obsd_run_state_name(enum obsd_run_state s);
+/* Returns -1 for an unknown name. */
+int obsd_run_state_parse(const char *name);
+
+/* The percentile grid of every series, in this order; keys in JSON are
+ * "99.9", "99.0", ..., "1.0". */
+#define OBSD_N_PERCENTILES 12
+extern const double obsd_percentile_grid[OBSD_N_PERCENTILES];
+
+struct snap_counter {
+    char *name;
+    bool is_float;   /* gauges and rates are floats; counters are integers */
+    int64_t ivalue;
+    double fvalue;
+};
+
+struct snap_bucket {
+    double lo, hi;
+    uint64_t count;
+};
+
+struct snap_series {
+    char *name;
+    bool exact;      /* percentiles from raw values (final) rather than the histogram */
+    uint64_t count;
+    double total, min, max, sum_sq;
+    double percentiles[OBSD_N_PERCENTILES];
+    size_t n_buckets;
+    struct snap_bucket *buckets;  /* log-spaced over [min, max] */
+};
+
+struct snapshot {
+    uint32_t schema_version;
+    char run[64];                 /* run id, e.g. "20261123-101500-bench-3" */
+    uint64_t seq;                 /* 0, 1, 2, ... within the run */
+    uint64_t timestamp_ns;        /* CLOCK_REALTIME when built */
+    enum obsd_run_state state;
+    uint64_t n_pending_tasks;     /* tokenizations not yet counted */
+    size_t n_counters, cap_counters;
+    struct snap_counter *counters;
+    size_t n_series, cap_series;
+    struct snap_series *series;
+    json_t *sections;             /* object: module name -> JSON value; never NULL */
+};
+
+struct snapshot *snapshot_new(const char *run, uint64_t seq, enum obsd_run_state state);
+void snapshot_free(struct snapshot *s);
+
+/* Adders copy name (and buckets). They return 0, or -1 when out of memory. */
+int snapshot_add_counter(struct snapshot *s, const char *name, int64_t value);
+int snapshot_add_gauge(struct snapshot *s, const char *name, double value);
+int snapshot_add_series(struct snapshot *s, const struct snap_series *series);
+/* Steals the reference to value. */
+int snapshot_set_section(struct snapshot *s, const char *name, json_t *value);
+
+const struct snap_counter *snapshot_find_counter(const struct snapshot *s, const char *name);
+const struct snap_series *snapshot_find_series(const struct snapshot *s, const char *name);
+
+/* The JSON form printed by `obsctl show --json` (see obsctl(1)). */
+json_t *snapshot_to_json(const struct snapshot *s);
+/* Parses that form back; NULL with a message in err on bad input. */
+struct snapshot *snapshot_from_json(const json_t *j, char *err, size_t errlen);
+
+#endif
