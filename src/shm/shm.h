@@ -79,6 +79,8 @@ const char *shm_key_name(struct shm_segment *seg, uint32_t key);
 struct shm_stats {
     uint64_t records;           /* records delivered since attach */
     uint64_t rejected;          /* malformed records, rings or keys rejected since attach */
+    uint64_t discarded;         /* incomplete fragmented records thrown away since attach
+                                   (the producer gave up midway, died, or the ring was reset) */
     uint64_t dropped;           /* sum of every ring's drop counter plus slot-table drops:
                                    all drops of the segment's life, also while no collector ran */
     uint32_t producers;         /* slots in use */
@@ -108,7 +110,12 @@ void shm_producer_exited(struct shm_segment *seg, pid_t pid, shm_record_fn fn, v
 /*
  * Doorbell: before sleeping, the collector announces it (shm_reader_sleeping
  * returns the futex word's address and the value to wait on); producers wake
- * it only then. After waking it calls shm_reader_awake.
+ * it only then, when their ring is half full or for a session event. After
+ * waking it calls shm_reader_awake. If a ring is already past the watermark
+ * when the collector announces its sleep, shm_reader_sleeping bumps the word
+ * itself, so a FUTEX_WAIT on (word, expected) returns at once (EAGAIN).
+ * Producers may still miss the announcement by a few records (no fence on the
+ * record path): always wait with a timeout (the publish interval).
  */
 uint32_t *shm_reader_sleeping(struct shm_segment *seg, uint32_t *expected_value);
 void shm_reader_awake(struct shm_segment *seg);
