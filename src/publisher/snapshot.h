@@ -38,6 +38,8 @@ int obsd_run_state_parse(const char *name);
  * "99.9", "99.0", ..., "1.0". */
 #define OBSD_N_PERCENTILES 12
 extern const double obsd_percentile_grid[OBSD_N_PERCENTILES];
+/* The JSON key of percentile i ("99.9", "99.0", ...); buf needs 8 bytes. */
+void obsd_percentile_key(int i, char *buf, size_t len);
 
 struct snap_counter {
     char *name;

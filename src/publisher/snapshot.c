@@ -1,0 +1,407 @@
+/*
+ * snapshot.c: the snapshot model and its JSON form (snapshot.h).
+ *
+ * The JSON form is what `obsctl show --json` prints and what live subscribers
+ * receive: the fixed fields, then "metrics" (counters first, then series, in
+ * the order they were added), then one top-level key per section. Floats that
+ * are not finite print as null, so the output is strict JSON.
+ */
+#include "publisher/snapshot.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+const double obsd_percentile_grid[OBSD_N_PERCENTILES] = {
+    99.9, 99.0, 97.0, 95.0, 90.0, 80.0, 75.0, 50.0, 25.0, 10.0, 5.0, 1.0,
+};
+
+static const char *const state_names[] = {
+    [OBSD_RUN_INITIALIZE] = "initialize",
+    [OBSD_RUN_LIVE] = "live",
+    [OBSD_RUN_DRAINING] = "draining",
+    [OBSD_RUN_COMPLETE] = "complete",
+    [OBSD_RUN_INTERRUPTED] = "interrupted",
+};
+
+const char *obsd_run_state_name(enum obsd_run_state s)
+{
+    if ((unsigned)s < sizeof state_names / sizeof state_names[0])
+        return state_names[s];
+    return "unknown";
+}
+
+int obsd_run_state_parse(const char *name)
+{
+    if (!name)
+        return -1;
+    for (size_t i = 0; i < sizeof state_names / sizeof state_names[0]; i++)
+        if (!strcmp(name, state_names[i]))
+            return (int)i;
+    return -1;
+}
+
+struct snapshot *snapshot_new(const char *run, uint64_t seq, enum obsd_run_state state)
+{
+    struct snapshot *s = calloc(1, sizeof *s);
+    if (!s)
+        return NULL;
+    s->sections = json_object();
+    if (!s->sections) {
+        free(s);
+        return NULL;
+    }
+    s->schema_version = OBSD_SNAPSHOT_SCHEMA_VERSION;
+    snprintf(s->run, sizeof s->run, "%s", run ? run : "");
+    s->seq = seq;
+    s->state = state;
+    return s;
+}
+
+void snapshot_free(struct snapshot *s)
+{
+    if (!s)
+        return;
+    for (size_t i = 0; i < s->n_counters; i++)
+        free(s->counters[i].name);
+    for (size_t i = 0; i < s->n_series; i++) {
+        free(s->series[i].name);
+        free(s->series[i].buckets);
+    }
+    free(s->counters);
+    free(s->series);
+    json_decref(s->sections);
+    free(s);
+}
+
+static int grow(void **arr, size_t *cap, size_t n, size_t elem)
+{
+    if (n < *cap)
+        return 0;
+    size_t ncap = *cap ? *cap * 2 : 16;
+    void *p = realloc(*arr, ncap * elem);
+    if (!p)
+        return -1;
+    *arr = p;
+    *cap = ncap;
+    return 0;
+}
+
+static int add_counter(struct snapshot *s, const char *name, bool is_float, int64_t iv, double fv)
+{
+    if (!name || grow((void **)&s->counters, &s->cap_counters, s->n_counters, sizeof *s->counters))
+        return -1;
+    char *copy = strdup(name);
+    if (!copy)
+        return -1;
+    s->counters[s->n_counters++] = (struct snap_counter){
+        .name = copy, .is_float = is_float, .ivalue = iv, .fvalue = fv};
+    return 0;
+}
+
+int snapshot_add_counter(struct snapshot *s, const char *name, int64_t value)
+{
+    return add_counter(s, name, false, value, (double)value);
+}
+
+int snapshot_add_gauge(struct snapshot *s, const char *name, double value)
+{
+    return add_counter(s, name, true, 0, value);
+}
+
+int snapshot_add_series(struct snapshot *s, const struct snap_series *series)
+{
+    if (!series || !series->name ||
+        grow((void **)&s->series, &s->cap_series, s->n_series, sizeof *s->series))
+        return -1;
+    if (series->n_buckets && !series->buckets)
+        return -1;
+    struct snap_series copy = *series;
+    copy.name = strdup(series->name);
+    copy.buckets = NULL;
+    if (!copy.name)
+        return -1;
+    if (series->n_buckets) {
+        copy.buckets = malloc(series->n_buckets * sizeof *copy.buckets);
+        if (!copy.buckets) {
+            free(copy.name);
+            return -1;
+        }
+        memcpy(copy.buckets, series->buckets, series->n_buckets * sizeof *copy.buckets);
+    }
+    s->series[s->n_series++] = copy;
+    return 0;
+}
+
+int snapshot_set_section(struct snapshot *s, const char *name, json_t *value)
+{
+    if (!name || !value)
+        return -1;
+    return json_object_set_new(s->sections, name, value) ? -1 : 0;
+}
+
+const struct snap_counter *snapshot_find_counter(const struct snapshot *s, const char *name)
+{
+    for (size_t i = 0; i < s->n_counters; i++)
+        if (!strcmp(s->counters[i].name, name))
+            return &s->counters[i];
+    return NULL;
+}
+
+const struct snap_series *snapshot_find_series(const struct snapshot *s, const char *name)
+{
+    for (size_t i = 0; i < s->n_series; i++)
+        if (!strcmp(s->series[i].name, name))
+            return &s->series[i];
+    return NULL;
+}
+
+/* ---- JSON ---- */
+
+static json_t *jreal(double v)
+{
+    return isfinite(v) ? json_real(v) : json_null();
+}
+
+void obsd_percentile_key(int i, char *buf, size_t len)
+{
+    snprintf(buf, len, "%.1f", obsd_percentile_grid[i]);
+}
+
+static int set(json_t *o, const char *k, json_t *v)
+{
+    return json_object_set_new(o, k, v);
+}
+
+static json_t *series_to_json(const struct snap_series *sr)
+{
+    json_t *o = json_object();
+    json_t *pct = json_object();
+    json_t *hist = json_array();
+    int bad = !o || !pct || !hist;
+    bad |= set(o, "type", json_string("series"));
+    bad |= set(o, "name", json_string(sr->name));
+    bad |= set(o, "count", json_integer((json_int_t)sr->count));
+    bad |= set(o, "total", jreal(sr->total));
+    bad |= set(o, "min", jreal(sr->min));
+    bad |= set(o, "max", jreal(sr->max));
+    bad |= set(o, "sum_sq", jreal(sr->sum_sq));
+    bad |= set(o, "exact", json_boolean(sr->exact));
+    for (int i = 0; i < OBSD_N_PERCENTILES && pct; i++) {
+        char k[16];
+        obsd_percentile_key(i, k, sizeof k);
+        bad |= set(pct, k, jreal(sr->percentiles[i]));
+    }
+    for (size_t i = 0; i < sr->n_buckets && hist; i++) {
+        const struct snap_bucket *b = &sr->buckets[i];
+        bad |= json_array_append_new(
+            hist, json_pack("[o,o,I]", jreal(b->lo), jreal(b->hi), (json_int_t)b->count));
+    }
+    if (bad || set(o, "percentiles", pct) || set(o, "histogram", hist)) {
+        json_decref(o);
+        return NULL;
+    }
+    return o;
+}
+
+json_t *snapshot_to_json(const struct snapshot *s)
+{
+    json_t *o = json_object();
+    json_t *metrics = json_array();
+    if (!o || !metrics)
+        goto fail;
+    int bad = 0;
+    bad |= set(o, "schema_version", json_integer(s->schema_version));
+    bad |= set(o, "run", json_string(s->run));
+    bad |= set(o, "seq", json_integer((json_int_t)s->seq));
+    bad |= set(o, "timestamp_ns", json_integer((json_int_t)s->timestamp_ns));
+    bad |= set(o, "state", json_string(obsd_run_state_name(s->state)));
+    bad |= set(o, "n_pending_tasks", json_integer((json_int_t)s->n_pending_tasks));
+    for (size_t i = 0; i < s->n_counters; i++) {
+        const struct snap_counter *c = &s->counters[i];
+        bad |= json_array_append_new(
+            metrics, json_pack("{s:s,s:s,s:o}", "type", "counter", "name", c->name, "value",
+                               c->is_float ? jreal(c->fvalue) : json_integer(c->ivalue)));
+    }
+    for (size_t i = 0; i < s->n_series; i++)
+        bad |= json_array_append_new(metrics, series_to_json(&s->series[i]));
+    bad |= set(o, "metrics", metrics);
+    metrics = NULL;
+    const char *key;
+    json_t *value;
+    json_object_foreach(s->sections, key, value) {
+        if (!json_object_get(o, key)) /* a section never shadows a fixed field */
+            bad |= json_object_set(o, key, value);
+    }
+    if (bad)
+        goto fail;
+    return o;
+fail:
+    json_decref(metrics);
+    json_decref(o);
+    return NULL;
+}
+
+/* ---- parsing ---- */
+
+static const char *const fixed_keys[] = {
+    "schema_version", "run", "seq", "timestamp_ns", "state", "n_pending_tasks", "metrics",
+};
+
+static bool is_fixed_key(const char *k)
+{
+    for (size_t i = 0; i < sizeof fixed_keys / sizeof fixed_keys[0]; i++)
+        if (!strcmp(k, fixed_keys[i]))
+            return true;
+    return false;
+}
+
+/* A number or null (NaN); false if v is something else. */
+static bool get_double(const json_t *v, double *out)
+{
+    if (json_is_null(v)) {
+        *out = NAN;
+        return true;
+    }
+    if (!json_is_number(v))
+        return false;
+    *out = json_number_value(v);
+    return true;
+}
+
+static bool get_uint(const json_t *o, const char *k, uint64_t *out)
+{
+    const json_t *v = json_object_get(o, k);
+    if (!json_is_integer(v) || json_integer_value(v) < 0)
+        return false;
+    *out = (uint64_t)json_integer_value(v);
+    return true;
+}
+
+#define FAIL(...)                                                                             \
+    do {                                                                                      \
+        snprintf(err, errlen, __VA_ARGS__);                                                   \
+        goto fail;                                                                            \
+    } while (0)
+
+static int series_from_json(struct snapshot *s, const json_t *m, size_t idx, char *err, size_t errlen)
+{
+    struct snap_series sr = {0};
+    const char *name = json_string_value(json_object_get(m, "name"));
+    if (!name)
+        FAIL("metrics[%zu]: missing \"name\"", idx);
+    sr.name = (char *)name;
+    if (!get_uint(m, "count", &sr.count))
+        FAIL("series %s: \"count\" is not a non-negative integer", name);
+    static const char *const dk[] = {"total", "min", "max", "sum_sq"};
+    double *dv[] = {&sr.total, &sr.min, &sr.max, &sr.sum_sq};
+    for (int i = 0; i < 4; i++)
+        if (!get_double(json_object_get(m, dk[i]), dv[i]))
+            FAIL("series %s: \"%s\" is not a number", name, dk[i]);
+    sr.exact = json_is_true(json_object_get(m, "exact"));
+    const json_t *pct = json_object_get(m, "percentiles");
+    if (!json_is_object(pct))
+        FAIL("series %s: \"percentiles\" is not an object", name);
+    for (int i = 0; i < OBSD_N_PERCENTILES; i++) {
+        char k[16];
+        obsd_percentile_key(i, k, sizeof k);
+        const json_t *v = json_object_get(pct, k);
+        if (!v)
+            sr.percentiles[i] = NAN;
+        else if (!get_double(v, &sr.percentiles[i]))
+            FAIL("series %s: percentile %s is not a number", name, k);
+    }
+    const json_t *hist = json_object_get(m, "histogram");
+    if (hist && !json_is_array(hist))
+        FAIL("series %s: \"histogram\" is not an array", name);
+    sr.n_buckets = json_array_size(hist);
+    if (sr.n_buckets) {
+        sr.buckets = calloc(sr.n_buckets, sizeof *sr.buckets);
+        if (!sr.buckets)
+            FAIL("out of memory");
+    }
+    for (size_t i = 0; i < sr.n_buckets; i++) {
+        const json_t *b = json_array_get(hist, i);
+        const json_t *c = json_array_get(b, 2);
+        if (json_array_size(b) != 3 || !get_double(json_array_get(b, 0), &sr.buckets[i].lo) ||
+            !get_double(json_array_get(b, 1), &sr.buckets[i].hi) || !json_is_integer(c) ||
+            json_integer_value(c) < 0)
+            FAIL("series %s: histogram[%zu] is not [lo, hi, count]", name, i);
+        sr.buckets[i].count = (uint64_t)json_integer_value(c);
+    }
+    if (snapshot_add_series(s, &sr))
+        FAIL("out of memory");
+    free(sr.buckets);
+    return 0;
+fail:
+    free(sr.buckets);
+    return -1;
+}
+
+struct snapshot *snapshot_from_json(const json_t *j, char *err, size_t errlen)
+{
+    struct snapshot *s = NULL;
+    if (!json_is_object(j))
+        FAIL("snapshot is not a JSON object");
+    const char *run = json_string_value(json_object_get(j, "run"));
+    if (!run)
+        FAIL("missing \"run\"");
+    if (strlen(run) >= sizeof s->run)
+        FAIL("run id longer than %zu bytes", sizeof s->run - 1);
+    const char *state_name = json_string_value(json_object_get(j, "state"));
+    /* A snapshot with no state is treated as interrupted (see obsd-store(5)). */
+    int state = state_name ? obsd_run_state_parse(state_name) : OBSD_RUN_INTERRUPTED;
+    if (state < 0)
+        FAIL("unknown state \"%s\"", state_name);
+    uint64_t seq, v;
+    if (!get_uint(j, "seq", &seq))
+        FAIL("\"seq\" is not a non-negative integer");
+    s = snapshot_new(run, seq, (enum obsd_run_state)state);
+    if (!s)
+        FAIL("out of memory");
+    if (!get_uint(j, "schema_version", &v) || v > UINT32_MAX)
+        FAIL("\"schema_version\" is not a non-negative integer");
+    s->schema_version = (uint32_t)v;
+    if (!get_uint(j, "timestamp_ns", &s->timestamp_ns))
+        FAIL("\"timestamp_ns\" is not a non-negative integer");
+    if (json_object_get(j, "n_pending_tasks") && !get_uint(j, "n_pending_tasks", &s->n_pending_tasks))
+        FAIL("\"n_pending_tasks\" is not a non-negative integer");
+    const json_t *metrics = json_object_get(j, "metrics");
+    if (!json_is_array(metrics))
+        FAIL("\"metrics\" is not an array");
+    for (size_t i = 0; i < json_array_size(metrics); i++) {
+        const json_t *m = json_array_get(metrics, i);
+        const char *type = json_string_value(json_object_get(m, "type"));
+        if (type && !strcmp(type, "series")) {
+            if (series_from_json(s, m, i, err, errlen))
+                goto fail;
+            continue;
+        }
+        if (!type || strcmp(type, "counter"))
+            FAIL("metrics[%zu]: \"type\" is neither \"counter\" nor \"series\"", i);
+        const char *name = json_string_value(json_object_get(m, "name"));
+        const json_t *val = json_object_get(m, "value");
+        if (!name)
+            FAIL("metrics[%zu]: missing \"name\"", i);
+        int rc;
+        if (json_is_integer(val))
+            rc = snapshot_add_counter(s, name, json_integer_value(val));
+        else if (json_is_real(val) || json_is_null(val))
+            rc = snapshot_add_gauge(s, name, json_is_null(val) ? NAN : json_real_value(val));
+        else
+            FAIL("counter %s: \"value\" is not a number", name);
+        if (rc)
+            FAIL("out of memory");
+    }
+    const char *key;
+    json_t *value;
+    json_object_foreach((json_t *)j, key, value) {
+        if (!is_fixed_key(key) && snapshot_set_section(s, key, json_incref(value)))
+            FAIL("out of memory");
+    }
+    return s;
+fail:
+    snapshot_free(s);
+    return NULL;
+}
