@@ -1,0 +1,202 @@
+/*
+ * tok_internal.h: the tokenizer's internal structures, shared by its files.
+ * Not part of the module's interface (that is tokenizer.h).
+ */
+#ifndef OBSD_TOKENQ_TOK_INTERNAL_H
+#define OBSD_TOKENQ_TOK_INTERNAL_H
+
+#define PCRE2_CODE_UNIT_WIDTH 8
+#include <pcre2.h>
+#include <pthread.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "tokenq/tokenizer.h"
+
+#define TOK_NONE UINT32_MAX
+
+/* ---- byte-string -> id hash (vocab, pre-token cache) ---- */
+typedef struct {
+    uint32_t off, len, id, hash;
+} tok_slot;
+
+typedef struct {
+    tok_slot *slots; /* len == UINT32_MAX: empty */
+    uint32_t mask;
+    uint32_t count;
+    uint8_t *bytes; /* key storage */
+    size_t nbytes, capbytes;
+} tok_strmap;
+
+uint32_t tok_hash(const uint8_t *p, size_t n);
+int tok_strmap_init(tok_strmap *m, size_t expected);
+void tok_strmap_free(tok_strmap *m);
+/* Inserts or overwrites; returns 0 or -1 (ENOMEM). */
+int tok_strmap_put(tok_strmap *m, const uint8_t *key, size_t len, uint32_t id);
+uint32_t tok_strmap_get(const tok_strmap *m, const uint8_t *key, size_t len);
+
+/* ---- (left, right) -> (rank, new id) ---- */
+typedef struct {
+    uint64_t key; /* UINT64_MAX: empty */
+    uint32_t rank, new_id;
+} tok_pair;
+
+typedef struct {
+    tok_pair *slots;
+    uint64_t mask;
+    size_t count;
+} tok_pairmap;
+
+int tok_pairmap_init(tok_pairmap *m, size_t expected);
+void tok_pairmap_free(tok_pairmap *m);
+int tok_pairmap_put(tok_pairmap *m, uint32_t a, uint32_t b, uint32_t rank, uint32_t new_id);
+
+static inline const tok_pair *tok_pairmap_get(const tok_pairmap *m, uint32_t a, uint32_t b)
+{
+    uint64_t key = ((uint64_t)a << 32) | b;
+    uint64_t i = (key * 0x9E3779B97F4A7C15ull) >> 20;
+    for (;; i++) {
+        const tok_pair *p = &m->slots[i & m->mask];
+        if (p->key == key)
+            return p;
+        if (p->key == UINT64_MAX)
+            return NULL;
+    }
+}
+
+/* ---- added tokens: a byte trie matched leftmost-longest ---- */
+typedef struct {
+    uint32_t id;
+    bool single_word, lstrip, rstrip;
+} tok_added;
+
+typedef struct {
+    /* trie edges: (node << 8 | byte) -> child, in a hash; node 0 is the root */
+    uint64_t *edge_keys; /* UINT64_MAX: empty */
+    uint32_t *edge_vals;
+    uint64_t edge_mask;
+    int32_t *terminal; /* per node: index into tokens, or -1 */
+    uint32_t nnodes, capnodes;
+    tok_added *tokens;
+    uint32_t ntokens;
+    uint8_t first[256]; /* bytes that can start a token */
+    size_t maxlen;
+} tok_trie;
+
+/* ---- pre-tokenizers ---- */
+enum tok_pt_kind { PT_SPLIT, PT_BYTELEVEL, PT_DIGITS, PT_METASPACE };
+enum tok_behavior { B_REMOVED, B_ISOLATED, B_MERGED_PREV, B_MERGED_NEXT, B_CONTIGUOUS };
+enum tok_prepend { PREPEND_ALWAYS, PREPEND_FIRST, PREPEND_NEVER };
+
+typedef struct {
+    enum tok_pt_kind kind;
+    pcre2_code *re;     /* Split with a regex; ByteLevel use_regex */
+    uint8_t *literal;   /* Split with a String pattern */
+    size_t literal_len;
+    enum tok_behavior behavior;
+    bool invert;
+    bool add_prefix_space; /* ByteLevel */
+    bool individual;       /* Digits */
+    uint8_t repl[4];       /* Metaspace replacement (one char) */
+    uint8_t repl_len;
+    enum tok_prepend prepend;
+    bool split;
+} tok_pretok;
+
+/* ---- the tokenizer ---- */
+struct tok_ws;
+
+struct tokenizer {
+    /* model */
+    tok_strmap vocab;   /* key bytes (raw bytes in byte-level mode) -> id */
+    tok_pairmap pairs;
+    bool byte_level;    /* a ByteLevel pre-tokenizer maps bytes to chars */
+    bool ignore_merges; /* whole-piece vocab hit wins */
+    bool byte_fallback, fuse_unk;
+    uint32_t unk_id;    /* TOK_NONE if no unk token */
+    uint8_t *prefix, *suffix; /* continuing_subword_prefix / end_of_word_suffix, NULL if none */
+    size_t prefix_len, suffix_len;
+    uint32_t byte_id[256];    /* byte-level, no prefix/suffix: initial symbol per byte */
+    bool simple_bytes;        /* byte_id covers every byte */
+    uint32_t fallback_byte[256]; /* byte_fallback: id of "<0xXX>", TOK_NONE if missing */
+    uint32_t vocab_size;
+
+    /* added tokens: matched on raw text, then (normalized:true) on normalized text */
+    tok_trie added_raw, added_norm;
+
+    /* normalizer */
+    bool nfc;
+    uint8_t *nfc_inert; /* bitmap over code points: never changed by NFC and never composes */
+
+    /* pre-tokenizers */
+    tok_pretok *pretoks;
+    size_t npretoks;
+
+    /* workspaces, one per concurrent caller */
+    pthread_mutex_t ws_lock;
+    struct tok_ws *ws_free; /* idle workspaces */
+    struct tok_ws *ws_all;  /* every workspace, for freeing */
+};
+
+/* tok_regex.c */
+/* Compiles an Oniguruma-dialect pattern (Hugging Face) or, with tiktoken set,
+ * a fancy-regex one, rewriting what PCRE2 reads differently. */
+pcre2_code *tok_regex_compile(const char *pattern, size_t len, bool tiktoken, char *err, size_t errlen);
+
+/* tok_bpe.c */
+struct tok_ws *tok_ws_acquire(const tokenizer *tok);
+void tok_ws_release(const tokenizer *tok, struct tok_ws *ws);
+void tok_ws_destroy(struct tok_ws *ws);
+void tok_ws_destroy_all(tokenizer *tok);
+/* Runs the whole pipeline; appends ids to out (if non-NULL) and adds the
+ * number of ids to *count. */
+int tok_run(const tokenizer *tok, struct tok_ws *ws, const uint8_t *text, size_t len,
+            tokenizer_ids *out, uint64_t *count);
+/* BPE of one piece in the model's own alphabet; used at load too. */
+int tok_bpe_piece(const tokenizer *tok, struct tok_ws *ws, const uint8_t *p, size_t n,
+                  tokenizer_ids *out, uint64_t *count);
+
+/* tok_utf8.c */
+/* Returns the length of the valid UTF-8 prefix of s. */
+size_t tok_utf8_valid_prefix(const uint8_t *s, size_t n);
+/* Decodes one code point of valid UTF-8 at s; sets *len. */
+static inline uint32_t tok_utf8_decode(const uint8_t *s, size_t *len)
+{
+    uint8_t c = s[0];
+    if (c < 0x80) {
+        *len = 1;
+        return c;
+    }
+    if (c < 0xE0) {
+        *len = 2;
+        return ((uint32_t)(c & 0x1F) << 6) | (s[1] & 0x3F);
+    }
+    if (c < 0xF0) {
+        *len = 3;
+        return ((uint32_t)(c & 0x0F) << 12) | ((uint32_t)(s[1] & 0x3F) << 6) | (s[2] & 0x3F);
+    }
+    *len = 4;
+    return ((uint32_t)(c & 0x07) << 18) | ((uint32_t)(s[1] & 0x3F) << 12) | ((uint32_t)(s[2] & 0x3F) << 6) |
+           (s[3] & 0x3F);
+}
+static inline size_t tok_utf8_len(uint8_t c)
+{
+    return c < 0x80 ? 1 : c < 0xE0 ? 2 : c < 0xF0 ? 3 : 4;
+}
+size_t tok_utf8_encode(uint32_t cp, uint8_t *out);
+/* Replaces invalid sequences by U+FFFD like from_utf8_lossy; malloc'ed result. */
+uint8_t *tok_utf8_lossy(const uint8_t *s, size_t n, size_t *outlen);
+/* Unicode White_Space (Rust char::is_whitespace; equal to Oniguruma \s). */
+bool tok_is_space(uint32_t cp);
+/* Rust regex \w: Alphabetic, M, Nd, Pc, Join_Control (approximated via categories). */
+bool tok_is_word(uint32_t cp);
+/* char::is_numeric: Nd, Nl, No. */
+bool tok_is_numeric(uint32_t cp);
+
+/* The GPT-2 byte <-> char map of ByteLevel. */
+uint32_t tok_byte_to_char(uint8_t b);
+/* Returns the byte for a ByteLevel char, or -1. */
+int tok_char_to_byte(uint32_t cp);
+
+#endif
