@@ -13,6 +13,7 @@
 #ifndef OBSD_ENGINE_MODULE_H
 #define OBSD_ENGINE_MODULE_H
 
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -28,6 +29,9 @@ struct module_env {
     struct shm_segment *segment;
     const char *store_dir;          /* for spill files */
     void (*log)(int level, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+    /* Becomes true while drain() runs when SIGTERM or obsd_collector_stop()
+     * arrives: drain() should return promptly (what is left stays pending). */
+    const _Atomic bool *drain_cancel;
 };
 
 struct module_ops {

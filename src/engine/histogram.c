@@ -1,0 +1,265 @@
+/* histogram.c: log-linear histogram with lazily allocated chunks. */
+#include "engine/histogram.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+struct hist_group {
+    uint64_t *chunk[HIST_CHUNKS_PER_GROUP];
+    uint64_t chunk_total[HIST_CHUNKS_PER_GROUP];   /* lets walks skip chunks */
+};
+
+void hist_init(struct hist *h)
+{
+    memset(h, 0, sizeof *h);
+}
+
+void hist_reset(struct hist *h)
+{
+    for (unsigned g = 0; g < HIST_GROUPS; g++) {
+        struct hist_group *grp = h->groups[g];
+        if (!grp)
+            continue;
+        for (unsigned c = 0; c < HIST_CHUNKS_PER_GROUP; c++)
+            free(grp->chunk[c]);
+        free(grp);
+    }
+    hist_init(h);
+}
+
+uint64_t hist_bucket_lo(uint32_t index)
+{
+    uint32_t g = index >> HIST_SUB_BITS, sub = index & (HIST_SUB_BUCKETS - 1);
+    if (g == 0)
+        return sub;
+    unsigned e = g + HIST_SUB_BITS - 1;
+    return (UINT64_C(1) << e) + ((uint64_t)sub << (e - HIST_SUB_BITS));
+}
+
+uint64_t hist_bucket_hi(uint32_t index)
+{
+    uint32_t g = index >> HIST_SUB_BITS;
+    if (g == 0)
+        return index;
+    unsigned e = g + HIST_SUB_BITS - 1;
+    return hist_bucket_lo(index) + ((UINT64_C(1) << (e - HIST_SUB_BITS)) - 1);
+}
+
+int hist_record_n(struct hist *h, uint64_t v, uint64_t n)
+{
+    uint32_t idx = hist_index(v);
+    uint32_t g = idx >> HIST_SUB_BITS;
+    uint32_t c = (idx >> HIST_CHUNK_BITS) & (HIST_CHUNKS_PER_GROUP - 1);
+    struct hist_group *grp = h->groups[g];
+    if (__builtin_expect(!grp, 0)) {
+        grp = calloc(1, sizeof *grp);
+        if (!grp)
+            return -1;
+        h->groups[g] = grp;
+        h->bytes += sizeof *grp;
+    }
+    uint64_t *chunk = grp->chunk[c];
+    if (__builtin_expect(!chunk, 0)) {
+        chunk = calloc(HIST_CHUNK, sizeof *chunk);
+        if (!chunk)
+            return -1;
+        grp->chunk[c] = chunk;
+        h->bytes += HIST_CHUNK * sizeof *chunk;
+    }
+    chunk[idx & (HIST_CHUNK - 1)] += n;
+    grp->chunk_total[c] += n;
+    if (h->count == 0 || v < h->min)
+        h->min = v;
+    if (h->count == 0 || v > h->max)
+        h->max = v;
+    h->count += n;
+    return 0;
+}
+
+uint64_t hist_bucket_count(const struct hist *h, uint32_t index)
+{
+    if (index >= HIST_N_INDEX)
+        return 0;
+    const struct hist_group *grp = h->groups[index >> HIST_SUB_BITS];
+    if (!grp)
+        return 0;
+    const uint64_t *chunk = grp->chunk[(index >> HIST_CHUNK_BITS) & (HIST_CHUNKS_PER_GROUP - 1)];
+    return chunk ? chunk[index & (HIST_CHUNK - 1)] : 0;
+}
+
+int hist_foreach(const struct hist *h, hist_bucket_fn fn, void *ctx)
+{
+    for (uint32_t g = 0; g < HIST_GROUPS; g++) {
+        const struct hist_group *grp = h->groups[g];
+        if (!grp)
+            continue;
+        for (uint32_t c = 0; c < HIST_CHUNKS_PER_GROUP; c++) {
+            const uint64_t *chunk = grp->chunk[c];
+            if (!chunk || grp->chunk_total[c] == 0)
+                continue;
+            uint32_t base = g * HIST_SUB_BUCKETS + c * HIST_CHUNK;
+            for (uint32_t i = 0; i < HIST_CHUNK; i++) {
+                if (chunk[i]) {
+                    int rc = fn(ctx, base + i, chunk[i]);
+                    if (rc)
+                        return rc;
+                }
+            }
+        }
+    }
+    return 0;
+}
+
+uint64_t hist_rank(uint64_t count, double p)
+{
+    if (count == 0)
+        return 0;
+    if (p <= 0)
+        return 0;
+    if (p >= 100)
+        return count - 1;
+    /* p/100*(n-1) in long double keeps integer-exact ranks for n < 2^53. */
+    long double r = floorl((long double)p / 100.0L * (long double)(count - 1));
+    if (r < 0)
+        r = 0;
+    if (r > (long double)(count - 1))
+        r = (long double)(count - 1);
+    return (uint64_t)r;
+}
+
+/* Walks buckets once, resolving every wanted rank (sorted ascending). */
+struct locate_ctx {
+    const uint64_t *ranks;   /* ascending */
+    const size_t *order;     /* order[k]: caller's position of the k-th smallest rank */
+    size_t n, next;
+    uint64_t seen;
+    uint32_t *out_index;
+    uint64_t *out_before;
+};
+
+static int locate_step(void *vctx, uint32_t index, uint64_t count)
+{
+    struct locate_ctx *x = vctx;
+    while (x->next < x->n && x->ranks[x->order[x->next]] < x->seen + count) {
+        size_t pos = x->order[x->next];
+        x->out_index[pos] = index;
+        x->out_before[pos] = x->seen;
+        x->next++;
+    }
+    x->seen += count;
+    return x->next == x->n;
+}
+
+void hist_locate_ranks(const struct hist *h, const uint64_t *ranks, size_t n,
+                       uint32_t *out_index, uint64_t *out_before)
+{
+    size_t order_small[32];
+    size_t *order = n <= 32 ? order_small : malloc(n * sizeof *order);
+    if (!order) {
+        for (size_t i = 0; i < n; i++)
+            out_index[i] = 0, out_before[i] = 0;
+        return;
+    }
+    for (size_t i = 0; i < n; i++) {
+        order[i] = i;
+        out_index[i] = 0;
+        out_before[i] = 0;
+    }
+    /* insertion sort of positions by rank: n is tiny (the percentile grid) */
+    for (size_t i = 1; i < n; i++) {
+        size_t v = order[i], j = i;
+        while (j > 0 && ranks[order[j - 1]] > ranks[v]) {
+            order[j] = order[j - 1];
+            j--;
+        }
+        order[j] = v;
+    }
+    struct locate_ctx x = {ranks, order, n, 0, 0, out_index, out_before};
+    hist_foreach(h, locate_step, &x);
+    if (order != order_small)
+        free(order);
+}
+
+static double bucket_value(const struct hist *h, uint32_t index)
+{
+    uint64_t lo = hist_bucket_lo(index), hi = hist_bucket_hi(index);
+    uint64_t mid = lo + (hi - lo) / 2;
+    if (mid < h->min)
+        mid = h->min;
+    if (mid > h->max)
+        mid = h->max;
+    return (double)mid;
+}
+
+void hist_percentiles(const struct hist *h, const double *p, size_t n, double *out)
+{
+    if (h->count == 0) {
+        for (size_t i = 0; i < n; i++)
+            out[i] = 0;
+        return;
+    }
+    uint64_t ranks[64];
+    uint32_t index[64];
+    uint64_t before[64];
+    for (size_t done = 0; done < n; done += 64) {
+        size_t m = n - done < 64 ? n - done : 64;
+        for (size_t i = 0; i < m; i++)
+            ranks[i] = hist_rank(h->count, p[done + i]);
+        hist_locate_ranks(h, ranks, m, index, before);
+        for (size_t i = 0; i < m; i++)
+            out[done + i] = bucket_value(h, index[i]);
+    }
+}
+
+void hist_log_edges(double min, double max, size_t n, double *edges)
+{
+    double lo = min < 1 ? 1 : min;
+    double hi = max < 10 * lo ? 10 * lo : max;
+    double ratio = log(hi / lo);
+    edges[0] = lo;
+    for (size_t i = 1; i < n; i++)
+        edges[i] = lo * exp(ratio * (double)i / (double)n);
+    edges[n] = hi;
+}
+
+size_t hist_bin_of(const double *edges, size_t n, double v)
+{
+    if (n == 0 || v < edges[1])
+        return 0;
+    if (v >= edges[n - 1])
+        return n - 1;
+    size_t lo = 1, hi = n - 1;          /* answer in [1, n-2]: edges[ans] <= v < edges[ans+1] */
+    while (lo < hi) {
+        size_t mid = lo + (hi - lo + 1) / 2;
+        if (edges[mid] <= v)
+            lo = mid;
+        else
+            hi = mid - 1;
+    }
+    return lo;
+}
+
+struct bin_ctx {
+    const struct hist *h;
+    const double *edges;
+    size_t n;
+    uint64_t *counts;
+};
+
+static int bin_step(void *vctx, uint32_t index, uint64_t count)
+{
+    struct bin_ctx *x = vctx;
+    x->counts[hist_bin_of(x->edges, x->n, bucket_value(x->h, index))] += count;
+    return 0;
+}
+
+void hist_bin(const struct hist *h, size_t n, const double *edges, uint64_t *counts)
+{
+    for (size_t i = 0; i < n; i++)
+        counts[i] = 0;
+    if (n == 0 || h->count == 0)
+        return;
+    struct bin_ctx x = {h, edges, n, counts};
+    hist_foreach(h, bin_step, &x);
+}

@@ -1,0 +1,97 @@
+/*
+ * histogram.h: a log-linear (HDR-style) histogram of uint64 values.
+ *
+ * Every power of two [2^e, 2^(e+1)) is split into HIST_SUB_BUCKETS equal
+ * sub-buckets, so a bucket is at most 1/2048 of its values wide: a value read
+ * back (the bucket's midpoint, clamped to the observed min/max) is within
+ * 0.025% of every value recorded in that bucket, better than 3 significant
+ * digits. Values below 2^12 are counted exactly.
+ *
+ * Memory follows the values seen: counts live in chunks of HIST_CHUNK
+ * sub-buckets (2 KiB) that are allocated the first time a value falls into
+ * their range, so a series whose values stay within 10% of one another costs
+ * one or two chunks.
+ *
+ * Not thread-safe: one writer (the collector thread) per histogram.
+ */
+#ifndef OBSD_ENGINE_HISTOGRAM_H
+#define OBSD_ENGINE_HISTOGRAM_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#define HIST_SUB_BITS 11
+#define HIST_SUB_BUCKETS (1u << HIST_SUB_BITS)        /* 2048 per power of two */
+#define HIST_CHUNK_BITS 8
+#define HIST_CHUNK (1u << HIST_CHUNK_BITS)             /* 256 counts per chunk */
+#define HIST_CHUNKS_PER_GROUP (HIST_SUB_BUCKETS / HIST_CHUNK)
+/* Group 0 holds 0..2^11-1 exactly; group g >= 1 holds [2^(g+10), 2^(g+11)). */
+#define HIST_GROUPS (64 - HIST_SUB_BITS + 1)
+#define HIST_N_INDEX ((uint32_t)HIST_GROUPS * HIST_SUB_BUCKETS)
+
+struct hist_group;
+
+struct hist {
+    uint64_t count;
+    uint64_t min, max;                 /* valid when count > 0 */
+    size_t bytes;                      /* memory held by chunks */
+    struct hist_group *groups[HIST_GROUPS];
+};
+
+void hist_init(struct hist *h);
+/* Frees every chunk; the histogram is empty and usable again. */
+void hist_reset(struct hist *h);
+
+/* Index of the bucket holding v, and the range [lo, hi] of that bucket. */
+static inline uint32_t hist_index(uint64_t v)
+{
+    if (v < HIST_SUB_BUCKETS)
+        return (uint32_t)v;
+    unsigned e = 63u - (unsigned)__builtin_clzll(v);          /* >= 11 */
+    unsigned shift = e - HIST_SUB_BITS;
+    uint32_t sub = (uint32_t)(v >> shift) & (HIST_SUB_BUCKETS - 1);
+    return (uint32_t)(e - HIST_SUB_BITS + 1) * HIST_SUB_BUCKETS + sub;
+}
+uint64_t hist_bucket_lo(uint32_t index);
+uint64_t hist_bucket_hi(uint32_t index);     /* inclusive */
+
+/* Adds n observations of v. Returns 0, or -1 when a chunk cannot be
+ * allocated (the value is then not counted). */
+int hist_record_n(struct hist *h, uint64_t v, uint64_t n);
+static inline int hist_record(struct hist *h, uint64_t v) { return hist_record_n(h, v, 1); }
+
+/* Count in one bucket. */
+uint64_t hist_bucket_count(const struct hist *h, uint32_t index);
+
+/* Walks the non-empty buckets in increasing value order. Stop by returning
+ * nonzero (which hist_foreach returns). */
+typedef int (*hist_bucket_fn)(void *ctx, uint32_t index, uint64_t count);
+int hist_foreach(const struct hist *h, hist_bucket_fn fn, void *ctx);
+
+/* Percentile ranks of the "lower" method: the observation at 0-based rank
+ * floor(p / 100 * (count - 1)) of the sorted values. */
+uint64_t hist_rank(uint64_t count, double p);
+
+/* Values at n percentiles (any order): the midpoint of the bucket holding the
+ * rank, clamped to [min, max]. All zeros for an empty histogram. */
+void hist_percentiles(const struct hist *h, const double *p, size_t n, double *out);
+
+/* The bucket index holding each rank (for exact selection from raw values):
+ * out_index[i] gets the bucket, out_before[i] the number of observations in
+ * lower buckets. ranks need not be sorted. */
+void hist_locate_ranks(const struct hist *h, const uint64_t *ranks, size_t n,
+                       uint32_t *out_index, uint64_t *out_before);
+
+/* Edges of n log-spaced bins over [lo, hi] as the snapshot uses them: lo is
+ * clamped to >= 1 and hi to >= 10 * lo. edges has n + 1 entries. */
+void hist_log_edges(double min, double max, size_t n, double *edges);
+/* The bin of value v among those edges (values outside go to the first or
+ * last bin). */
+size_t hist_bin_of(const double *edges, size_t n, double v);
+
+/* Bins the histogram into n log-spaced bins over [min, max]: counts[i] for
+ * bin i (each bucket counted at its clamped midpoint). */
+void hist_bin(const struct hist *h, size_t n, const double *edges, uint64_t *counts);
+
+#endif

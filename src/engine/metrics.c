@@ -1,0 +1,125 @@
+/* metrics.c: metric table (chained hash on name+kind) and key-id cache. */
+#include "engine/metrics.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+void metrics_init(struct metric_table *t, struct series_env *env)
+{
+    memset(t, 0, sizeof *t);
+    t->env = env;
+}
+
+void metrics_free(struct metric_table *t)
+{
+    struct metric *m = t->first;
+    while (m) {
+        struct metric *next = m->order_next;
+        series_destroy(&m->series);
+        free(m);
+        m = next;
+    }
+    free(t->buckets);
+    free(t->by_key);
+    struct series_env *env = t->env;
+    metrics_init(t, env);
+}
+
+void metrics_reset(struct metric_table *t)
+{
+    for (struct metric *m = t->first; m; m = m->order_next) {
+        m->touched = false;
+        m->counter = 0;
+        m->gauge = 0;
+        series_reset(&m->series);
+    }
+}
+
+void metrics_forget_keys(struct metric_table *t)
+{
+    free(t->by_key);
+    t->by_key = NULL;
+    t->n_by_key = 0;
+}
+
+static size_t hash_name(const char *s, enum metric_kind kind)
+{
+    uint64_t h = 1469598103934665603ull ^ (uint64_t)kind;   /* FNV-1a */
+    for (; *s; s++)
+        h = (h ^ (unsigned char)*s) * 1099511628211ull;
+    return (size_t)h;
+}
+
+static int grow(struct metric_table *t)
+{
+    size_t n = t->n_buckets ? t->n_buckets * 2 : 256;
+    struct metric **b = calloc(n, sizeof *b);
+    if (!b)
+        return -1;
+    for (struct metric *m = t->first; m; m = m->order_next) {
+        size_t i = hash_name(m->series.name, m->kind) & (n - 1);
+        m->next = b[i];
+        b[i] = m;
+    }
+    free(t->buckets);
+    t->buckets = b;
+    t->n_buckets = n;
+    return 0;
+}
+
+struct metric *metrics_get(struct metric_table *t, const char *name, enum metric_kind kind)
+{
+    if (t->n_buckets) {
+        size_t i = hash_name(name, kind) & (t->n_buckets - 1);
+        for (struct metric *m = t->buckets[i]; m; m = m->next)
+            if (m->kind == kind && !strcmp(m->series.name, name))
+                return m;
+    }
+    if (t->n_entries + 1 > t->n_buckets / 2 && grow(t) < 0)
+        return NULL;
+    struct metric *m = calloc(1, sizeof *m);
+    if (!m)
+        return NULL;
+    /* engine series are histogram-only: exact series belong to modules */
+    if (series_init(&m->series, name, false, t->env) < 0) {
+        free(m);
+        return NULL;
+    }
+    m->kind = kind;
+    size_t i = hash_name(name, kind) & (t->n_buckets - 1);
+    m->next = t->buckets[i];
+    t->buckets[i] = m;
+    if (t->last)
+        t->last->order_next = m;
+    else
+        t->first = m;
+    t->last = m;
+    t->n_entries++;
+    return m;
+}
+
+struct metric *metrics_by_key(struct metric_table *t, uint32_t key, enum metric_kind kind,
+                              metrics_key_name_fn name_fn, void *ctx)
+{
+    if (key < t->n_by_key && t->by_key[key][kind])
+        return t->by_key[key][kind];
+    const char *name = name_fn(ctx, key);
+    if (!name)
+        return NULL;
+    struct metric *m = metrics_get(t, name, kind);
+    if (!m || key >= METRICS_MAX_CACHED_KEY)
+        return m;
+    if (key >= t->n_by_key) {
+        size_t n = t->n_by_key ? t->n_by_key : 64;
+        while (n <= key)
+            n *= 2;
+        void *p = realloc(t->by_key, n * sizeof *t->by_key);
+        if (!p)
+            return m;
+        t->by_key = p;
+        memset(&t->by_key[t->n_by_key], 0, (n - t->n_by_key) * sizeof *t->by_key);
+        t->n_by_key = n;
+    }
+    t->by_key[key][kind] = m;
+    return m;
+}

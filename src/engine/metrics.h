@@ -1,0 +1,64 @@
+/*
+ * metrics.h: the engine's metric table: counters, gauges and series keyed by
+ * name, with a cache from segment key ids to entries.
+ *
+ * Key ids index the segment's append-only key table (segment.h), so an id
+ * names the same key for the whole life of a segment and the cache needs no
+ * invalidation while the collector stays attached. Ids above
+ * METRICS_MAX_CACHED_KEY are looked up by name each time.
+ *
+ * Entries live until the table is freed; a new run resets them in place (so
+ * cached pointers stay valid) and a snapshot lists only entries touched in
+ * the current run.
+ */
+#ifndef OBSD_ENGINE_METRICS_H
+#define OBSD_ENGINE_METRICS_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "engine/series.h"
+
+enum metric_kind { METRIC_COUNTER, METRIC_GAUGE, METRIC_SERIES, METRIC_KINDS };
+
+struct metric {
+    enum metric_kind kind;
+    bool touched;               /* written in the current run */
+    int64_t counter;
+    double gauge;
+    struct series series;       /* name lives in series.name for every kind */
+    struct metric *next;        /* hash chain */
+    struct metric *order_next;  /* creation order (snapshot order) */
+};
+
+#define METRICS_MAX_CACHED_KEY 65536u
+
+struct metric_table {
+    struct metric **buckets;
+    size_t n_buckets, n_entries;
+    struct metric *first, *last;            /* creation order */
+    struct metric *(*by_key)[METRIC_KINDS]; /* index = key id */
+    size_t n_by_key;
+    struct series_env *env;
+};
+
+void metrics_init(struct metric_table *t, struct series_env *env);
+void metrics_free(struct metric_table *t);
+/* A new run: every entry back to zero and untouched. */
+void metrics_reset(struct metric_table *t);
+
+/* The entry of that name and kind, created on first use; NULL when out of
+ * memory. */
+struct metric *metrics_get(struct metric_table *t, const char *name, enum metric_kind kind);
+
+/* Cached lookup by segment key id: *name_fn resolves an id not yet cached
+ * (NULL: unknown key, the record is rejected). */
+typedef const char *(*metrics_key_name_fn)(void *ctx, uint32_t key);
+struct metric *metrics_by_key(struct metric_table *t, uint32_t key, enum metric_kind kind,
+                              metrics_key_name_fn name_fn, void *ctx);
+
+/* Forgets the key-id cache (after re-attaching to a segment). */
+void metrics_forget_keys(struct metric_table *t);
+
+#endif

@@ -1,0 +1,364 @@
+/* series.c: series statistics, raw values with spill, snapshot export. */
+#include "engine/series.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+void series_env_init(struct series_env *env, const char *spill_dir, uint64_t raw_memory_cap)
+{
+    memset(env, 0, sizeof *env);
+    env->spill_dir = spill_dir;
+    env->raw_memory_cap = raw_memory_cap;
+}
+
+int series_init(struct series *s, const char *name, bool exact, struct series_env *env)
+{
+    memset(s, 0, sizeof *s);
+    s->name = strdup(name);
+    if (!s->name)
+        return -1;
+    s->exact = exact;
+    s->env = env;
+    s->spill_fd = -1;
+    hist_init(&s->hist);
+    return 0;
+}
+
+static void release_raw(struct series *s)
+{
+    if (s->raw && s->env)
+        s->env->raw_memory_used -= s->cap_raw * sizeof *s->raw;
+    free(s->raw);
+    s->raw = NULL;
+    s->n_raw = s->cap_raw = 0;
+    if (s->spill_fd >= 0)
+        close(s->spill_fd);
+    s->spill_fd = -1;
+    s->n_spilled = 0;
+}
+
+void series_reset(struct series *s)
+{
+    release_raw(s);
+    hist_reset(&s->hist);
+    s->count = 0;
+    s->total = 0;
+    s->sum_sq = 0;
+    s->restored = false;
+}
+
+void series_destroy(struct series *s)
+{
+    series_reset(s);
+    free(s->name);
+    s->name = NULL;
+}
+
+/* An unlinked file in the spill dir: nothing to clean up after a crash. */
+static int open_spill(const struct series_env *env)
+{
+    const char *dir = env->spill_dir;
+    if (!dir || !*dir) {
+        dir = getenv("TMPDIR");
+        if (!dir || !*dir)
+            dir = "/tmp";
+    }
+    int fd = open(dir, O_TMPFILE | O_RDWR | O_CLOEXEC, 0600);
+    if (fd >= 0)
+        return fd;
+    char path[4096];
+    if (snprintf(path, sizeof path, "%s/obsd-spill.XXXXXX", dir) >= (int)sizeof path)
+        return -1;
+    fd = mkostemp(path, O_CLOEXEC);
+    if (fd >= 0)
+        unlink(path);
+    return fd;
+}
+
+static int write_all(int fd, const void *buf, size_t len)
+{
+    const char *p = buf;
+    while (len > 0) {
+        ssize_t n = write(fd, p, len);
+        if (n < 0) {
+            if (errno == EINTR)
+                continue;
+            return -1;
+        }
+        p += n;
+        len -= (size_t)n;
+    }
+    return 0;
+}
+
+static int spill(struct series *s)
+{
+    if (s->spill_fd < 0) {
+        s->spill_fd = open_spill(s->env);
+        if (s->spill_fd < 0)
+            return -1;
+    }
+    if (write_all(s->spill_fd, s->raw, s->n_raw * sizeof *s->raw) < 0)
+        return -1;
+    s->n_spilled += s->n_raw;
+    s->env->values_spilled += s->n_raw;
+    s->n_raw = 0;
+    return 0;
+}
+
+/* Makes room for one more raw value: grow within the cap, else spill. */
+static int raw_room(struct series *s)
+{
+    if (s->n_raw < s->cap_raw)
+        return 0;
+    struct series_env *env = s->env;
+    size_t want = s->cap_raw ? s->cap_raw * 2 : SERIES_MIN_BUFFER;
+    uint64_t extra = (uint64_t)(want - s->cap_raw) * sizeof *s->raw;
+    bool may_grow = s->cap_raw == 0 || env->raw_memory_used + extra <= env->raw_memory_cap;
+    if (may_grow) {
+        uint64_t *p = realloc(s->raw, want * sizeof *p);
+        if (p) {
+            s->raw = p;
+            s->cap_raw = want;
+            env->raw_memory_used += extra;
+            return 0;
+        }
+    }
+    return spill(s);
+}
+
+int series_add(struct series *s, uint64_t v)
+{
+    if (s->exact) {
+        if (raw_room(s) < 0) {
+            s->env->errors++;
+            return -1;
+        }
+    }
+    if (hist_record(&s->hist, v) < 0) {
+        if (s->env)
+            s->env->errors++;
+        return -1;
+    }
+    if (s->exact)
+        s->raw[s->n_raw++] = v;
+    s->count++;
+    s->total += v;
+    s->sum_sq += (double)v * (double)v;
+    return 0;
+}
+
+static double total_of(const struct series *s)
+{
+    return (double)s->total;
+}
+
+void series_snap_release(struct snap_series *out)
+{
+    free(out->buckets);
+    out->buckets = NULL;
+    out->n_buckets = 0;
+}
+
+/* Streams every raw value (spilled first, then in memory) to fn. */
+typedef void (*raw_fn)(void *ctx, const uint64_t *v, size_t n);
+
+static int raw_foreach(const struct series *s, raw_fn fn, void *ctx)
+{
+    if (s->n_spilled > 0) {
+        enum { BATCH = 8192 };
+        uint64_t *buf = malloc(BATCH * sizeof *buf);
+        if (!buf)
+            return -1;
+        uint64_t done = 0;
+        while (done < s->n_spilled) {
+            size_t want = s->n_spilled - done < BATCH ? (size_t)(s->n_spilled - done) : BATCH;
+            ssize_t n = pread(s->spill_fd, buf, want * sizeof *buf, (off_t)(done * sizeof *buf));
+            if (n < 0 && errno == EINTR)
+                continue;
+            if (n <= 0 || (size_t)n % sizeof *buf) {
+                free(buf);
+                return -1;
+            }
+            fn(ctx, buf, (size_t)n / sizeof *buf);
+            done += (size_t)n / sizeof *buf;
+        }
+        free(buf);
+    }
+    if (s->n_raw)
+        fn(ctx, s->raw, s->n_raw);
+    return 0;
+}
+
+/* One pass over the raw values: collect the values of the buckets holding
+ * the wanted ranks, and bin every value into the snapshot histogram. */
+struct exact_target {
+    uint32_t index;
+    uint64_t *values;
+    size_t n, cap;
+};
+
+struct exact_ctx {
+    struct exact_target t[OBSD_N_PERCENTILES];
+    size_t n_targets;
+    const double *edges;
+    size_t n_bins;
+    uint64_t *bins;
+};
+
+static void exact_step(void *vctx, const uint64_t *v, size_t n)
+{
+    struct exact_ctx *x = vctx;
+    for (size_t i = 0; i < n; i++) {
+        uint32_t idx = hist_index(v[i]);
+        for (size_t k = 0; k < x->n_targets; k++) {
+            struct exact_target *t = &x->t[k];
+            if (t->index == idx && t->n < t->cap) {
+                t->values[t->n++] = v[i];
+                break;
+            }
+        }
+        if (x->n_bins)
+            x->bins[hist_bin_of(x->edges, x->n_bins, (double)v[i])]++;
+    }
+}
+
+static int cmp_u64(const void *a, const void *b)
+{
+    uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+    return (x > y) - (x < y);
+}
+
+static int exact_final(struct series *s, struct snap_series *out, const double *edges,
+                       size_t n_bins, uint64_t *bins)
+{
+    uint64_t ranks[OBSD_N_PERCENTILES], before[OBSD_N_PERCENTILES];
+    uint32_t index[OBSD_N_PERCENTILES];
+    for (size_t i = 0; i < OBSD_N_PERCENTILES; i++)
+        ranks[i] = hist_rank(s->count, obsd_percentile_grid[i]);
+    hist_locate_ranks(&s->hist, ranks, OBSD_N_PERCENTILES, index, before);
+
+    struct exact_ctx x = {.edges = edges, .n_bins = n_bins, .bins = bins};
+    int rc = -1;
+    size_t which[OBSD_N_PERCENTILES];
+    for (size_t i = 0; i < OBSD_N_PERCENTILES; i++) {
+        size_t k = 0;
+        while (k < x.n_targets && x.t[k].index != index[i])
+            k++;
+        if (k == x.n_targets) {
+            struct exact_target *t = &x.t[x.n_targets++];
+            t->index = index[i];
+            t->cap = hist_bucket_count(&s->hist, index[i]);
+            t->values = malloc((t->cap ? t->cap : 1) * sizeof *t->values);
+            if (!t->values)
+                goto out;
+        }
+        which[i] = k;
+    }
+    for (size_t i = 0; i < n_bins; i++)
+        bins[i] = 0;
+    if (raw_foreach(s, exact_step, &x) < 0)
+        goto out;
+    for (size_t k = 0; k < x.n_targets; k++)
+        qsort(x.t[k].values, x.t[k].n, sizeof *x.t[k].values, cmp_u64);
+    for (size_t i = 0; i < OBSD_N_PERCENTILES; i++) {
+        struct exact_target *t = &x.t[which[i]];
+        uint64_t at = ranks[i] - before[i];
+        if (at >= t->n)   /* raw values and histogram disagree: cannot happen unless I/O lost data */
+            goto out;
+        out->percentiles[i] = (double)t->values[at];
+    }
+    rc = 0;
+out:
+    for (size_t k = 0; k < x.n_targets; k++)
+        free(x.t[k].values);
+    return rc;
+}
+
+int series_snapshot(struct series *s, bool final, uint32_t n_buckets, struct snap_series *out)
+{
+    memset(out, 0, sizeof *out);
+    out->name = s->name;
+    out->count = s->count;
+    if (s->count == 0)
+        return 0;     /* empty: all zeros, histogram [] */
+    out->total = total_of(s);
+    out->min = (double)s->hist.min;
+    out->max = (double)s->hist.max;
+    out->sum_sq = s->sum_sq;
+
+    size_t n = n_buckets;
+    double *edges = NULL;
+    uint64_t *bins = NULL;
+    if (n > 0) {
+        edges = malloc((n + 1) * sizeof *edges);
+        bins = calloc(n, sizeof *bins);
+        out->buckets = calloc(n, sizeof *out->buckets);
+        if (!edges || !bins || !out->buckets)
+            goto fail;
+        hist_log_edges(out->min, out->max, n, edges);
+    }
+    bool use_raw = final && s->exact && !s->restored;
+    if (use_raw) {
+        if (exact_final(s, out, edges, n, bins) < 0)
+            goto fail;
+        out->exact = true;
+    } else {
+        hist_percentiles(&s->hist, obsd_percentile_grid, OBSD_N_PERCENTILES, out->percentiles);
+        if (n > 0)
+            hist_bin(&s->hist, n, edges, bins);
+    }
+    for (size_t i = 0; i < n; i++) {
+        out->buckets[i].lo = edges[i];
+        out->buckets[i].hi = edges[i + 1];
+        out->buckets[i].count = bins[i];
+    }
+    out->n_buckets = n;
+    free(edges);
+    free(bins);
+    return 0;
+fail:
+    free(edges);
+    free(bins);
+    series_snap_release(out);
+    return -1;
+}
+
+int series_restore(struct series *s, const struct snap_series *from)
+{
+    series_reset(s);
+    if (from->count == 0)
+        return 0;
+    uint64_t placed = 0;
+    for (size_t i = 0; i < from->n_buckets; i++) {
+        const struct snap_bucket *b = &from->buckets[i];
+        if (b->count == 0)
+            continue;
+        double mid = sqrt(b->lo * b->hi);
+        if (!(mid >= from->min))
+            mid = from->min;
+        if (mid > from->max)
+            mid = from->max;
+        if (hist_record_n(&s->hist, (uint64_t)mid, b->count) < 0)
+            return -1;
+        placed += b->count;
+    }
+    if (placed < from->count && hist_record_n(&s->hist, (uint64_t)from->min, from->count - placed) < 0)
+        return -1;
+    /* the observed extremes are exact; the histogram keeps them */
+    if (from->min >= 0)
+        s->hist.min = (uint64_t)from->min;
+    if (from->max >= 0)
+        s->hist.max = (uint64_t)from->max;
+    s->hist.count = from->count;
+    s->count = from->count;
+    s->total = (unsigned __int128)(from->total < 0 ? 0 : from->total);
+    s->sum_sq = from->sum_sq;
+    s->restored = true;
+    return 0;
+}

@@ -1,0 +1,82 @@
+/*
+ * series.h: one metric series (a distribution of uint64 observations), as the
+ * engine's metric table and the request module keep them.
+ *
+ * A series keeps count, total, min, max and sum of squares exactly, and a
+ * log-linear histogram (histogram.h, 3+ significant digits) for live
+ * percentiles. A series created `exact` also keeps every raw value, so the
+ * final snapshot reports observed values (numpy's "lower" method:
+ * sorted[floor(p/100*(n-1))]) and a histogram binned from the raw values.
+ * Raw values of all series of one series_env share a memory cap; past it a
+ * series appends its buffer to an unlinked spill file in the env's directory
+ * and reads it back for the final statistics (a series holds at most
+ * SERIES_MIN_BUFFER values in memory when the cap is exhausted).
+ *
+ * Core span series run at millions of records per second and keep the
+ * histogram only (exact = false).
+ *
+ * Not thread-safe: one thread owns a series and its env.
+ */
+#ifndef OBSD_ENGINE_SERIES_H
+#define OBSD_ENGINE_SERIES_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "engine/histogram.h"
+#include "publisher/snapshot.h"
+
+#define SERIES_MIN_BUFFER 64
+
+/* Shared by the series of one owner: the raw-value memory cap and spill dir. */
+struct series_env {
+    const char *spill_dir;       /* directory of spill files; NULL = $TMPDIR or /tmp */
+    uint64_t raw_memory_cap;     /* bytes of raw values held in memory, all series */
+    uint64_t raw_memory_used;    /* bytes of raw-value buffers allocated now */
+    uint64_t values_spilled;     /* values written to spill files (statistics) */
+    uint64_t errors;             /* allocation or spill I/O failures (values lost) */
+};
+
+void series_env_init(struct series_env *env, const char *spill_dir, uint64_t raw_memory_cap);
+
+struct series {
+    char *name;
+    bool exact;                  /* keeps raw values for exact final statistics */
+    bool restored;               /* continued from a stored snapshot: raw values before
+                                    the restart are gone, so the series is no longer exact */
+    uint64_t count;
+    unsigned __int128 total;
+    double sum_sq;
+    struct hist hist;            /* min and max live here */
+    struct series_env *env;
+    uint64_t *raw;               /* values not yet spilled */
+    size_t n_raw, cap_raw;
+    int spill_fd;                /* -1 until the first spill */
+    uint64_t n_spilled;
+};
+
+/* Returns 0, or -1 when out of memory. env is needed only when exact. */
+int series_init(struct series *s, const char *name, bool exact, struct series_env *env);
+/* Forgets every observation (a new run). */
+void series_reset(struct series *s);
+void series_destroy(struct series *s);
+
+/* One observation. Returns 0, or -1 if it could not be stored (counted in
+ * env->errors for exact series). */
+int series_add(struct series *s, uint64_t v);
+
+/* Fills out (name points into s; buckets are malloc'ed, free them with
+ * series_snap_release). final selects exact statistics for exact series.
+ * n_buckets is the snapshot histogram size (config histogram_buckets).
+ * Returns 0, or -1 when out of memory or a spill file cannot be read. */
+int series_snapshot(struct series *s, bool final, uint32_t n_buckets, struct snap_series *out);
+void series_snap_release(struct snap_series *out);
+
+/* Continues a series from a stored snapshot after a collector restart:
+ * count, total, min, max and sum_sq are restored exactly, the histogram from
+ * the snapshot's buckets (each bucket's count at its geometric midpoint, so
+ * percentiles are approximate), and the series stops being exact. */
+int series_restore(struct series *s, const struct snap_series *from);
+
+#endif
