@@ -97,14 +97,20 @@ static void put_varint(struct buf *b, uint64_t v)
 static uint64_t zigzag(int64_t v) { return ((uint64_t)v << 1) ^ (uint64_t)(v >> 63); }
 static int64_t unzigzag(uint64_t v) { return (int64_t)(v >> 1) ^ -(int64_t)(v & 1); }
 
+/* Doubles are stored little-endian IEEE 754. */
 static void put_f64(struct buf *b, double d)
 {
-    uint64_t u;
-    memcpy(&u, &d, 8);
     if (!buf_reserve(b, 8))
         return;
+#if __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+    memcpy(b->p + b->len, &d, 8);
+    b->len += 8;
+#else
+    uint64_t u;
+    memcpy(&u, &d, 8);
     for (int i = 0; i < 8; i++)
         b->p[b->len++] = (uint8_t)(u >> (8 * i));
+#endif
 }
 
 static void put_str(struct buf *b, const char *s, size_t n)
@@ -158,12 +164,16 @@ static double get_f64(struct rd *r, const char *what)
         rd_fail(r, what);
         return 0;
     }
+    double d;
+#if __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+    memcpy(&d, r->p, 8);
+#else
     uint64_t u = 0;
     for (int i = 0; i < 8; i++)
         u |= (uint64_t)r->p[i] << (8 * i);
-    r->p += 8;
-    double d;
     memcpy(&d, &u, 8);
+#endif
+    r->p += 8;
     return d;
 }
 
@@ -231,6 +241,8 @@ struct metric_entry {
     uint32_t id;
     uint8_t cls;             /* CLASS_COUNTER or CLASS_SERIES */
     bool fp_valid;
+    bool in_latest;          /* has a row in the latest table */
+    uint32_t gen;            /* the persist that last saw it */
     uint64_t fp[5];          /* fingerprint of the last persisted state */
 };
 
@@ -339,11 +351,14 @@ struct store {
     size_t n_stored;         /* metric entries whose names rows are committed */
     struct metric_table mt;
     char *sections_json;     /* sections of the last persist (compact, sorted) */
+    uint32_t gen;            /* persists attempted by this handle */
+    uint32_t *gone;          /* entries with a latest row that the snapshot lacks */
+    size_t gone_cap;
     uint32_t *hint;          /* snapshot position -> entry index, from the last persist */
     size_t hint_cap;
     struct changed *chg;
     size_t chg_cap;
-    struct buf full, scratch;
+    struct buf full, hdr, scratch;
 };
 
 static int fail(struct store *st, int status, const char *fmt, ...)
@@ -530,8 +545,10 @@ void store_close(struct store *st)
         return;
     forget_run(st);
     free(st->hint);
+    free(st->gone);
     free(st->chg);
     free(st->full.p);
+    free(st->hdr.p);
     free(st->scratch.p);
     if (st->env)
         mdb_env_close(st->env);
@@ -619,6 +636,16 @@ static int get_run(struct store *st, MDB_txn *txn, const char *run_id,
 
 /* ------------------------------------------------------------ snapshots */
 
+static void encode_counter(struct buf *b, const struct snap_counter *c)
+{
+    put_str(b, c->name, strlen(c->name));
+    put_u8(b, c->is_float);
+    if (c->is_float)
+        put_f64(b, c->fvalue);
+    else
+        put_varint(b, zigzag(c->ivalue));
+}
+
 static void encode_series(struct buf *b, const struct snap_series *sr)
 {
     bool contiguous = true;
@@ -648,8 +675,10 @@ static void encode_series(struct buf *b, const struct snap_series *sr)
         put_varint(b, sr->buckets[i].count);
 }
 
-/* The full form of a snapshot: latest, final and history keyframes. */
-static void encode_snapshot(struct buf *b, const struct snapshot *s, const char *sections_json)
+/* The full form of a snapshot (final, history keyframes) or, without
+ * metrics, the header row of the latest table. */
+static void encode_snapshot(struct buf *b, const struct snapshot *s, const char *sections_json,
+                            bool with_metrics)
 {
     put_u8(b, VALUE_FORMAT);
     put_varint(b, s->schema_version);
@@ -658,20 +687,33 @@ static void encode_snapshot(struct buf *b, const struct snapshot *s, const char 
     put_u8(b, (uint8_t)s->state);
     put_varint(b, s->n_pending_tasks);
     put_str(b, s->run, strnlen(s->run, sizeof s->run - 1));
-    put_varint(b, s->n_counters);
-    for (size_t i = 0; i < s->n_counters; i++) {
-        const struct snap_counter *c = &s->counters[i];
-        put_str(b, c->name, strlen(c->name));
-        put_u8(b, c->is_float);
-        if (c->is_float)
-            put_f64(b, c->fvalue);
-        else
-            put_varint(b, zigzag(c->ivalue));
-    }
-    put_varint(b, s->n_series);
-    for (size_t i = 0; i < s->n_series; i++)
+    put_varint(b, with_metrics ? s->n_counters : 0);
+    for (size_t i = 0; with_metrics && i < s->n_counters; i++)
+        encode_counter(b, &s->counters[i]);
+    put_varint(b, with_metrics ? s->n_series : 0);
+    for (size_t i = 0; with_metrics && i < s->n_series; i++)
         encode_series(b, &s->series[i]);
     put_str(b, sections_json ? sections_json : "", sections_json ? strlen(sections_json) : 0);
+}
+
+/* On failure nothing is left allocated. */
+static bool decode_counter(struct rd *d, struct snap_counter *c)
+{
+    memset(c, 0, sizeof *c);
+    c->name = get_str(d, "counter name", NULL, 0);
+    uint8_t f = get_u8(d, "counter flags");
+    if (f > 1)
+        rd_fail(d, "counter flags");
+    c->is_float = f;
+    if (f)
+        c->fvalue = get_f64(d, "counter value");
+    else
+        c->fvalue = (double)(c->ivalue = unzigzag(get_varint(d, "counter value")));
+    if (d->bad) {
+        free(c->name);
+        c->name = NULL;
+    }
+    return !d->bad;
 }
 
 static bool decode_series(struct rd *d, struct snap_series *sr)
@@ -751,20 +793,9 @@ static struct snapshot *decode_snapshot(struct rd *d)
     if (nc && !grow_array((void **)&s->counters, &s->cap_counters, nc, sizeof *s->counters))
         rd_fail(d, "out of memory");
     for (uint64_t i = 0; i < nc && !d->bad; i++) {
-        struct snap_counter c = {0};
-        c.name = get_str(d, "counter name", NULL, 0);
-        uint8_t f = get_u8(d, "counter flags");
-        if (f > 1)
-            rd_fail(d, "counter flags");
-        c.is_float = f;
-        if (f)
-            c.fvalue = get_f64(d, "counter value");
-        else
-            c.fvalue = (double)(c.ivalue = unzigzag(get_varint(d, "counter value")));
-        if (d->bad) {
-            free(c.name);
+        struct snap_counter c;
+        if (!decode_counter(d, &c))
             break;
-        }
         s->counters[s->n_counters++] = c;
     }
     uint64_t ns = get_count(d, 2 + 8 * (4 + OBSD_N_PERCENTILES), "series count");
@@ -968,6 +999,8 @@ int store_begin_run(struct store *st, const char *run_id, const char *name, uint
             return status;
         st->run = r;
         st->next_id = next_id;
+        for (size_t i = 0; i < st->mt.n; i++)
+            st->mt.e[i].in_latest = true;
         st->n_stored = st->mt.n;
         st->have_run = true;
         return STORE_OK;
@@ -1052,13 +1085,31 @@ static long resolve(struct store *st, size_t pos, uint8_t cls, const char *name)
     return e;
 }
 
+static MDB_val latest_metric_key(uint8_t kb[12], uint64_t run_seq, uint32_t id)
+{
+    be64(kb, run_seq);
+    be32(kb + 8, id);
+    return (MDB_val){12, kb};
+}
+
+/* One row of the latest table: the metric's class, then its full encoding. */
+static void encode_latest_metric(struct buf *b, const struct snapshot *snap, uint8_t cls, uint32_t pos)
+{
+    put_u8(b, VALUE_FORMAT);
+    put_u8(b, cls);
+    if (cls == CLASS_COUNTER)
+        encode_counter(b, &snap->counters[pos]);
+    else
+        encode_series(b, &snap->series[pos]);
+}
+
 /* One attempt at the write transaction of a persist. Returns an LMDB code. */
 static int persist_txn(struct store *st, const struct snapshot *snap, bool final, bool keyframe,
-                       size_t n_changed, bool sections_changed, const char *sections,
-                       const struct store_run_info *nr)
+                       size_t n_changed, size_t n_gone, bool sections_changed,
+                       const char *sections, const struct store_run_info *nr)
 {
     MDB_txn *txn;
-    MDB_cursor *cur = NULL;
+    MDB_cursor *cur = NULL, *lcur = NULL;
     int rc = mdb_txn_begin(st->env, NULL, 0, &txn);
     if (rc)
         return rc;
@@ -1070,17 +1121,19 @@ static int persist_txn(struct store *st, const struct snapshot *snap, bool final
     for (size_t i = st->n_stored; i < st->mt.n && !rc; i++) {
         const struct metric_entry *e = &st->mt.e[i];
         size_t nl = strlen(e->name);
-        sb->len = 0;
         uint8_t hdr[10];
         be64(hdr, nr->run_seq);
         hdr[8] = 'n';
         hdr[9] = e->cls;
+        sb->len = 0;
         put_bytes(sb, hdr, 10);
         put_bytes(sb, e->name, nl);
         uint8_t idb[4];
         be32(idb, e->id);
-        if (sb->oom)
-            return mdb_txn_abort(txn), ENOMEM;
+        if (sb->oom) {
+            rc = ENOMEM;
+            break;
+        }
         k = (MDB_val){sb->len, sb->p};
         v = (MDB_val){4, idb};
         if ((rc = mdb_put(txn, st->names, &k, &v, 0)))
@@ -1092,17 +1145,17 @@ static int persist_txn(struct store *st, const struct snapshot *snap, bool final
         sb->len = 0;
         put_u8(sb, e->cls);
         put_bytes(sb, e->name, nl);
-        if (sb->oom)
-            return mdb_txn_abort(txn), ENOMEM;
         k = (MDB_val){13, ik};
         v = (MDB_val){sb->len, sb->p};
-        rc = mdb_put(txn, st->names, &k, &v, 0);
+        rc = sb->oom ? ENOMEM : mdb_put(txn, st->names, &k, &v, 0);
     }
 
-    /* time series points of the changed metrics */
+    /* changed metrics: a time series point and the latest row */
     int64_t dts = (int64_t)(snap->timestamp_ns - nr->start_ns);
     if (!rc)
         rc = mdb_cursor_open(txn, st->series, &cur);
+    if (!rc)
+        rc = mdb_cursor_open(txn, st->latest, &lcur);
     for (size_t i = 0; i < n_changed && !rc; i++) {
         const struct changed *c = &st->chg[i];
         const struct metric_entry *e = &st->mt.e[c->entry];
@@ -1111,15 +1164,31 @@ static int persist_txn(struct store *st, const struct snapshot *snap, bool final
             encode_counter_point(sb, &snap->counters[c->pos], dts);
         else
             encode_series_point(sb, &snap->series[c->pos], dts);
-        if (sb->oom)
+        if (sb->oom) {
             rc = ENOMEM;
+            break;
+        }
         k = series_key(kb, nr->run_seq, e->id, snap->seq);
         v = (MDB_val){sb->len, sb->p};
-        if (!rc)
-            rc = mdb_cursor_put(cur, &k, &v, 0);
+        if ((rc = mdb_cursor_put(cur, &k, &v, 0)))
+            break;
+        sb->len = 0;
+        encode_latest_metric(sb, snap, e->cls, c->pos);
+        k = latest_metric_key(kb, nr->run_seq, e->id);
+        v = (MDB_val){sb->len, sb->p};
+        rc = sb->oom ? ENOMEM : mdb_cursor_put(lcur, &k, &v, 0);
+    }
+    /* metrics the snapshot no longer has leave the latest snapshot */
+    for (size_t i = 0; i < n_gone && !rc; i++) {
+        k = latest_metric_key(kb, nr->run_seq, st->mt.e[st->gone[i]].id);
+        rc = mdb_del(txn, st->latest, &k, NULL);
+        if (rc == MDB_NOTFOUND)
+            rc = 0;
     }
     if (cur)
         mdb_cursor_close(cur);
+    if (lcur)
+        mdb_cursor_close(lcur);
 
     /* history: a keyframe holds the full snapshot, a delta the ids of the
      * changed metrics (their values are in the series table) */
@@ -1127,9 +1196,7 @@ static int persist_txn(struct store *st, const struct snapshot *snap, bool final
         sb->len = 0;
         put_u8(sb, VALUE_FORMAT);
         put_u8(sb, keyframe ? HIST_KEYFRAME : HIST_DELTA);
-        if (keyframe) {
-            put_bytes(sb, st->full.p, st->full.len);
-        } else {
+        if (!keyframe) {
             put_varint(sb, snap->timestamp_ns);
             put_u8(sb, (uint8_t)snap->state);
             put_varint(sb, snap->n_pending_tasks);
@@ -1140,21 +1207,29 @@ static int persist_txn(struct store *st, const struct snapshot *snap, bool final
             if (sections_changed)
                 put_str(sb, sections, strlen(sections));
         }
+        k = history_key(kb, nr->run_seq, snap->seq);
         if (sb->oom)
             rc = ENOMEM;
-        k = history_key(kb, nr->run_seq, snap->seq);
-        v = (MDB_val){sb->len, sb->p};
-        if (!rc)
-            rc = mdb_put(txn, st->history, &k, &v, MDB_APPEND);
-        if (rc == MDB_KEYEXIST) /* not the last key: another run's history follows */
+        else if (keyframe) {
+            /* the 2-byte prefix, then the full snapshot written in place */
+            v = (MDB_val){2 + st->full.len, NULL};
+            rc = mdb_put(txn, st->history, &k, &v, MDB_RESERVE);
+            if (!rc) {
+                memcpy(v.mv_data, sb->p, 2);
+                memcpy((uint8_t *)v.mv_data + 2, st->full.p, st->full.len);
+            }
+        } else {
+            v = (MDB_val){sb->len, sb->p};
             rc = mdb_put(txn, st->history, &k, &v, 0);
+        }
     }
 
-    /* latest, final, run record */
+    /* latest header, final, run record */
     k = run_key(kb, nr->run_seq);
-    v = (MDB_val){st->full.len, st->full.p};
+    v = (MDB_val){st->hdr.len, st->hdr.p};
     if (!rc)
         rc = mdb_put(txn, st->latest, &k, &v, 0);
+    v = (MDB_val){st->full.len, st->full.p};
     if (!rc && final)
         rc = mdb_put(txn, st->final, &k, &v, MDB_NOOVERWRITE);
     if (!rc) {
@@ -1168,6 +1243,24 @@ static int persist_txn(struct store *st, const struct snapshot *snap, bool final
         return rc;
     }
     return mdb_txn_commit(txn);
+}
+
+/* Resolves a snapshot metric, notes whether it changed since the last persist. */
+static int note_metric(struct store *st, size_t pos, size_t idx, uint8_t cls, const char *name,
+                       const uint64_t fp[5], size_t *nc)
+{
+    long e = resolve(st, pos, cls, name);
+    if (e < 0)
+        return -1;
+    struct metric_entry *me = &st->mt.e[e];
+    me->gen = st->gen;
+    if (!me->fp_valid || memcmp(me->fp, fp, sizeof me->fp)) {
+        struct changed *c = &st->chg[(*nc)++];
+        c->entry = (uint32_t)e;
+        c->pos = (uint32_t)idx;
+        memcpy(c->fp, fp, sizeof c->fp);
+    }
+    return 0;
 }
 
 int store_persist(struct store *st, const struct snapshot *snap, bool final)
@@ -1196,33 +1289,28 @@ int store_persist(struct store *st, const struct snapshot *snap, bool final)
         memset(st->hint + old, 0xff, (st->hint_cap - old) * sizeof *st->hint);
     }
 
-    /* which metrics changed since the last persist */
+    /* which metrics changed since the last persist, which are gone */
+    st->gen++;
     size_t nc = 0;
+    uint64_t fp[5];
     for (size_t i = 0; i < snap->n_counters; i++) {
-        long e = resolve(st, i, CLASS_COUNTER, snap->counters[i].name);
-        if (e < 0)
+        fingerprint_counter(&snap->counters[i], fp);
+        if (note_metric(st, i, i, CLASS_COUNTER, snap->counters[i].name, fp, &nc))
             return fail(st, STORE_ERROR, "out of memory");
-        struct changed *c = &st->chg[nc];
-        fingerprint_counter(&snap->counters[i], c->fp);
-        const struct metric_entry *me = &st->mt.e[e];
-        if (!me->fp_valid || memcmp(me->fp, c->fp, sizeof c->fp)) {
-            c->entry = (uint32_t)e;
-            c->pos = (uint32_t)i;
-            nc++;
-        }
     }
     for (size_t i = 0; i < snap->n_series; i++) {
-        long e = resolve(st, snap->n_counters + i, CLASS_SERIES, snap->series[i].name);
-        if (e < 0)
+        fingerprint_series(&snap->series[i], fp);
+        if (note_metric(st, snap->n_counters + i, i, CLASS_SERIES, snap->series[i].name, fp, &nc))
             return fail(st, STORE_ERROR, "out of memory");
-        struct changed *c = &st->chg[nc];
-        fingerprint_series(&snap->series[i], c->fp);
-        const struct metric_entry *me = &st->mt.e[e];
-        if (!me->fp_valid || memcmp(me->fp, c->fp, sizeof c->fp)) {
-            c->entry = (uint32_t)e;
-            c->pos = (uint32_t)i;
-            nc++;
-        }
+    }
+    size_t ngone = 0;
+    for (size_t i = 0; i < st->mt.n; i++) {
+        if (!st->mt.e[i].in_latest || st->mt.e[i].gen == st->gen)
+            continue;
+        if (ngone == st->gone_cap &&
+            !grow_array((void **)&st->gone, &st->gone_cap, ngone ? ngone * 2 : 16, sizeof *st->gone))
+            return fail(st, STORE_ERROR, "out of memory");
+        st->gone[ngone++] = (uint32_t)i;
     }
 
     char *sections = NULL;
@@ -1235,10 +1323,14 @@ int store_persist(struct store *st, const struct snapshot *snap, bool final)
                             (sections && strcmp(sections, st->sections_json));
     bool keyframe = final || st->run.n_snapshots % st->full_every == 0;
 
+    st->hdr.len = 0;
+    encode_snapshot(&st->hdr, snap, sections, false);
     st->full.len = 0;
-    encode_snapshot(&st->full, snap, sections);
-    if (st->full.oom) {
+    if (keyframe)
+        encode_snapshot(&st->full, snap, sections, true);
+    if (st->full.oom || st->hdr.oom) {
         free(sections);
+        st->full.oom = st->hdr.oom = false;
         return fail(st, STORE_ERROR, "out of memory");
     }
 
@@ -1255,7 +1347,8 @@ int store_persist(struct store *st, const struct snapshot *snap, bool final)
 
     int rc;
     for (int attempt = 0;; attempt++) {
-        rc = persist_txn(st, snap, final, keyframe, nc, sections_changed, sections ? sections : "", &nr);
+        rc = persist_txn(st, snap, final, keyframe, nc, ngone, sections_changed,
+                         sections ? sections : "", &nr);
         if (rc != MDB_MAP_FULL || attempt == MAX_GROW_RETRIES)
             break;
         /* No transaction is open now, so the map may grow; readers in other
@@ -1267,6 +1360,7 @@ int store_persist(struct store *st, const struct snapshot *snap, bool final)
         }
         refresh_map_size(st);
     }
+    st->scratch.oom = false;
     if (rc) {
         free(sections);
         if (rc == MDB_KEYEXIST)
@@ -1280,6 +1374,11 @@ int store_persist(struct store *st, const struct snapshot *snap, bool final)
         struct metric_entry *e = &st->mt.e[st->chg[i].entry];
         memcpy(e->fp, st->chg[i].fp, sizeof e->fp);
         e->fp_valid = true;
+        e->in_latest = true;
+    }
+    for (size_t i = 0; i < ngone; i++) {
+        st->mt.e[st->gone[i]].in_latest = false;
+        st->mt.e[st->gone[i]].fp_valid = false;
     }
     st->n_stored = st->mt.n;
     st->run = nr;
@@ -1364,6 +1463,61 @@ int store_last_run(struct store *st, struct store_run_info *out)
     return status;
 }
 
+/* Appends the metric rows of the latest table that follow the header. */
+static int read_latest_metrics(struct store *st, MDB_txn *txn, const struct store_run_info *r,
+                               struct snapshot *s)
+{
+    MDB_cursor *cur;
+    int rc = mdb_cursor_open(txn, st->latest, &cur);
+    if (rc)
+        return fail(st, STORE_ERROR, "%s: %s", st->dir, mdb_strerror(rc));
+    uint8_t kb[8];
+    MDB_val k = run_key(kb, r->run_seq), v;
+    int status = STORE_OK;
+    rc = mdb_cursor_get(cur, &k, &v, MDB_SET_KEY);
+    for (rc = rc ? rc : mdb_cursor_get(cur, &k, &v, MDB_NEXT); !rc;
+         rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
+        if (k.mv_size != 12 || memcmp(k.mv_data, kb, 8))
+            break;
+        struct rd d = {v.mv_data, (const uint8_t *)v.mv_data + v.mv_size, NULL};
+        if (get_u8(&d, "format byte") != VALUE_FORMAT)
+            rd_fail(&d, "format byte");
+        uint8_t cls = get_u8(&d, "metric class");
+        if (cls == CLASS_COUNTER && !d.bad) {
+            struct snap_counter c;
+            if (grow_array((void **)&s->counters, &s->cap_counters,
+                           s->n_counters == s->cap_counters ? s->cap_counters * 2 + 16 : 0,
+                           sizeof c) &&
+                decode_counter(&d, &c))
+                s->counters[s->n_counters++] = c;
+            else
+                rd_fail(&d, "counter");
+        } else if (cls == CLASS_SERIES && !d.bad) {
+            struct snap_series sr;
+            if (!grow_array((void **)&s->series, &s->cap_series,
+                            s->n_series == s->cap_series ? s->cap_series * 2 + 16 : 0, sizeof sr))
+                rd_fail(&d, "out of memory");
+            else if (decode_series(&d, &sr))
+                s->series[s->n_series++] = sr;
+            else {
+                free(sr.name);
+                free(sr.buckets);
+            }
+        } else {
+            rd_fail(&d, "metric class");
+        }
+        if (!d.bad && d.p != d.end)
+            rd_fail(&d, "trailing bytes");
+        if (d.bad) {
+            status = fail(st, STORE_ERROR, "corrupt store: latest snapshot of run '%s', metric id %u: bad %s",
+                          r->id, rd_be32((const uint8_t *)k.mv_data + 8), d.bad);
+            break;
+        }
+    }
+    mdb_cursor_close(cur);
+    return status;
+}
+
 static int read_full(struct store *st, MDB_dbi dbi, const char *what, const char *run_id,
                      struct snapshot **out)
 {
@@ -1389,9 +1543,15 @@ static int read_full(struct store *st, MDB_dbi dbi, const char *what, const char
     }
     struct rd d = {v.mv_data, (const uint8_t *)v.mv_data + v.mv_size, NULL};
     *out = decode_snapshot(&d);
-    if (!*out)
+    if (!*out) {
         status = fail(st, STORE_ERROR, "corrupt store: %s snapshot of run '%s': bad %s", what,
                       run_id, d.bad);
+        goto done;
+    }
+    if (dbi == st->latest && (status = read_latest_metrics(st, txn, &r, *out))) {
+        snapshot_free(*out);
+        *out = NULL;
+    }
 done:
     mdb_txn_abort(txn);
     return status;

@@ -321,6 +321,18 @@ START_TEST(corrupt_values_rejected)
         store_close(st);
     }
     ck_assert_uint_gt(rejected, 10);
+    raw_put("latest", key, 8, good, n);
+    /* a damaged metric row of the latest snapshot */
+    uint8_t mkey[12] = {0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0, 2};
+    size_t mn = raw_get("latest", mkey, 12, bad, sizeof bad);
+    for (size_t cut = 0; cut < mn; cut++) {
+        raw_put("latest", mkey, 12, bad, cut);
+        st = store_open(dir, 0, false, true, err, sizeof err);
+        struct snapshot *out = NULL;
+        ck_assert_int_eq(store_latest(st, "cr", &out), STORE_ERROR);
+        ck_assert_msg(strstr(store_error(st), "corrupt store: latest snapshot"), "%s", store_error(st));
+        store_close(st);
+    }
     /* a damaged run record */
     raw_put("runs", key, 8, "\001\005ab", 4);
     st = store_open(dir, 0, false, true, err, sizeof err);

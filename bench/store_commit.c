@@ -1,0 +1,164 @@
+/*
+ * store_commit: time of one store_persist() (one LMDB write transaction) for
+ * a snapshot of N series, against a baseline measured in the same run: one
+ * bare LMDB transaction that puts a value as large as the encoded snapshot.
+ *
+ *   build/bench/store_commit [n_series] [persists]     (default 10000 200)
+ *
+ * Prints one JSON object per scenario: all series changing every persist,
+ * 1% changing, each with the store's fsync off and on.
+ */
+#include <lmdb.h>
+#include <sys/stat.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "publisher/store.h"
+
+static uint64_t now_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000ULL + (uint64_t)ts.tv_nsec;
+}
+
+static int cmp_u64(const void *a, const void *b)
+{
+    uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+    return x < y ? -1 : x > y;
+}
+
+static struct snapshot *build(size_t n_series, size_t n_buckets)
+{
+    struct snapshot *s = snapshot_new("bench", 0, OBSD_RUN_LIVE);
+    struct snap_bucket *b = calloc(n_buckets, sizeof *b);
+    char name[64];
+    for (size_t i = 0; i < n_series; i++) {
+        double lo = 1000;
+        for (size_t j = 0; j < n_buckets; j++) {
+            b[j] = (struct snap_bucket){lo, lo * 1.25, (i + j) % 97};
+            lo *= 1.25;
+        }
+        snprintf(name, sizeof name, "kernel.op_%05zu.latency_ns", i);
+        struct snap_series sr = {.name = name, .count = 1000, .total = 1e6, .min = 1000,
+                                 .max = 90000, .sum_sq = 1e12, .n_buckets = n_buckets, .buckets = b};
+        for (int p = 0; p < OBSD_N_PERCENTILES; p++)
+            sr.percentiles[p] = 1000 + 800 * obsd_percentile_grid[p];
+        snapshot_add_series(s, &sr);
+    }
+    for (int i = 0; i < 20; i++) {
+        snprintf(name, sizeof name, "counter_%d", i);
+        snapshot_add_counter(s, name, i);
+    }
+    free(b);
+    return s;
+}
+
+static void rm_store(const char *dir)
+{
+    char p[600];
+    snprintf(p, sizeof p, "%s/data.mdb", dir);
+    unlink(p);
+    snprintf(p, sizeof p, "%s/lock.mdb", dir);
+    unlink(p);
+    rmdir(dir);
+}
+
+/* Bare LMDB: one txn putting one value of `bytes` bytes, same sync mode. */
+static double baseline_ms(const char *dir, size_t bytes, bool sync, int reps)
+{
+    rm_store(dir);
+    mkdir(dir, 0700);
+    MDB_env *env;
+    MDB_dbi dbi;
+    MDB_txn *txn;
+    mdb_env_create(&env);
+    mdb_env_set_mapsize(env, 1ULL << 32);
+    mdb_env_open(env, dir, sync ? 0 : MDB_NOSYNC, 0600);
+    mdb_txn_begin(env, NULL, 0, &txn);
+    mdb_dbi_open(txn, NULL, 0, &dbi);
+    mdb_txn_commit(txn);
+    char *val = malloc(bytes);
+    memset(val, 7, bytes);
+    uint64_t *t = calloc((size_t)reps, sizeof *t);
+    for (int r = 0; r < reps; r++) {
+        uint64_t t0 = now_ns();
+        mdb_txn_begin(env, NULL, 0, &txn);
+        MDB_val k = {6, "latest"}, v = {bytes, val};
+        mdb_put(txn, dbi, &k, &v, 0);
+        mdb_txn_commit(txn);
+        t[r] = now_ns() - t0;
+    }
+    qsort(t, (size_t)reps, sizeof *t, cmp_u64);
+    double ms = (double)t[reps / 2] / 1e6;
+    free(t);
+    free(val);
+    mdb_env_close(env);
+    rm_store(dir);
+    return ms;
+}
+
+
+static void scenario(const char *dir, size_t n_series, int reps, double change_frac, bool sync)
+{
+    rm_store(dir);
+    char err[256];
+    struct store *st = store_open(dir, 1ULL << 30, sync, false, err, sizeof err);
+    if (!st) {
+        fprintf(stderr, "store_commit: %s\n", err);
+        exit(1);
+    }
+    struct snapshot *s = build(n_series, 30);
+    uint64_t *t = calloc((size_t)reps, sizeof *t);
+    size_t n_change = (size_t)((double)n_series * change_frac);
+    for (int r = 0; r < reps; r++) {
+        s->seq = (uint64_t)r;
+        s->timestamp_ns = 1700000000000000000ULL + (uint64_t)r * 1000000000ULL;
+        for (size_t k = 0; k < n_change; k++) {
+            struct snap_series *sr = &s->series[((size_t)r * n_change + k) % n_series];
+            sr->count++;
+            sr->total += 1000;
+        }
+        uint64_t t0 = now_ns();
+        if (store_persist(st, s, false)) {
+            fprintf(stderr, "store_commit: %s\n", store_error(st));
+            exit(1);
+        }
+        t[r] = now_ns() - t0;
+    }
+    qsort(t, (size_t)reps, sizeof *t, cmp_u64);
+    double p50 = (double)t[reps / 2] / 1e6, p99 = (double)t[reps * 99 / 100] / 1e6;
+    /* encoded size of the snapshot: what the baseline puts */
+    struct stat sb;
+    char p[600];
+    snprintf(p, sizeof p, "%s/data.mdb", dir);
+    stat(p, &sb);
+    store_close(st);
+    size_t approx_bytes = n_series * (30 + 8 * (4 + 12 + 31) + 30 + 4);
+    double base = baseline_ms(dir, approx_bytes, sync, reps);
+    printf("{\"bench\":\"store_commit\",\"n_series\":%zu,\"changed_per_commit\":%zu,\"sync\":%s,"
+           "\"commits\":%d,\"commit_ms_p50\":%.3f,\"commit_ms_p99\":%.3f,"
+           "\"baseline\":\"bare LMDB txn putting one %zu-byte value\",\"baseline_ms_p50\":%.3f,"
+           "\"ratio\":%.2f}\n",
+           n_series, n_change, sync ? "true" : "false", reps, p50, p99, approx_bytes, base,
+           p50 / base);
+    fflush(stdout);
+    snapshot_free(s);
+    free(t);
+    rm_store(dir);
+}
+
+int main(int argc, char **argv)
+{
+    size_t n = argc > 1 ? strtoul(argv[1], NULL, 10) : 10000;
+    int reps = argc > 2 ? atoi(argv[2]) : 200;
+    char dir[256];
+    snprintf(dir, sizeof dir, "/tmp/obsd-store-commit-%d", (int)getpid());
+    scenario(dir, n, reps, 1.0, false);
+    scenario(dir, n, reps, 0.01, false);
+    scenario(dir, n, reps, 0.01, true);
+    return 0;
+}
