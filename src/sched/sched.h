@@ -1,0 +1,176 @@
+/*
+ * sched.h: the collector side of the scheduler counters.
+ *
+ * Three layers, each usable alone:
+ *   - reading: sched_read() copies every valid block of the segment's sched
+ *     area into a sample without torn values, validating each block (the area
+ *     is untrusted shared memory);
+ *   - arithmetic: pure functions for per-worker deltas, the measurement
+ *     window, derived metrics (throughput, steal_yield, idle_ratio,
+ *     enq_retry_ratio, fairness CV and Gini) and repeat summaries, so tests can
+ *     check them against hand-computed values;
+ *   - the engine module (sched_module_ops): samples at TRACKING_START and at
+ *     TRACKING_STOP/ENDED and contributes the "sched" snapshot section.
+ *
+ * Undefined ratios (a division by zero) are reported as JSON null with a note
+ * naming the reason; the has_* flags below say whether a value is defined.
+ */
+#ifndef OBSD_SCHED_SCHED_H
+#define OBSD_SCHED_SCHED_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <jansson.h>
+
+#include "obsd/obsd_sched.h"
+
+/* Names of the worker counters in JSON, indexed by enum obsd_sched_counter. */
+extern const char *const sched_counter_names[OBSD_SCHED_N_COUNTERS];
+
+/* How many times a reader retries a completion group whose writer is in the
+ * middle of an update before it gives up and marks the worker torn (a writer
+ * killed mid-update leaves the sequence odd forever). */
+#define SCHED_READ_RETRIES 64
+
+struct sched_worker_sample {
+    uint32_t block;                 /* position in the area */
+    uint32_t generation;
+    int32_t pid, tid;
+    int64_t worker_index;
+    uint64_t claim_ns;
+    uint8_t state;                  /* OBSD_SCHED_ACTIVE or RETIRED */
+    bool torn;                      /* completion group not read consistently */
+    uint64_t counter[OBSD_SCHED_N_COUNTERS];
+    uint64_t last_steal_attempt_ns;
+    uint64_t completed;
+    uint64_t first_completion_ns;
+    uint64_t last_completion_ns;
+};
+
+struct sched_queue_sample {
+    uint32_t block;
+    uint32_t generation;
+    int32_t pid;
+    uint8_t state;
+    uint64_t claim_ns;
+    char tag[OBSD_SCHED_TAG_MAX + 1];
+    uint64_t pushed_total, popped_total, enqueue_cas_retries, dequeue_cas_retries;
+};
+
+struct sched_sample {
+    bool taken;
+    uint64_t taken_ns;              /* CLOCK_MONOTONIC when read */
+    size_t n_workers, n_queues, cap;
+    struct sched_worker_sample *workers;
+    struct sched_queue_sample *queues;
+    uint64_t rejected;              /* blocks that failed validation in this read */
+    uint64_t torn;                  /* workers marked torn in this read */
+};
+
+/* cap: the number of blocks of the area. Returns 0 or -1 (out of memory). */
+int sched_sample_init(struct sched_sample *s, size_t cap);
+void sched_sample_free(struct sched_sample *s);
+void sched_sample_clear(struct sched_sample *s);
+
+/* Which claimed blocks belong to the current run: blocks claimed at or after
+ * run_start_ns, and blocks of processes still alive. NULL keeps every valid
+ * block. */
+typedef bool (*sched_block_filter)(void *ctx, int32_t pid, uint64_t claim_ns);
+
+/* Reads every block of area (bytes long; the tail that is not a whole block is
+ * ignored) into out, which must have cap >= bytes / OBSD_SCHED_BLOCK_BYTES.
+ * Blocks that are free or being claimed are skipped; blocks with a bad magic,
+ * version, kind, owner, index or tag are skipped and counted in
+ * out->rejected. taken_ns is the time to record as the moment of the read. */
+void sched_read(const void *area, size_t bytes, struct sched_sample *out,
+                sched_block_filter filter, void *filter_ctx, uint64_t taken_ns);
+
+/* end - warm for every counter and the completion count; the timestamps are
+ * end's. warm NULL: the block was claimed inside the window (baseline 0).
+ * Returns -1 (out untouched beyond the copy) if a counter went backwards,
+ * which only a corrupt or reset block can do. */
+int sched_worker_delta(const struct sched_worker_sample *end,
+                       const struct sched_worker_sample *warm,
+                       struct sched_worker_sample *out);
+
+/* The measurement window: from the warm read to the end read, closed early at
+ * the last completion when every worker had finished before the end read (the
+ * collector reads when it processes the event; a lagging read would otherwise
+ * add idle time). Returns 0 when end <= start. */
+uint64_t sched_window_ns(uint64_t warm_ns, uint64_t end_ns, uint64_t max_last_completion_ns);
+
+/* Fairness over per-worker values: population coefficient of variation
+ * (stdev / mean; 0 for one worker) and Gini coefficient (0 = equal, (n-1)/n =
+ * one worker did everything). Return false when undefined (n == 0 or every
+ * value 0). */
+bool sched_fairness_cv(const uint64_t *v, size_t n, double *out);
+bool sched_fairness_gini(const uint64_t *v, size_t n, double *out);
+
+enum sched_note {
+    SCHED_NOTE_NO_WINDOW = 1u << 0,        /* window length 0: throughput null */
+    SCHED_NOTE_NO_COMPLETIONS = 1u << 1,   /* steal_yield null */
+    SCHED_NOTE_NO_STEAL_ATTEMPTS = 1u << 2,/* idle_ratio null */
+    SCHED_NOTE_NO_PUSHES = 1u << 3,        /* enq_retry_ratio null, no producer */
+    SCHED_NOTE_NO_POPS = 1u << 4,          /* fairness null */
+    SCHED_NOTE_NO_WORKERS = 1u << 5,
+};
+
+struct sched_derived {
+    size_t n_workers;
+    uint64_t window_ns;
+    uint64_t completed;             /* Σ completed */
+    uint64_t steals;                /* Σ popped_via_steal */
+    uint64_t steal_attempts, steal_failures;
+    bool has_throughput, has_steal_yield, has_idle_ratio, has_enq_retry_ratio, has_fairness;
+    double throughput;              /* completed / window seconds */
+    double steal_yield;             /* steals / completed */
+    double idle_ratio;              /* steal_failures / steal_attempts */
+    int64_t producer_worker_index;  /* the worker with the most pushes (-1: none) */
+    uint64_t producer_pushes;       /* its pushed_local + dispatched_to_pending */
+    uint64_t producer_enqueue_cas_retries;
+    double enq_retry_ratio;         /* producer enqueue_cas_retries / producer_pushes */
+    double fairness_cv, fairness_gini;
+    uint64_t pop_min, pop_max;      /* per-worker popped_local + popped_via_steal */
+    double pop_mean;
+    unsigned notes;                 /* enum sched_note */
+};
+
+/* Derived metrics over per-worker deltas and a window. */
+void sched_derive(const struct sched_worker_sample *deltas, size_t n, uint64_t window_ns,
+                  struct sched_derived *out);
+
+/* The note texts of a notes mask, one per set bit (for JSON and tables). */
+size_t sched_note_texts(unsigned notes, const char **out, size_t max);
+
+/* Summary of repeats: mean over n >= 1; sample stdev, min and max need n >= 2
+ * (has_spread false below that, reported as null). */
+struct sched_summary {
+    size_t n;
+    bool has_mean, has_spread;
+    double mean, stdev, min, max;
+};
+void sched_summarize(const double *v, size_t n, struct sched_summary *out);
+
+/* JSON of one worker sample / delta (worker_index, block, pid, counters,
+ * completions) and of derived metrics (null where undefined, plus "notes"). */
+json_t *sched_worker_json(const struct sched_worker_sample *w);
+json_t *sched_queue_json(const struct sched_queue_sample *q);
+json_t *sched_derived_json(const struct sched_derived *d);
+
+/* The engine module (module.h); registered in engine/modules.c. */
+struct module_ops;
+extern const struct module_ops sched_module_ops;
+
+/* The module's state on a given area (what create does with the segment's
+ * sched area); tests drive the ops with it. */
+void *sched_module_create_on(void *area, size_t bytes,
+                             void (*log)(int level, const char *fmt, ...));
+
+/* The "sched" snapshot section for the module's current state: final deltas
+ * once the end was sampled, running deltas before (reads the area now).
+ * NULL when the run has no blocks. d_out (may be NULL) gets the metrics. */
+json_t *sched_module_section(void *state, struct sched_derived *d_out);
+
+#endif
