@@ -432,14 +432,18 @@ static void apply_session(struct obsd_collector *c, uint32_t event, uint64_t ts)
         }
         break;
     case OBSD_SESSION_ENDED:
+        if (!c->run_open && c->pre_run_records && !c->had_run)
+            open_run(c);   /* the segment's first run had records but no STARTED */
         if (!c->run_open)
-            open_run(c);   /* a run with records but no STARTED still ends */
+            return;        /* a stray ENDED after the final: nothing to end */
         if (c->state == OBSD_RUN_INITIALIZE || c->state == OBSD_RUN_LIVE) {
             c->state = OBSD_RUN_DRAINING;
             c->end_requested = true;
         }
         break;
     case OBSD_SESSION_INTERRUPTED:
+        if (!c->run_open && c->had_run)
+            return;        /* after the final: it cannot concern the next run */
         c->interrupt_latched = true;
         break;
     default:
@@ -593,8 +597,7 @@ static void finalize(struct obsd_collector *c, bool interrupted)
     c->had_run = true;
     c->between_runs = 0;
     c->pre_run_records = false;
-    reset_run_metrics(c);
-    c->state = OBSD_RUN_INITIALIZE;
+    reset_run_metrics(c);      /* state and run id stay visible to status until the next run */
     if (c->cfg.exit_after_run)
         c->quit = true;
 }
@@ -748,6 +751,17 @@ static void restore_or_close_previous(struct obsd_collector *c)
 
 /* ---- control socket ---------------------------------------------------- */
 
+/* A socket of a killed collector can accept for a moment while the kernel
+ * tears its io_uring down: only a status answer proves a live collector. */
+static bool socket_answers(int fd)
+{
+    if (write(fd, "status\n", 7) != 7)
+        return false;
+    struct pollfd p = {fd, POLLIN, 0};
+    char b;
+    return poll(&p, 1, 1000) > 0 && read(fd, &b, 1) == 1;
+}
+
 static int open_control_socket(struct obsd_collector *c, char *err, size_t errlen)
 {
     struct sockaddr_un sa = {.sun_family = AF_UNIX};
@@ -769,7 +783,7 @@ static int open_control_socket(struct obsd_collector *c, char *err, size_t errle
             close(fd);
             return -1;
         }
-        if (connect(fd, (struct sockaddr *)&sa, sizeof sa) == 0) {
+        if (connect(fd, (struct sockaddr *)&sa, sizeof sa) == 0 && socket_answers(fd)) {
             snprintf(err, errlen, "socket_path: %s: another collector is listening there",
                      c->socket_path);
             close(fd);
@@ -953,7 +967,7 @@ static json_t *status_json(struct obsd_collector *c)
     }
     free(slots);
     return json_pack("{s:s, s:s, s:s, s:I, s:I, s:I, s:I, s:I, s:o}",
-                     "name", c->name, "run", c->run_open ? c->run_id : "",
+                     "name", c->name, "run", c->run_id,
                      "state", obsd_run_state_name(c->state), "pid", (json_int_t)getpid(),
                      "records", (json_int_t)st.records,
                      "dropped", (json_int_t)(st.dropped >= c->dropped_base ? st.dropped - c->dropped_base : 0),

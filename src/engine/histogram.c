@@ -207,8 +207,10 @@ void hist_percentiles(const struct hist *h, const double *p, size_t n, double *o
         for (size_t i = 0; i < m; i++)
             ranks[i] = hist_rank(h->count, p[done + i]);
         hist_locate_ranks(h, ranks, m, index, before);
-        for (size_t i = 0; i < m; i++)
-            out[done + i] = bucket_value(h, index[i]);
+        for (size_t i = 0; i < m; i++)   /* the extremes are known exactly */
+            out[done + i] = ranks[i] == 0 ? (double)h->min
+                            : ranks[i] == h->count - 1 ? (double)h->max
+                                                        : bucket_value(h, index[i]);
     }
 }
 

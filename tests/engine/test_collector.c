@@ -1,0 +1,497 @@
+/*
+ * test_collector: the embedded collector end to end, across real processes:
+ * a fork()ed producer writes spans, counters, gauges and session events; the
+ * collector (in a thread, or in a child for SIGTERM and kill -9) drains them;
+ * the final snapshot in the store has exact counts and the right state.
+ * Also: stop() and SIGTERM interrupt, the INTERRUPTED marker is latched, runs
+ * follow runs with one final each, malformed records are counted as rejected,
+ * the control socket answers status/watch/unknown, and a collector restarted
+ * after kill -9 continues the same run.
+ */
+#include <jansson.h>
+#include <poll.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <time.h>
+
+#include "engine_test.h"
+#include "shm/producer_internal.h"
+#include "shm/wire.h"
+
+static void sleep_ms(int ms)
+{
+    struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
+    nanosleep(&ts, NULL);
+}
+
+/* Sends one command line, returns everything the server wrote (first line). */
+static json_t *control_cmd(const struct eng_fixture *f, const char *cmd)
+{
+    char path[256];
+    snprintf(path, sizeof path, "%s/%s.sock", f->dir, f->name);
+    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    ck_assert_int_ge(fd, 0);
+    struct sockaddr_un sa = {.sun_family = AF_UNIX};
+    ck_assert_uint_lt(strlen(path), sizeof sa.sun_path);
+    memcpy(sa.sun_path, path, strlen(path) + 1);
+    if (connect(fd, (struct sockaddr *)&sa, sizeof sa) < 0) {
+        close(fd);
+        return NULL;
+    }
+    ck_assert_int_eq(write(fd, cmd, strlen(cmd)), (ssize_t)strlen(cmd));
+    char buf[65536];
+    size_t n = 0;
+    for (;;) {
+        struct pollfd p = {fd, POLLIN, 0};
+        ck_assert_int_gt(poll(&p, 1, 10000), 0);
+        ssize_t r = read(fd, buf + n, sizeof buf - 1 - n);
+        if (r <= 0)
+            break;
+        n += (size_t)r;
+        if (memchr(buf, '\n', n) || n == sizeof buf - 1)
+            break;
+    }
+    close(fd);
+    buf[n] = '\0';
+    json_error_t je;
+    json_t *j = json_loads(buf, JSON_DISABLE_EOF_CHECK, &je);
+    ck_assert_msg(j != NULL, "bad JSON from the control socket: %s (%s)", buf, je.text);
+    return j;
+}
+
+/* Polls status until records >= want (and the state, if given). */
+static void wait_status(const struct eng_fixture *f, uint64_t want_records, const char *want_state)
+{
+    for (int i = 0; i < 1000; i++) {
+        json_t *j = control_cmd(f, "status\n");
+        if (j) {
+            uint64_t rec = (uint64_t)json_integer_value(json_object_get(j, "records"));
+            const char *state = json_string_value(json_object_get(j, "state"));
+            bool ok = rec >= want_records && (!want_state || (state && !strcmp(state, want_state)));
+            json_decref(j);
+            if (ok)
+                return;
+        }
+        sleep_ms(10);
+    }
+    ck_abort_msg("collector never reached %llu records / state %s", (unsigned long long)want_records,
+                 want_state ? want_state : "-");
+}
+
+enum { P_START = 1, P_END = 2, P_INTERRUPT = 4, P_BAD = 8 };
+
+/* The producer process: n spans of 1..1000 ns, n counter adds of 3, a gauge. */
+static void produce(const char *name, int n, int flags)
+{
+    obsd_t *h = obsd_open(name);
+    if (!h) {
+        fprintf(stderr, "obsd_open: %s\n", obsd_last_error());
+        _exit(3);
+    }
+    obsd_key_t ks = obsd_key(h, "work.span"), kc = obsd_key(h, "items"), kg = obsd_key(h, "temp");
+    if (flags & P_START)
+        obsd_session(h, OBSD_SESSION_STARTED);
+    for (int i = 0; i < n; i++) {
+        if (obsd_span(h, ks, 1000, 1000 + (uint64_t)(i % 1000) + 1) != OBSD_OK)
+            _exit(4);
+        if (obsd_counter_add(h, kc, 3) != OBSD_OK)
+            _exit(5);
+    }
+    obsd_gauge_set(h, kg, 36.5);
+    if (flags & P_BAD) {
+        obsd_span(h, ks, 2000, 1000);                            /* end before start */
+        int32_t half = 1;
+        obsd__write(h, OBSD_REC_COUNTER, 0, kc, &half, sizeof half); /* short payload */
+        uint64_t v = 1;
+        obsd__write(h, 7, 0, kc, &v, sizeof v);                 /* a type nobody owns */
+        obsd__write(h, OBSD_REC_VALUE, 0, 4000, &v, sizeof v);  /* a key never interned */
+    }
+    if (flags & P_INTERRUPT)
+        obsd_session(h, OBSD_SESSION_INTERRUPTED);
+    if (flags & P_END)
+        obsd_session(h, OBSD_SESSION_ENDED);
+    obsd_flush(h);
+    obsd_close(h);
+}
+
+static pid_t fork_producer(const char *name, int n, int flags)
+{
+    pid_t pid = fork();
+    ck_assert_int_ge(pid, 0);
+    if (pid == 0) {
+        produce(name, n, flags);
+        _exit(0);
+    }
+    return pid;
+}
+
+static struct obsd_collector *new_collector(struct eng_fixture *f)
+{
+    char err[256];
+    struct obsd_collector *c = obsd_collector_new(&f->cfg, err, sizeof err);
+    ck_assert_msg(c != NULL, "obsd_collector_new: %s", err);
+    return c;
+}
+
+/* The only run of the store (asserted) and its final snapshot. */
+static struct snapshot *only_final(const char *dir, struct store_run_info *info_out)
+{
+    struct store *st = eng_store_ro(dir);
+    struct store_run_info *runs = NULL;
+    size_t n = 0;
+    ck_assert_int_eq(store_list_runs(st, &runs, &n), STORE_OK);
+    ck_assert_uint_eq(n, 1);
+    ck_assert(runs[0].has_final);
+    ck_assert_uint_eq(runs[0].final_seq, runs[0].last_seq);   /* nothing after the final */
+    struct snapshot *s = NULL;
+    ck_assert_int_eq(store_final(st, runs[0].id, &s), STORE_OK);
+    if (info_out)
+        *info_out = runs[0];
+    free(runs);
+    store_close(st);
+    return s;
+}
+
+static void check_work(const struct snapshot *s, int n)
+{
+    const struct snap_series *sp = snapshot_find_series(s, "work.span");
+    ck_assert_ptr_nonnull(sp);
+    ck_assert_uint_eq(sp->count, (uint64_t)n);
+    double total = 0;
+    for (int i = 0; i < n; i++)
+        total += (double)(i % 1000 + 1);
+    ck_assert_double_eq(sp->total, total);
+    ck_assert_double_eq(sp->min, 1);
+    ck_assert_double_eq(sp->max, n < 1000 ? n : 1000);
+    ck_assert(!sp->exact);                      /* core spans: histogram only */
+    ck_assert_int_eq(eng_counter(s, "items"), 3 * (int64_t)n);
+    const struct snap_counter *g = snapshot_find_counter(s, "temp");
+    ck_assert_ptr_nonnull(g);
+    ck_assert(g->is_float);
+    ck_assert_double_eq(g->fvalue, 36.5);
+}
+
+START_TEST(ended_run_is_complete_with_exact_counts)
+{
+    struct eng_fixture f;
+    eng_fixture_init(&f, "c");
+    f.cfg.exit_after_run = true;
+    f.cfg.ring_full_block = true;           /* no drops: the counts are exact */
+    f.cfg.ring_block_timeout_ms = 10000;
+    struct obsd_collector *c = new_collector(&f);
+    struct eng_runner r;
+    eng_start(&r, c);
+    pid_t p = fork_producer(f.name, 20000, P_START | P_END);
+    eng_wait_child(p);
+    eng_join(&r);
+    obsd_collector_free(c);
+
+    struct snapshot *s = only_final(f.dir, NULL);
+    ck_assert_int_eq(s->state, OBSD_RUN_COMPLETE);
+    ck_assert_uint_eq(s->n_pending_tasks, 0);
+    check_work(s, 20000);
+    ck_assert_int_eq(eng_counter(s, "obsd_dropped_records"), 0);
+    ck_assert_int_eq(eng_counter(s, "obsd_rejected_records"), 0);
+    snapshot_free(s);
+    eng_fixture_done(&f);
+}
+END_TEST
+
+START_TEST(stop_ends_the_run_interrupted)
+{
+    struct eng_fixture f;
+    eng_fixture_init(&f, "s");
+    f.cfg.ring_full_block = true;
+    f.cfg.ring_block_timeout_ms = 10000;
+    struct obsd_collector *c = new_collector(&f);
+    struct eng_runner r;
+    eng_start(&r, c);
+    pid_t p = fork_producer(f.name, 5000, P_START);
+    eng_wait_child(p);
+    wait_status(&f, 1 + 2 * 5000 + 1, "live");
+    obsd_collector_stop(c);
+    eng_join(&r);
+    obsd_collector_free(c);
+
+    struct snapshot *s = only_final(f.dir, NULL);
+    ck_assert_int_eq(s->state, OBSD_RUN_INTERRUPTED);
+    check_work(s, 5000);
+    snapshot_free(s);
+    eng_fixture_done(&f);
+}
+END_TEST
+
+START_TEST(sigterm_ends_the_run_interrupted)
+{
+    struct eng_fixture f;
+    eng_fixture_init(&f, "t");
+    f.cfg.ring_full_block = true;
+    f.cfg.ring_block_timeout_ms = 10000;
+    pid_t coll = fork();
+    ck_assert_int_ge(coll, 0);
+    if (coll == 0) {
+        char err[256];
+        struct obsd_collector *c = obsd_collector_new(&f.cfg, err, sizeof err);
+        if (!c) {
+            fprintf(stderr, "%s\n", err);
+            _exit(2);
+        }
+        int rc = obsd_collector_run(c);
+        obsd_collector_free(c);
+        _exit(rc == 0 ? 0 : 1);
+    }
+    json_t *j = NULL;
+    for (int i = 0; i < 500 && !(j = control_cmd(&f, "status\n")); i++)
+        sleep_ms(10);
+    ck_assert_ptr_nonnull(j);
+    json_decref(j);
+    pid_t p = fork_producer(f.name, 3000, P_START);
+    eng_wait_child(p);
+    wait_status(&f, 1 + 2 * 3000 + 1, "live");
+    ck_assert_int_eq(kill(coll, SIGTERM), 0);
+    eng_wait_child(coll);
+
+    struct snapshot *s = only_final(f.dir, NULL);
+    ck_assert_int_eq(s->state, OBSD_RUN_INTERRUPTED);
+    check_work(s, 3000);
+    snapshot_free(s);
+    eng_fixture_done(&f);
+}
+END_TEST
+
+START_TEST(interrupted_marker_is_latched_until_ended)
+{
+    struct eng_fixture f;
+    eng_fixture_init(&f, "i");
+    f.cfg.exit_after_run = true;
+    f.cfg.ring_full_block = true;
+    f.cfg.ring_block_timeout_ms = 10000;
+    struct obsd_collector *c = new_collector(&f);
+    struct eng_runner r;
+    eng_start(&r, c);
+    pid_t p = fork_producer(f.name, 100, P_START | P_INTERRUPT | P_END);
+    eng_wait_child(p);
+    eng_join(&r);
+    obsd_collector_free(c);
+    struct snapshot *s = only_final(f.dir, NULL);
+    ck_assert_int_eq(s->state, OBSD_RUN_INTERRUPTED);
+    check_work(s, 100);
+    snapshot_free(s);
+    eng_fixture_done(&f);
+}
+END_TEST
+
+START_TEST(malformed_records_are_rejected_and_counted)
+{
+    struct eng_fixture f;
+    eng_fixture_init(&f, "r");
+    f.cfg.exit_after_run = true;
+    f.cfg.ring_full_block = true;
+    f.cfg.ring_block_timeout_ms = 10000;
+    struct obsd_collector *c = new_collector(&f);
+    struct eng_runner r;
+    eng_start(&r, c);
+    pid_t p = fork_producer(f.name, 10, P_START | P_BAD | P_END);
+    eng_wait_child(p);
+    eng_join(&r);
+    obsd_collector_free(c);
+    struct snapshot *s = only_final(f.dir, NULL);
+    ck_assert_int_eq(s->state, OBSD_RUN_COMPLETE);
+    check_work(s, 10);         /* the good records all count */
+    ck_assert_int_eq(eng_counter(s, "obsd_rejected_records"), 4);
+    snapshot_free(s);
+    eng_fixture_done(&f);
+}
+END_TEST
+
+START_TEST(runs_follow_runs_with_one_final_each)
+{
+    struct eng_fixture f;
+    eng_fixture_init(&f, "m");
+    f.cfg.ring_full_block = true;
+    f.cfg.ring_block_timeout_ms = 10000;
+    struct obsd_collector *c = new_collector(&f);
+    struct eng_runner r;
+    eng_start(&r, c);
+    eng_wait_child(fork_producer(f.name, 10, P_START | P_END));
+    wait_status(&f, 1, "complete");
+    /* a stray ENDED and a duplicate STARTED after the final change nothing */
+    {
+        pid_t p = fork();
+        if (p == 0) {
+            obsd_t *h = obsd_open(f.name);
+            obsd_session(h, OBSD_SESSION_ENDED);
+            obsd_close(h);
+            _exit(0);
+        }
+        eng_wait_child(p);
+    }
+    sleep_ms(100);
+    json_t *j = control_cmd(&f, "status\n");
+    ck_assert_str_eq(json_string_value(json_object_get(j, "state")), "complete");
+    char first_run[64];
+    snprintf(first_run, sizeof first_run, "%s", json_string_value(json_object_get(j, "run")));
+    json_decref(j);
+
+    eng_wait_child(fork_producer(f.name, 5, P_START | P_END));
+    for (int i = 0; i < 500; i++) {
+        j = control_cmd(&f, "status\n");
+        bool next = strcmp(json_string_value(json_object_get(j, "run")), first_run) &&
+                    !strcmp(json_string_value(json_object_get(j, "state")), "complete");
+        json_decref(j);
+        if (next)
+            break;
+        sleep_ms(10);
+    }
+    obsd_collector_stop(c);     /* no run open: stopping writes nothing more */
+    eng_join(&r);
+    obsd_collector_free(c);
+
+    struct store *st = eng_store_ro(f.dir);
+    struct store_run_info *runs = NULL;
+    size_t n = 0;
+    ck_assert_int_eq(store_list_runs(st, &runs, &n), STORE_OK);
+    ck_assert_uint_eq(n, 2);
+    ck_assert_str_eq(runs[0].id, first_run);
+    ck_assert_str_ne(runs[0].id, runs[1].id);
+    for (size_t i = 0; i < 2; i++) {
+        ck_assert(runs[i].has_final);
+        ck_assert_uint_eq(runs[i].final_seq, runs[i].last_seq);
+        struct snapshot *s = NULL;
+        ck_assert_int_eq(store_final(st, runs[i].id, &s), STORE_OK);
+        ck_assert_int_eq(s->state, OBSD_RUN_COMPLETE);
+        check_work(s, i == 0 ? 10 : 5);      /* metrics reset between runs */
+        snapshot_free(s);
+    }
+    free(runs);
+    store_close(st);
+    eng_fixture_done(&f);
+}
+END_TEST
+
+START_TEST(control_socket_status_watch_and_errors)
+{
+    struct eng_fixture f;
+    eng_fixture_init(&f, "k");
+    f.cfg.ring_full_block = true;
+    f.cfg.ring_block_timeout_ms = 10000;
+    struct obsd_collector *c = new_collector(&f);
+    struct eng_runner r;
+    eng_start(&r, c);
+    eng_wait_child(fork_producer(f.name, 50, P_START));
+    wait_status(&f, 102, "live");
+
+    json_t *j = control_cmd(&f, "status\n");
+    ck_assert_str_eq(json_string_value(json_object_get(j, "name")), f.name);
+    ck_assert_int_eq(json_integer_value(json_object_get(j, "pid")), getpid());
+    ck_assert(json_is_integer(json_object_get(j, "dropped")));
+    ck_assert(json_is_integer(json_object_get(j, "rejected")));
+    ck_assert(json_is_integer(json_object_get(j, "n_pending_tasks")));
+    ck_assert(json_is_array(json_object_get(j, "producers")));
+    ck_assert_ptr_nonnull(strstr(json_string_value(json_object_get(j, "run")), f.name));
+    json_decref(j);
+
+    j = control_cmd(&f, "frobnicate\n");
+    ck_assert_ptr_nonnull(strstr(json_string_value(json_object_get(j, "error")), "frobnicate"));
+    json_decref(j);
+
+    /* watch: snapshot lines keep coming with growing seq */
+    char path[256];
+    snprintf(path, sizeof path, "%s/%s.sock", f.dir, f.name);
+    int fd = socket(AF_UNIX, SOCK_STREAM, 0);
+    struct sockaddr_un sa = {.sun_family = AF_UNIX};
+    ck_assert_uint_lt(strlen(path), sizeof sa.sun_path);
+    memcpy(sa.sun_path, path, strlen(path) + 1);
+    ck_assert_int_eq(connect(fd, (struct sockaddr *)&sa, sizeof sa), 0);
+    ck_assert_int_eq(write(fd, "watch\n", 6), 6);
+    FILE *in = fdopen(fd, "r");
+    char *line = NULL;
+    size_t cap = 0;
+    int64_t last_seq = -1;
+    for (int i = 0; i < 3; i++) {
+        ck_assert_int_gt(getline(&line, &cap, in), 0);
+        json_error_t je;
+        json_t *s = json_loads(line, 0, &je);
+        ck_assert_msg(s != NULL, "watch line is not JSON: %s", je.text);
+        ck_assert_str_eq(json_string_value(json_object_get(s, "state")), "live");
+        int64_t seq = json_integer_value(json_object_get(s, "seq"));
+        ck_assert_int_gt(seq, last_seq);
+        last_seq = seq;
+        json_decref(s);
+    }
+    free(line);
+    fclose(in);
+    obsd_collector_stop(c);
+    eng_join(&r);
+    obsd_collector_free(c);
+    eng_fixture_done(&f);
+}
+END_TEST
+
+START_TEST(restarted_collector_continues_the_run)
+{
+    struct eng_fixture f;
+    eng_fixture_init(&f, "x");
+    f.cfg.ring_full_block = true;
+    f.cfg.ring_block_timeout_ms = 10000;
+    pid_t coll = fork();
+    ck_assert_int_ge(coll, 0);
+    if (coll == 0) {
+        char err[256];
+        struct obsd_collector *c = obsd_collector_new(&f.cfg, err, sizeof err);
+        if (!c)
+            _exit(2);
+        obsd_collector_run(c);
+        _exit(1);
+    }
+    json_t *j = NULL;
+    for (int i = 0; i < 500 && !(j = control_cmd(&f, "status\n")); i++)
+        sleep_ms(10);
+    ck_assert_ptr_nonnull(j);
+    json_decref(j);
+    eng_wait_child(fork_producer(f.name, 100, P_START));
+    wait_status(&f, 202, "live");
+    sleep_ms(150);                 /* several publish intervals: a snapshot holds them */
+    ck_assert_int_eq(kill(coll, SIGKILL), 0);
+    waitpid(coll, NULL, 0);
+
+    f.cfg.exit_after_run = true;
+    struct obsd_collector *c = new_collector(&f);
+    struct eng_runner r;
+    eng_start(&r, c);
+    eng_wait_child(fork_producer(f.name, 50, P_END));
+    eng_join(&r);
+    obsd_collector_free(c);
+
+    struct snapshot *s = only_final(f.dir, NULL);
+    ck_assert_int_eq(s->state, OBSD_RUN_COMPLETE);
+    const struct snap_series *sp = snapshot_find_series(s, "work.span");
+    ck_assert_ptr_nonnull(sp);
+    ck_assert_uint_eq(sp->count, 150);
+    ck_assert_int_eq(eng_counter(s, "items"), 3 * 150);
+    ck_assert(!sp->exact);
+    snapshot_free(s);
+    eng_fixture_done(&f);
+}
+END_TEST
+
+int main(void)
+{
+    Suite *s = suite_create("collector");
+    TCase *tc = tcase_create("collector");
+    tcase_set_timeout(tc, 60);
+    tcase_add_test(tc, ended_run_is_complete_with_exact_counts);
+    tcase_add_test(tc, stop_ends_the_run_interrupted);
+    tcase_add_test(tc, sigterm_ends_the_run_interrupted);
+    tcase_add_test(tc, interrupted_marker_is_latched_until_ended);
+    tcase_add_test(tc, malformed_records_are_rejected_and_counted);
+    tcase_add_test(tc, runs_follow_runs_with_one_final_each);
+    tcase_add_test(tc, control_socket_status_watch_and_errors);
+    tcase_add_test(tc, restarted_collector_continues_the_run);
+    suite_add_tcase(s, tc);
+    SRunner *sr = srunner_create(s);
+    srunner_run_all(sr, CK_NORMAL);
+    int failed = srunner_ntests_failed(sr);
+    srunner_free(sr);
+    return failed ? 1 : 0;
+}

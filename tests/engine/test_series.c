@@ -1,0 +1,294 @@
+/*
+ * test_series: the histogram and series API: 3 significant digits on live
+ * percentiles over a wide range, exact final percentiles ("lower" method)
+ * against values sorted here, memory that follows the range of values,
+ * raw-value spill beyond a tiny cap giving identical final statistics,
+ * empty series, snapshot histogram edges, restore, CPU list parsing.
+ */
+#include <check.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "engine/engine_internal.h"
+#include "engine/histogram.h"
+#include "engine/series.h"
+
+static uint64_t rng_state = 88172645463325252ull;
+static uint64_t rnd(void)
+{
+    rng_state ^= rng_state << 13;
+    rng_state ^= rng_state >> 7;
+    rng_state ^= rng_state << 17;
+    return rng_state;
+}
+
+/* Log-uniform values over 1 .. 2^40 plus small ones. */
+static uint64_t wide_value(void)
+{
+    unsigned e = (unsigned)(rnd() % 40);
+    uint64_t base = UINT64_C(1) << e;
+    return base + rnd() % base;
+}
+
+static int cmp_u64(const void *a, const void *b)
+{
+    uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+    return (x > y) - (x < y);
+}
+
+static uint64_t lower(const uint64_t *sorted, size_t n, double p)
+{
+    return sorted[(size_t)floor(p / 100.0 * (double)(n - 1))];
+}
+
+START_TEST(index_roundtrip_and_bucket_width)
+{
+    for (int i = 0; i < 200000; i++) {
+        uint64_t v = i < 5000 ? (uint64_t)i : wide_value() * (1 + rnd() % 3);
+        uint32_t idx = hist_index(v);
+        ck_assert_uint_lt(idx, HIST_N_INDEX);
+        uint64_t lo = hist_bucket_lo(idx), hi = hist_bucket_hi(idx);
+        ck_assert_uint_le(lo, v);
+        ck_assert_uint_ge(hi, v);
+        if (v < 4096)
+            ck_assert_uint_eq(lo, hi);                      /* exact below 2^12 */
+        else
+            ck_assert_uint_le(hi - lo + 1, v / 2048 + 1);   /* <= 1/2048 of the value */
+    }
+    ck_assert_uint_eq(hist_bucket_hi(hist_index(UINT64_MAX)), UINT64_MAX);
+}
+END_TEST
+
+START_TEST(live_percentiles_have_three_significant_digits)
+{
+    enum { N = 100001 };
+    struct hist h;
+    hist_init(&h);
+    uint64_t *v = malloc(N * sizeof *v);
+    for (size_t i = 0; i < N; i++) {
+        v[i] = wide_value();
+        ck_assert_int_eq(hist_record(&h, v[i]), 0);
+    }
+    qsort(v, N, sizeof *v, cmp_u64);
+    double p[] = {0, 1, 5, 10, 25, 50, 75, 80, 90, 95, 97, 99, 99.9, 100};
+    double out[sizeof p / sizeof p[0]];
+    hist_percentiles(&h, p, sizeof p / sizeof p[0], out);
+    for (size_t i = 0; i < sizeof p / sizeof p[0]; i++) {
+        double exact = (double)lower(v, N, p[i]);
+        ck_assert_msg(fabs(out[i] - exact) <= exact * 0.0005, "p%g: %g vs exact %g", p[i], out[i],
+                      exact);
+    }
+    ck_assert_double_eq(out[0], (double)v[0]);          /* min and max are exact */
+    ck_assert_double_eq(out[13], (double)v[N - 1]);
+    free(v);
+    hist_reset(&h);
+}
+END_TEST
+
+START_TEST(memory_follows_the_range_seen)
+{
+    struct hist h;
+    hist_init(&h);
+    for (int i = 0; i < 100000; i++)
+        hist_record(&h, 1000000 + rnd() % 50000);       /* within 5% of 1 ms */
+    ck_assert_uint_le(h.bytes, 8 * 1024);               /* a few 2 KiB chunks */
+    hist_reset(&h);
+    ck_assert_uint_eq(h.bytes, 0);
+    ck_assert_uint_eq(h.count, 0);
+}
+END_TEST
+
+static void fill(struct series *s, uint64_t seed, size_t n, uint64_t *copy)
+{
+    rng_state = seed;
+    for (size_t i = 0; i < n; i++) {
+        uint64_t v = wide_value() % 5000000;
+        copy[i] = v;
+        ck_assert_int_eq(series_add(s, v), 0);
+    }
+}
+
+START_TEST(exact_final_percentiles_are_observed_values)
+{
+    enum { N = 54321 };
+    struct series_env env;
+    series_env_init(&env, NULL, 64u << 20);
+    struct series s;
+    ck_assert_int_eq(series_init(&s, "latency_ns", true, &env), 0);
+    uint64_t *v = malloc(N * sizeof *v);
+    fill(&s, 7, N, v);
+    qsort(v, N, sizeof *v, cmp_u64);
+
+    struct snap_series live, fin;
+    ck_assert_int_eq(series_snapshot(&s, false, 30, &live), 0);
+    ck_assert(!live.exact);
+    ck_assert_int_eq(series_snapshot(&s, true, 30, &fin), 0);
+    ck_assert(fin.exact);
+    ck_assert_uint_eq(fin.count, N);
+    for (int i = 0; i < OBSD_N_PERCENTILES; i++) {
+        double want = (double)lower(v, N, obsd_percentile_grid[i]);
+        ck_assert_msg(fin.percentiles[i] == want, "p%g: %g vs %g", obsd_percentile_grid[i],
+                      fin.percentiles[i], want);
+        ck_assert(fabs(live.percentiles[i] - want) <= want * 0.0005);
+    }
+    /* the final histogram bins the raw values: every value, log-spaced edges */
+    uint64_t total = 0;
+    ck_assert_uint_eq(fin.n_buckets, 30);
+    ck_assert_double_eq(fin.buckets[0].lo, v[0] < 1 ? 1 : (double)v[0]);
+    for (size_t i = 0; i < fin.n_buckets; i++) {
+        total += fin.buckets[i].count;
+        if (i)
+            ck_assert_double_eq(fin.buckets[i].lo, fin.buckets[i - 1].hi);
+    }
+    ck_assert_uint_eq(total, N);
+    series_snap_release(&live);
+    series_snap_release(&fin);
+    series_destroy(&s);
+    free(v);
+}
+END_TEST
+
+START_TEST(spilled_raw_values_give_identical_final_stats)
+{
+    enum { N = 30000 };
+    char dir[] = "/tmp/obsd-spill-XXXXXX";
+    ck_assert_ptr_nonnull(mkdtemp(dir));
+    struct series_env big, tiny;
+    series_env_init(&big, dir, 64u << 20);
+    series_env_init(&tiny, dir, 1024);                  /* 128 values */
+    struct series a, b;
+    series_init(&a, "isl", true, &big);
+    series_init(&b, "isl", true, &tiny);
+    uint64_t *v = malloc(N * sizeof *v);
+    fill(&a, 99, N, v);
+    fill(&b, 99, N, v);
+    ck_assert_uint_eq(big.values_spilled, 0);
+    ck_assert_uint_gt(tiny.values_spilled, N / 2);
+    ck_assert_uint_le(tiny.raw_memory_used, 1024 + SERIES_MIN_BUFFER * 8);
+    struct snap_series fa, fb;
+    ck_assert_int_eq(series_snapshot(&a, true, 30, &fa), 0);
+    ck_assert_int_eq(series_snapshot(&b, true, 30, &fb), 0);
+    ck_assert(fb.exact);
+    ck_assert_uint_eq(fa.count, fb.count);
+    ck_assert_double_eq(fa.total, fb.total);
+    ck_assert_double_eq(fa.sum_sq, fb.sum_sq);
+    ck_assert_double_eq(fa.min, fb.min);
+    ck_assert_double_eq(fa.max, fb.max);
+    ck_assert_mem_eq(fa.percentiles, fb.percentiles, sizeof fa.percentiles);
+    ck_assert_uint_eq(fa.n_buckets, fb.n_buckets);
+    ck_assert_mem_eq(fa.buckets, fb.buckets, fa.n_buckets * sizeof *fa.buckets);
+    series_snap_release(&fa);
+    series_snap_release(&fb);
+    series_destroy(&a);
+    series_destroy(&b);
+    ck_assert_uint_eq(tiny.raw_memory_used, 0);
+    free(v);
+    ck_assert_int_eq(rmdir(dir), 0);                    /* spill files are unlinked */
+}
+END_TEST
+
+START_TEST(empty_series_is_all_zeros)
+{
+    struct series_env env;
+    series_env_init(&env, NULL, 1024);
+    struct series s;
+    series_init(&s, "nothing", true, &env);
+    for (int final = 0; final < 2; final++) {
+        struct snap_series o;
+        ck_assert_int_eq(series_snapshot(&s, final, 30, &o), 0);
+        ck_assert_uint_eq(o.count, 0);
+        ck_assert_double_eq(o.total + o.min + o.max + o.sum_sq, 0);
+        for (int i = 0; i < OBSD_N_PERCENTILES; i++)
+            ck_assert_double_eq(o.percentiles[i], 0);
+        ck_assert_uint_eq(o.n_buckets, 0);
+        series_snap_release(&o);
+    }
+    series_destroy(&s);
+}
+END_TEST
+
+START_TEST(histogram_edges_are_clamped)
+{
+    double e[31];
+    hist_log_edges(0, 3, 30, e);           /* low edge >= 1, high >= 10x low */
+    ck_assert_double_eq(e[0], 1);
+    ck_assert_double_eq(e[30], 10);
+    for (int i = 1; i <= 30; i++)
+        ck_assert(e[i] > e[i - 1]);
+    ck_assert_uint_eq(hist_bin_of(e, 30, 0), 0);
+    ck_assert_uint_eq(hist_bin_of(e, 30, 10), 29);
+    ck_assert_uint_eq(hist_bin_of(e, 30, 1e9), 29);
+    hist_log_edges(100, 1e6, 4, e);
+    ck_assert_double_eq(e[0], 100);
+    ck_assert(fabs(e[1] - 1000) < 1e-6);
+    ck_assert_uint_eq(hist_bin_of(e, 4, 999), 0);
+    ck_assert_uint_eq(hist_bin_of(e, 4, 1001), 1);
+}
+END_TEST
+
+START_TEST(restore_keeps_exact_summary_and_drops_exactness)
+{
+    struct series_env env;
+    series_env_init(&env, NULL, 1 << 20);
+    struct series a, b;
+    series_init(&a, "x", true, &env);
+    series_init(&b, "x", true, &env);
+    uint64_t v[1000];
+    fill(&a, 3, 1000, v);
+    struct snap_series sa, sb;
+    series_snapshot(&a, false, 30, &sa);
+    ck_assert_int_eq(series_restore(&b, &sa), 0);
+    series_add(&b, 5);
+    series_snapshot(&b, true, 30, &sb);
+    ck_assert(!sb.exact);
+    ck_assert_uint_eq(sb.count, 1001);
+    ck_assert_double_eq(sb.total, sa.total + 5);
+    ck_assert_double_eq(sb.max, sa.max);
+    ck_assert_double_eq(sb.min, sa.min < 5 ? sa.min : 5);
+    series_snap_release(&sa);
+    series_snap_release(&sb);
+    series_destroy(&a);
+    series_destroy(&b);
+}
+END_TEST
+
+START_TEST(cpu_lists)
+{
+    cpu_set_t set;
+    char err[256];
+    ck_assert_int_eq(engine_parse_cpus("0-1,3", &set, err, sizeof err), 0);
+    ck_assert_int_eq(CPU_COUNT(&set), 3);
+    ck_assert(CPU_ISSET(0, &set) && CPU_ISSET(1, &set) && CPU_ISSET(3, &set));
+    ck_assert_int_eq(engine_parse_cpus("5", &set, err, sizeof err), 0);
+    ck_assert(CPU_ISSET(5, &set));
+    const char *bad[] = {"", "a", "1-", "3-1", "1,,2", "-1", "1 2", "99999"};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        ck_assert_int_eq(engine_parse_cpus(bad[i], &set, err, sizeof err), -1);
+        ck_assert_ptr_nonnull(strstr(err, "cpus:"));
+    }
+}
+END_TEST
+
+int main(void)
+{
+    Suite *s = suite_create("series");
+    TCase *tc = tcase_create("series");
+    tcase_set_timeout(tc, 60);
+    tcase_add_test(tc, index_roundtrip_and_bucket_width);
+    tcase_add_test(tc, live_percentiles_have_three_significant_digits);
+    tcase_add_test(tc, memory_follows_the_range_seen);
+    tcase_add_test(tc, exact_final_percentiles_are_observed_values);
+    tcase_add_test(tc, spilled_raw_values_give_identical_final_stats);
+    tcase_add_test(tc, empty_series_is_all_zeros);
+    tcase_add_test(tc, histogram_edges_are_clamped);
+    tcase_add_test(tc, restore_keeps_exact_summary_and_drops_exactness);
+    tcase_add_test(tc, cpu_lists);
+    suite_add_tcase(s, tc);
+    SRunner *sr = srunner_create(s);
+    srunner_run_all(sr, CK_NORMAL);
+    int failed = srunner_ntests_failed(sr);
+    srunner_free(sr);
+    return failed ? 1 : 0;
+}
