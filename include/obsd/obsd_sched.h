@@ -144,7 +144,8 @@ struct obsd_sched_block *obsd_sched_queue(obsd_t *h, const char *tag);
  * until a later claim reuses it. Not needed at process exit. */
 void obsd_sched_release(struct obsd_sched_block *b);
 
-/* Adds n to a worker counter. Only the block's worker thread may call it. */
+/* Adds n to a worker counter. Only one thread may write a given field this
+ * way: the block's worker, or (pushed_remote) a single dispatching thread. */
 static inline void obsd_sched_add(struct obsd_sched_block *b, enum obsd_sched_counter c,
                                   uint64_t n)
 {
@@ -156,6 +157,16 @@ static inline void obsd_sched_add(struct obsd_sched_block *b, enum obsd_sched_co
 static inline void obsd_sched_inc(struct obsd_sched_block *b, enum obsd_sched_counter c)
 {
     obsd_sched_add(b, c, 1);
+}
+
+/* Adds n to a worker counter that threads other than the owner also bump
+ * (typically pushed_remote, counted on the target by whoever dispatches):
+ * a relaxed fetch-add. A field must be bumped either only with this or only
+ * by a single thread with obsd_sched_add. */
+static inline void obsd_sched_add_shared(struct obsd_sched_block *b, enum obsd_sched_counter c,
+                                         uint64_t n)
+{
+    atomic_fetch_add_explicit(&b->u.w.counter[c], n, memory_order_relaxed);
 }
 
 /* One steal try at now_ns: steal_attempts, last_steal_attempt_ns, and either

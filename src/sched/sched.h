@@ -87,6 +87,12 @@ typedef bool (*sched_block_filter)(void *ctx, int32_t pid, uint64_t claim_ns);
 void sched_read(const void *area, size_t bytes, struct sched_sample *out,
                 sched_block_filter filter, void *filter_ctx, uint64_t taken_ns);
 
+/* Copies one worker block's counters (the caller's own block, e.g. a harness
+ * reading its workers) without validation; the completion group as in
+ * sched_read. Returns false if the completion group could not be read
+ * consistently (out->torn). */
+bool sched_read_worker_block(const struct obsd_sched_block *b, struct sched_worker_sample *out);
+
 /* end - warm for every counter and the completion count; the timestamps are
  * end's. warm NULL: the block was claimed inside the window (baseline 0).
  * Returns -1 (out untouched beyond the copy) if a counter went backwards,

@@ -82,6 +82,15 @@ static bool read_completions(const struct obsd_sched_worker_fields *w,
     return false;
 }
 
+bool sched_read_worker_block(const struct obsd_sched_block *b, struct sched_worker_sample *w)
+{
+    for (int c = 0; c < OBSD_SCHED_N_COUNTERS; c++)
+        w->counter[c] = ld(&b->u.w.counter[c]);
+    w->last_steal_attempt_ns = ld(&b->u.w.last_steal_attempt_ns);
+    w->torn = !read_completions(&b->u.w, w);
+    return !w->torn;
+}
+
 static bool tag_valid(const char *tag)
 {
     size_t n = strnlen(tag, OBSD_SCHED_TAG_MAX + 1);
@@ -138,13 +147,8 @@ void sched_read(const void *area, size_t bytes, struct sched_sample *out,
             w->worker_index = index;
             w->claim_ns = claim_ns;
             w->state = (uint8_t)state;
-            for (int c = 0; c < OBSD_SCHED_N_COUNTERS; c++)
-                w->counter[c] = ld(&b->u.w.counter[c]);
-            w->last_steal_attempt_ns = ld(&b->u.w.last_steal_attempt_ns);
-            if (!read_completions(&b->u.w, w)) {
-                w->torn = true;
+            if (!sched_read_worker_block(b, w))
                 out->torn++;
-            }
             if (atomic_load_explicit(&b->generation, memory_order_acquire) != gen)
                 continue;   /* reclaimed while we read */
             out->n_workers++;

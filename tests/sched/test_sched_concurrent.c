@@ -19,26 +19,31 @@
 
 #define NWORKERS 4
 #define NBLOCKS 16
-#define ITERS 20000
+#define MIN_READS 2000
 #define STEP 0x100000001ull
 
 static void *area;
 static struct obsd_sched_block *queue;
-static _Atomic int running;
+static _Atomic int running, stop;
+static uint64_t iters[NWORKERS];
 
+/* Counts until told to stop; iters[idx] is read after the join. */
 static void *worker(void *arg)
 {
     int idx = (int)(intptr_t)arg;
     struct obsd_sched_block *b = sched_area_claim(area, NBLOCKS * OBSD_SCHED_BLOCK_BYTES,
                                                   OBSD_SCHED_KIND_WORKER, idx, NULL, NULL);
     ck_assert_ptr_nonnull(b);
-    for (uint64_t k = 1; k <= ITERS; k++) {
+    uint64_t k = 0;
+    while (!atomic_load_explicit(&stop, memory_order_relaxed)) {
+        k++;
         for (int c = 0; c < OBSD_SCHED_N_COUNTERS; c++)
             obsd_sched_add(b, c, STEP);
         obsd_sched_completed(b, k * 1000);
         obsd_sched_queue_pushed(queue, 1);
         obsd_sched_queue_popped(queue, 2);
     }
+    iters[idx] = k;
     atomic_fetch_sub(&running, 1);
     return NULL;
 }
@@ -63,6 +68,8 @@ START_TEST(reads_under_increments_are_never_torn)
     int done = 0;
     while (!done) {
         done = atomic_load(&running) == 0;   /* one more read after the last write */
+        if (reads >= MIN_READS)
+            atomic_store(&stop, 1);
         sched_read(area, NBLOCKS * OBSD_SCHED_BLOCK_BYTES, &s, NULL, NULL, 0);
         reads++;
         ck_assert_uint_eq(s.rejected, 0);
@@ -88,17 +95,21 @@ START_TEST(reads_under_increments_are_never_torn)
         pthread_join(t[i], NULL);
     sched_read(area, NBLOCKS * OBSD_SCHED_BLOCK_BYTES, &s, NULL, NULL, 0);
     ck_assert_uint_eq(s.n_workers, NWORKERS);
+    uint64_t total = 0;
     for (size_t i = 0; i < s.n_workers; i++) {
         ck_assert(!s.workers[i].torn);
-        ck_assert_uint_eq(s.workers[i].completed, ITERS);
+        uint64_t k = iters[s.workers[i].worker_index];
+        total += k;
+        ck_assert_uint_eq(s.workers[i].completed, k);
+        ck_assert_uint_eq(s.workers[i].last_completion_ns, k * 1000);
         for (int c = 0; c < OBSD_SCHED_N_COUNTERS; c++)
-            ck_assert_uint_eq(s.workers[i].counter[c], ITERS * STEP);
+            ck_assert_uint_eq(s.workers[i].counter[c], k * STEP);
     }
     ck_assert_uint_eq(s.n_queues, 1);
-    ck_assert_uint_eq(s.queues[0].pushed_total, NWORKERS * ITERS);
-    ck_assert_uint_eq(s.queues[0].popped_total, NWORKERS * ITERS);
-    ck_assert_uint_eq(s.queues[0].dequeue_cas_retries, 2ull * NWORKERS * ITERS);
-    ck_assert_uint_gt(reads, 1);
+    ck_assert_uint_eq(s.queues[0].pushed_total, total);
+    ck_assert_uint_eq(s.queues[0].popped_total, total);
+    ck_assert_uint_eq(s.queues[0].dequeue_cas_retries, 2 * total);
+    ck_assert_uint_gt(reads, MIN_READS);
     ck_assert_uint_gt(consistent, 0);
     sched_sample_free(&s);
     free(area);
