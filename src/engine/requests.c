@@ -352,8 +352,8 @@ static void tokq_stop_live(struct tokq *q)
 /* Counts up to n items from the head with `threads` threads. */
 static int tokq_count_slice(struct tokq *q, size_t n, unsigned threads, uint64_t *counted)
 {
-    const char **texts = malloc(n * sizeof *texts);
-    size_t *lens = malloc(n * sizeof *lens);
+    const char **texts = calloc(n, sizeof *texts);
+    size_t *lens = calloc(n, sizeof *lens);
     int64_t *counts = malloc(n * sizeof *counts);
     int rc = -1;
     if (texts && lens && counts) {
