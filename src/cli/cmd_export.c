@@ -1,12 +1,263 @@
-/* cmd_export.c: 'obsctl export' (placeholder until its module lands). */
+/*
+ * cmd_export.c: 'obsctl export', a whole run as JSON or CSV.
+ *
+ * JSON: one object {"schema_version", "run": {...as obsctl runs --json},
+ * "final": snapshot or null, "latest": snapshot, "time_series": {metric:
+ * {"type", "points": [...as obsctl get --json]}}} and, with --snapshots,
+ * "snapshots": every persisted snapshot rebuilt from the history.
+ * CSV: a header line, then one row per (metric, seq) at which the metric
+ * changed, metric by metric in first-seen order, seqs ascending.
+ */
+#include <getopt.h>
+#include <inttypes.h>
+#include <math.h>
 #include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
 
+#include "cli/cli_store.h"
 #include "cli/commands.h"
+
+static void export_usage(FILE *out)
+{
+    fprintf(out,
+        "usage: obsctl export RUN --format json|csv [--snapshots] [--output FILE] [--store DIR]\n"
+        "\n"
+        "Writes a whole run to standard output (or FILE). RUN may be 'last'.\n"
+        "  json  one object: \"run\" (the run record), \"final\" (the final snapshot\n"
+        "        or null), \"latest\" (the latest snapshot) and \"time_series\" (per\n"
+        "        metric its type and every point at which it changed: seq,\n"
+        "        timestamp_ns, value, or count/total/min/max/percentiles 99.9, 99.0,\n"
+        "        90.0, 50.0/exact). --snapshots adds \"snapshots\", every persisted\n"
+        "        snapshot rebuilt from the history.\n"
+        "  csv   header then one row per (metric, seq) at which the metric changed:\n"
+        "        run,seq,timestamp_ns,metric,type,value,count,total,min,max,\n"
+        "        p50,p90,p99,p99.9,exact (empty cells where a column does not apply).\n"
+        "\n"
+        "  --format F   json or csv (required)\n"
+        "  --snapshots  json only: include every persisted snapshot\n"
+        "  --output F   write to F instead of standard output\n"
+        "  --store DIR  store directory (default: $OBSD_STORE, else " CLI_DEFAULT_STORE ")\n"
+        "  --help       this text\n"
+        "\n"
+        "Exit status: 0, 1 when the store or run cannot be read or FILE written, 2\n"
+        "for bad arguments.\n");
+}
+
+static json_t *num(double v)
+{
+    return isfinite(v) ? json_real(v) : json_null();
+}
+
+struct export_ctx {
+    FILE *out;
+    const char *run;
+    json_t *series;        /* json: metric -> {type, points} */
+};
+
+static int json_point(const struct store_point *p, void *arg)
+{
+    struct export_ctx *c = arg;
+    json_t *m = json_object_get(c->series, p->name);
+    if (!m) {
+        m = json_pack("{s:s,s:[]}", "type", p->is_series ? "series" : "counter", "points");
+        json_object_set_new(c->series, p->name, m);
+    }
+    json_t *o;
+    if (p->is_series)
+        o = json_pack("{s:I,s:I,s:I,s:o,s:o,s:o,s:b,s:{s:o,s:o,s:o,s:o}}", "seq", (json_int_t)p->seq,
+                      "timestamp_ns", (json_int_t)p->timestamp_ns, "count", (json_int_t)p->count,
+                      "total", num(p->total), "min", num(p->min), "max", num(p->max), "exact",
+                      p->exact, "percentiles", "99.9", num(p->pct[STORE_POINT_P999]), "99.0",
+                      num(p->pct[STORE_POINT_P99]), "90.0", num(p->pct[STORE_POINT_P90]), "50.0",
+                      num(p->pct[STORE_POINT_P50]));
+    else
+        o = json_pack("{s:I,s:I,s:o}", "seq", (json_int_t)p->seq, "timestamp_ns",
+                      (json_int_t)p->timestamp_ns, "value",
+                      p->is_float ? num(p->fvalue) : json_integer(p->ivalue));
+    json_array_append_new(json_object_get(m, "points"), o);
+    return 0;
+}
+
+static void csv_field(FILE *out, const char *s)
+{
+    if (!strpbrk(s, ",\"\n\r")) {
+        fputs(s, out);
+        return;
+    }
+    fputc('"', out);
+    for (; *s; s++) {
+        if (*s == '"')
+            fputc('"', out);
+        fputc(*s, out);
+    }
+    fputc('"', out);
+}
+
+static void csv_num(FILE *out, double v)
+{
+    fputc(',', out);
+    if (isfinite(v))
+        fprintf(out, "%.17g", v);
+}
+
+static int csv_point(const struct store_point *p, void *arg)
+{
+    struct export_ctx *c = arg;
+    csv_field(c->out, c->run);
+    fprintf(c->out, ",%" PRIu64 ",%" PRIu64 ",", p->seq, p->timestamp_ns);
+    csv_field(c->out, p->name);
+    if (p->is_series) {
+        fprintf(c->out, ",series,,%" PRIu64, p->count);
+        csv_num(c->out, p->total);
+        csv_num(c->out, p->min);
+        csv_num(c->out, p->max);
+        csv_num(c->out, p->pct[STORE_POINT_P50]);
+        csv_num(c->out, p->pct[STORE_POINT_P90]);
+        csv_num(c->out, p->pct[STORE_POINT_P99]);
+        csv_num(c->out, p->pct[STORE_POINT_P999]);
+        fprintf(c->out, ",%s\n", p->exact ? "true" : "false");
+    } else if (p->is_float) {
+        fputs(",counter", c->out);
+        csv_num(c->out, p->fvalue);
+        fputs(",,,,,,,,,\n", c->out);
+    } else {
+        fprintf(c->out, ",counter,%" PRId64 ",,,,,,,,,\n", p->ivalue);
+    }
+    return ferror(c->out) ? 1 : 0;
+}
+
+static json_t *run_record(const struct store_run_info *r)
+{
+    char started[64];
+    cli_format_time(r->start_ns, started, sizeof started);
+    return json_pack("{s:s,s:s,s:I,s:s,s:I,s:s,s:I,s:I,s:I,s:b,s:o}", "run", r->id, "name", r->name,
+                     "run_seq", (json_int_t)r->run_seq, "state", obsd_run_state_name(r->state),
+                     "start_ns", (json_int_t)r->start_ns, "started", started, "snapshots",
+                     (json_int_t)r->n_snapshots, "last_seq", (json_int_t)r->last_seq,
+                     "n_pending_tasks", (json_int_t)r->n_pending_tasks, "final", r->has_final,
+                     "final_seq", r->has_final ? json_integer((json_int_t)r->final_seq) : json_null());
+}
+
+static int export_json(struct store *st, const struct store_run_info *r, FILE *out, bool all)
+{
+    struct snapshot *s = NULL;
+    json_t *o = json_pack("{s:i,s:o}", "schema_version", OBSD_SNAPSHOT_SCHEMA_VERSION, "run", run_record(r));
+    int rc = store_final(st, r->id, &s);
+    if (rc == STORE_OK) {
+        json_object_set_new(o, "final", snapshot_to_json(s));
+        snapshot_free(s);
+    } else if (rc == STORE_NOT_FOUND) {
+        json_object_set_new(o, "final", json_null());
+    } else {
+        goto fail;
+    }
+    if ((rc = store_latest(st, r->id, &s)))
+        goto fail;
+    json_object_set_new(o, "latest", snapshot_to_json(s));
+    snapshot_free(s);
+    struct export_ctx c = {.out = out, .run = r->id, .series = json_object()};
+    json_object_set_new(o, "time_series", c.series);
+    if ((rc = store_metric_series(st, r->id, NULL, json_point, &c)) && rc != STORE_NOT_FOUND)
+        goto fail;
+    if (all) {
+        uint64_t *seqs;
+        size_t n;
+        if ((rc = store_list_seqs(st, r->id, &seqs, &n)))
+            goto fail;
+        json_t *arr = json_array();
+        json_object_set_new(o, "snapshots", arr);
+        for (size_t i = 0; i < n; i++) {
+            if ((rc = store_snapshot_at(st, r->id, seqs[i], &s))) {
+                free(seqs);
+                goto fail;
+            }
+            json_array_append_new(arr, snapshot_to_json(s));
+            snapshot_free(s);
+        }
+        free(seqs);
+    }
+    rc = json_dumpf(o, out, JSON_INDENT(2)) || fputc('\n', out) == EOF;
+    json_decref(o);
+    if (rc)
+        fprintf(stderr, "obsctl export: cannot write the output\n");
+    return rc ? 1 : 0;
+fail:
+    json_decref(o);
+    return cli_store_failed("export", st);
+}
 
 int cmd_export(int argc, char **argv)
 {
-    (void)argc;
-    (void)argv;
-    fprintf(stderr, "obsctl export: not implemented yet\n");
-    return 2;
+    static const struct option options[] = {
+        {"store", required_argument, NULL, 's'},
+        {"format", required_argument, NULL, 'f'},
+        {"output", required_argument, NULL, 'o'},
+        {"snapshots", no_argument, NULL, 'a'},
+        {"help", no_argument, NULL, 'h'},
+        {0, 0, 0, 0},
+    };
+    const char *store_opt = NULL, *format = NULL, *output = NULL;
+    bool all = false;
+    int opt;
+    optind = 0;
+    opterr = 0;
+    while ((opt = getopt_long(argc, argv, ":h", options, NULL)) != -1) {
+        switch (opt) {
+        case 's': store_opt = optarg; break;
+        case 'f': format = optarg; break;
+        case 'o': output = optarg; break;
+        case 'a': all = true; break;
+        case 'h': export_usage(stdout); return 0;
+        default: return cli_bad_option("export", opt, optopt, argv, optind);
+        }
+    }
+    if (!format || (strcmp(format, "json") && strcmp(format, "csv"))) {
+        fprintf(stderr, "obsctl export: --format must be json or csv%s%s%s\n", format ? ", not '" : "",
+                format ? format : "", format ? "'" : "");
+        return 2;
+    }
+    if (all && strcmp(format, "json")) {
+        fprintf(stderr, "obsctl export: --snapshots applies to --format json only\n");
+        return 2;
+    }
+    if (argc - optind != 1) {
+        fprintf(stderr, "obsctl export: %s\nTry 'obsctl export --help'.\n",
+                argc == optind ? "needs RUN" : "too many arguments");
+        return 2;
+    }
+    const char *run_id = argv[optind];
+    struct store *st = cli_store_open("export", cli_store_dir(store_opt));
+    if (!st)
+        return 1;
+    struct store_run_info r;
+    int rc = cli_pick_run("export", st, strcmp(run_id, "last") ? run_id : NULL, &r);
+    if (rc) {
+        store_close(st);
+        return rc;
+    }
+    FILE *out = stdout;
+    if (output && !(out = fopen(output, "w"))) {
+        perror(output);
+        store_close(st);
+        return 1;
+    }
+    if (!strcmp(format, "json")) {
+        rc = export_json(st, &r, out, all);
+    } else {
+        fputs("run,seq,timestamp_ns,metric,type,value,count,total,min,max,p50,p90,p99,p99.9,exact\n", out);
+        struct export_ctx c = {.out = out, .run = r.id};
+        int src = store_metric_series(st, r.id, NULL, csv_point, &c);
+        if (src == 1)
+            rc = 1, fprintf(stderr, "obsctl export: cannot write the output\n");
+        else if (src)
+            rc = cli_store_failed("export", st);
+    }
+    store_close(st);
+    if (out != stdout && fclose(out)) {
+        perror(output);
+        rc = 1;
+    }
+    cli_print_state_notes(stderr, "obsctl export: ", r.state, r.n_pending_tasks, false, r.has_final);
+    return rc;
 }

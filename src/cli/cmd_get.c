@@ -1,12 +1,147 @@
-/* cmd_get.c: 'obsctl get' (placeholder until its module lands). */
+/*
+ * cmd_get.c: 'obsctl get', one metric's time series over a run.
+ */
+#include <getopt.h>
+#include <inttypes.h>
+#include <math.h>
 #include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
 
+#include "cli/cli_store.h"
 #include "cli/commands.h"
+
+static void get_usage(FILE *out)
+{
+    fprintf(out,
+        "usage: obsctl get RUN METRIC [--store DIR] [--json]\n"
+        "\n"
+        "Prints the time series of METRIC over RUN, one line per persisted snapshot\n"
+        "in which the metric changed: seq, time (UTC) and, for a counter, its value;\n"
+        "for a series, count, min, p50, p99 and max. RUN may be 'last' for the most\n"
+        "recently started run. If the series has a name that is also a counter's,\n"
+        "the series is shown.\n"
+        "\n"
+        "  --store DIR  store directory (default: $OBSD_STORE, else " CLI_DEFAULT_STORE ")\n"
+        "  --json       one JSON object: run, metric, type and points\n"
+        "  --help       this text\n"
+        "\n"
+        "Exit status: 0, 1 when the store, run or metric cannot be read, 2 for bad\n"
+        "arguments.\n");
+}
+
+struct get_ctx {
+    bool as_json, header_done;
+    json_t *points;
+    const char *type;
+};
+
+static int print_point(const struct store_point *p, void *arg)
+{
+    struct get_ctx *c = arg;
+    char when[64], num[5][32];
+    c->type = p->is_series ? "series" : "counter";
+    if (c->as_json) {
+        json_t *o;
+        if (p->is_series) {
+            json_t *pct = json_object();
+            static const char *const keys[STORE_POINT_NPCT] = {"99.9", "99.0", "90.0", "50.0"};
+            for (int i = 0; i < STORE_POINT_NPCT; i++)
+                json_object_set_new(pct, keys[i], isfinite(p->pct[i]) ? json_real(p->pct[i]) : json_null());
+            o = json_pack("{s:I,s:I,s:I,s:o,s:o,s:o,s:b,s:o}", "seq", (json_int_t)p->seq,
+                          "timestamp_ns", (json_int_t)p->timestamp_ns, "count", (json_int_t)p->count,
+                          "total", isfinite(p->total) ? json_real(p->total) : json_null(),
+                          "min", isfinite(p->min) ? json_real(p->min) : json_null(),
+                          "max", isfinite(p->max) ? json_real(p->max) : json_null(),
+                          "exact", p->exact, "percentiles", pct);
+        } else {
+            o = json_pack("{s:I,s:I,s:o}", "seq", (json_int_t)p->seq, "timestamp_ns",
+                          (json_int_t)p->timestamp_ns, "value",
+                          p->is_float ? (isfinite(p->fvalue) ? json_real(p->fvalue) : json_null())
+                                      : json_integer(p->ivalue));
+        }
+        json_array_append_new(c->points, o);
+        return 0;
+    }
+    cli_format_time(p->timestamp_ns, when, sizeof when);
+    if (!c->header_done) {
+        if (p->is_series)
+            printf("%8s  %-24s %12s %12s %12s %12s %12s\n", "SEQ", "TIME", "COUNT", "MIN", "P50",
+                   "P99", "MAX");
+        else
+            printf("%8s  %-24s %16s\n", "SEQ", "TIME", "VALUE");
+        c->header_done = true;
+    }
+    if (p->is_series) {
+        snprintf(num[0], sizeof num[0], "%" PRIu64, p->count);
+        cli_format_number(p->min, num[1], sizeof num[1]);
+        cli_format_number(p->pct[STORE_POINT_P50], num[2], sizeof num[2]);
+        cli_format_number(p->pct[STORE_POINT_P99], num[3], sizeof num[3]);
+        cli_format_number(p->max, num[4], sizeof num[4]);
+        printf("%8" PRIu64 "  %-24s %12s %12s %12s %12s %12s%s\n", p->seq, when, num[0], num[1],
+               num[2], num[3], num[4], p->exact ? "  exact" : "");
+    } else {
+        if (p->is_float)
+            cli_format_number(p->fvalue, num[0], sizeof num[0]);
+        else
+            snprintf(num[0], sizeof num[0], "%" PRId64, p->ivalue);
+        printf("%8" PRIu64 "  %-24s %16s\n", p->seq, when, num[0]);
+    }
+    return 0;
+}
 
 int cmd_get(int argc, char **argv)
 {
-    (void)argc;
-    (void)argv;
-    fprintf(stderr, "obsctl get: not implemented yet\n");
-    return 2;
+    static const struct option options[] = {
+        {"store", required_argument, NULL, 's'},
+        {"json", no_argument, NULL, 'j'},
+        {"help", no_argument, NULL, 'h'},
+        {0, 0, 0, 0},
+    };
+    const char *store_opt = NULL;
+    struct get_ctx c = {0};
+    int opt;
+    optind = 0;
+    opterr = 0;
+    while ((opt = getopt_long(argc, argv, ":h", options, NULL)) != -1) {
+        switch (opt) {
+        case 's': store_opt = optarg; break;
+        case 'j': c.as_json = true; break;
+        case 'h': get_usage(stdout); return 0;
+        default: return cli_bad_option("get", opt, optopt, argv, optind);
+        }
+    }
+    if (argc - optind != 2) {
+        fprintf(stderr, "obsctl get: %s\nTry 'obsctl get --help'.\n",
+                argc - optind < 2 ? "needs RUN and METRIC" : "too many arguments");
+        return 2;
+    }
+    const char *run_id = argv[optind], *metric = argv[optind + 1];
+    struct store *st = cli_store_open("get", cli_store_dir(store_opt));
+    if (!st)
+        return 1;
+    struct store_run_info r;
+    int rc = cli_pick_run("get", st, strcmp(run_id, "last") ? run_id : NULL, &r);
+    if (rc) {
+        store_close(st);
+        return rc;
+    }
+    if (c.as_json)
+        c.points = json_array();
+    rc = store_metric_series(st, r.id, metric, print_point, &c);
+    if (rc) {
+        rc = cli_store_failed("get", st);
+        store_close(st);
+        json_decref(c.points);
+        return rc;
+    }
+    store_close(st);
+    if (c.as_json) {
+        json_t *o = json_pack("{s:s,s:s,s:s,s:o}", "run", r.id, "metric", metric, "type",
+                              c.type ? c.type : "counter", "points", c.points);
+        rc = cli_print_json(stdout, o, false);
+        json_decref(o);
+    }
+    cli_print_state_notes(stderr, "obsctl get: ", r.state, r.n_pending_tasks, false, r.has_final);
+    return rc;
 }

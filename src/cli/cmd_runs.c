@@ -1,12 +1,120 @@
-/* cmd_runs.c: 'obsctl runs' (placeholder until its module lands). */
+/*
+ * cmd_runs.c: 'obsctl runs', the runs of a store in start order.
+ */
+#include <getopt.h>
+#include <inttypes.h>
 #include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
 
+#include "cli/cli_store.h"
 #include "cli/commands.h"
+
+static void runs_usage(FILE *out)
+{
+    fprintf(out,
+        "usage: obsctl runs [--store DIR] [--json]\n"
+        "\n"
+        "Lists the runs of the store in start order: run id, state of the last\n"
+        "persisted snapshot, start time (UTC), number of persisted snapshots, last\n"
+        "seq, whether the final snapshot is written, and a note for runs whose\n"
+        "drain was incomplete, that were interrupted or that have no final snapshot.\n"
+        "Opens the store read-only; no daemon is needed and a copy of the store\n"
+        "directory works the same.\n"
+        "\n"
+        "  --store DIR  store directory (default: $OBSD_STORE, else " CLI_DEFAULT_STORE ")\n"
+        "  --json       one JSON array of run objects\n"
+        "  --help       this text\n"
+        "\n"
+        "Exit status: 0, 1 when the store cannot be read, 2 for bad arguments.\n");
+}
+
+static json_t *run_json(const struct store_run_info *r)
+{
+    char started[64];
+    cli_format_time(r->start_ns, started, sizeof started);
+    json_t *o = json_pack("{s:s,s:s,s:I,s:s,s:I,s:s,s:I,s:I,s:I,s:I,s:b,s:b}",
+        "run", r->id, "name", r->name, "run_seq", (json_int_t)r->run_seq,
+        "state", obsd_run_state_name(r->state), "start_ns", (json_int_t)r->start_ns,
+        "started", started, "snapshots", (json_int_t)r->n_snapshots,
+        "last_seq", (json_int_t)r->last_seq, "last_timestamp_ns", (json_int_t)r->last_timestamp_ns,
+        "n_pending_tasks", (json_int_t)r->n_pending_tasks, "final", r->has_final,
+        "incomplete_drain", r->state == OBSD_RUN_COMPLETE && r->n_pending_tasks > 0);
+    if (o)
+        json_object_set_new(o, "final_seq", r->has_final ? json_integer((json_int_t)r->final_seq)
+                                                         : json_null());
+    return o;
+}
 
 int cmd_runs(int argc, char **argv)
 {
-    (void)argc;
-    (void)argv;
-    fprintf(stderr, "obsctl runs: not implemented yet\n");
-    return 2;
+    static const struct option options[] = {
+        {"store", required_argument, NULL, 's'},
+        {"json", no_argument, NULL, 'j'},
+        {"help", no_argument, NULL, 'h'},
+        {0, 0, 0, 0},
+    };
+    const char *store_opt = NULL;
+    bool as_json = false;
+    int opt;
+    optind = 0;
+    opterr = 0;
+    while ((opt = getopt_long(argc, argv, ":h", options, NULL)) != -1) {
+        switch (opt) {
+        case 's': store_opt = optarg; break;
+        case 'j': as_json = true; break;
+        case 'h': runs_usage(stdout); return 0;
+        default: return cli_bad_option("runs", opt, optopt, argv, optind);
+        }
+    }
+    if (optind < argc) {
+        fprintf(stderr, "obsctl runs: unexpected argument '%s'\nTry 'obsctl runs --help'.\n", argv[optind]);
+        return 2;
+    }
+    struct store *st = cli_store_open("runs", cli_store_dir(store_opt));
+    if (!st)
+        return 1;
+    struct store_run_info *runs;
+    size_t n;
+    if (store_list_runs(st, &runs, &n)) {
+        int rc = cli_store_failed("runs", st);
+        store_close(st);
+        return rc;
+    }
+    store_close(st);
+
+    int rc = 0;
+    if (as_json) {
+        json_t *arr = json_array();
+        for (size_t i = 0; i < n; i++)
+            json_array_append_new(arr, run_json(&runs[i]));
+        rc = cli_print_json(stdout, arr, false);
+        json_decref(arr);
+        free(runs);
+        return rc;
+    }
+    if (!n) {
+        printf("no runs in %s\n", cli_store_dir(store_opt));
+        free(runs);
+        return 0;
+    }
+    printf("%-32s %-11s %-24s %9s %9s %-5s %s\n", "RUN", "STATE", "STARTED", "SNAPSHOTS",
+           "LAST SEQ", "FINAL", "NOTE");
+    for (size_t i = 0; i < n; i++) {
+        const struct store_run_info *r = &runs[i];
+        char started[64], note[128] = "";
+        cli_format_time(r->start_ns, started, sizeof started);
+        if (r->state == OBSD_RUN_COMPLETE && r->n_pending_tasks)
+            snprintf(note, sizeof note, "incomplete drain: %" PRIu64 " tokenizations pending",
+                     r->n_pending_tasks);
+        else if (r->state == OBSD_RUN_INTERRUPTED)
+            snprintf(note, sizeof note, "interrupted");
+        else if (!r->has_final)
+            snprintf(note, sizeof note, "no final snapshot yet");
+        printf("%-32s %-11s %-24s %9" PRIu64 " %9" PRIu64 " %-5s %s\n", r->id,
+               obsd_run_state_name(r->state), started, r->n_snapshots, r->last_seq,
+               r->has_final ? "yes" : "no", note);
+    }
+    free(runs);
+    return rc;
 }

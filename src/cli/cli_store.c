@@ -1,0 +1,123 @@
+/*
+ * cli_store.c: helpers of the store-reading obsctl commands (cli_store.h).
+ */
+#include "cli/cli_store.h"
+
+#include <errno.h>
+#include <inttypes.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+const char *cli_store_dir(const char *opt)
+{
+    if (opt && *opt)
+        return opt;
+    const char *env = getenv("OBSD_STORE");
+    return env && *env ? env : CLI_DEFAULT_STORE;
+}
+
+struct store *cli_store_open(const char *cmd, const char *dir)
+{
+    char err[1024];
+    struct store *st = store_open(dir, 0, false, true, err, sizeof err);
+    if (!st)
+        fprintf(stderr, "obsctl %s: %s\n", cmd, err);
+    return st;
+}
+
+int cli_store_failed(const char *cmd, struct store *st)
+{
+    fprintf(stderr, "obsctl %s: %s\n", cmd, store_error(st));
+    return 1;
+}
+
+int cli_pick_run(const char *cmd, struct store *st, const char *run_id, struct store_run_info *out)
+{
+    int rc = run_id ? store_find_run(st, run_id, out) : store_last_run(st, out);
+    if (rc == STORE_OK)
+        return 0;
+    fprintf(stderr, "obsctl %s: %s%s\n", cmd, store_error(st),
+            rc == STORE_NOT_FOUND && run_id ? " ('obsctl runs' lists the runs)" : "");
+    return 1;
+}
+
+void cli_format_time(uint64_t ns, char *buf, size_t len)
+{
+    time_t secs = (time_t)(ns / 1000000000ULL);
+    struct tm tm;
+    if (!gmtime_r(&secs, &tm)) {
+        snprintf(buf, len, "%" PRIu64 "ns", ns);
+        return;
+    }
+    char day[32];
+    strftime(day, sizeof day, "%Y-%m-%dT%H:%M:%S", &tm);
+    snprintf(buf, len, "%s.%03uZ", day, (unsigned)(ns / 1000000ULL % 1000));
+}
+
+void cli_format_number(double v, char *buf, size_t len)
+{
+    if (isnan(v))
+        snprintf(buf, len, "-");
+    else if (isfinite(v) && v == floor(v) && fabs(v) < 1e15)
+        snprintf(buf, len, "%.0f", v);
+    else
+        snprintf(buf, len, "%.6g", v);
+}
+
+int cli_print_state_notes(FILE *out, const char *prefix, enum obsd_run_state state,
+                          uint64_t n_pending, bool is_final, bool has_final)
+{
+    int lines = 0;
+    if (state == OBSD_RUN_COMPLETE && n_pending > 0) {
+        fprintf(out, "%sincomplete drain: %" PRIu64 " tokenizations pending (token counts are partial)\n",
+                prefix, n_pending);
+        lines++;
+    }
+    if (state == OBSD_RUN_INTERRUPTED) {
+        fprintf(out, "%sinterrupted: the run was stopped early; statistics are not exact%s\n", prefix,
+                n_pending ? " and token counts are partial" : "");
+        lines++;
+    }
+    if (!is_final && !has_final && state != OBSD_RUN_COMPLETE && state != OBSD_RUN_INTERRUPTED) {
+        fprintf(out, "%sno final snapshot: the run is still %s, or its collector stopped before the end\n",
+                prefix, obsd_run_state_name(state));
+        lines++;
+    }
+    return lines;
+}
+
+int cli_print_json(FILE *out, json_t *j, bool compact)
+{
+    if (!j)
+        return 1;
+    int rc = json_dumpf(j, out, compact ? JSON_COMPACT : JSON_INDENT(2));
+    fputc('\n', out);
+    return rc ? 1 : 0;
+}
+
+bool cli_parse_u64(const char *s, uint64_t *out)
+{
+    if (!s || !*s || *s == '-' || *s == '+')
+        return false;
+    char *end;
+    errno = 0;
+    unsigned long long v = strtoull(s, &end, 10);
+    if (errno || *end)
+        return false;
+    *out = v;
+    return true;
+}
+
+int cli_bad_option(const char *cmd, int opt, int optopt_value, char **argv, int optind_value)
+{
+    if (opt == ':')
+        fprintf(stderr, "obsctl %s: option '%s' needs a value\n", cmd, argv[optind_value - 1]);
+    else if (optopt_value)
+        fprintf(stderr, "obsctl %s: unknown option '-%c'\n", cmd, optopt_value);
+    else
+        fprintf(stderr, "obsctl %s: unknown option '%s'\n", cmd, argv[optind_value - 1]);
+    fprintf(stderr, "Try 'obsctl %s --help'.\n", cmd);
+    return 2;
+}

@@ -1,0 +1,55 @@
+/*
+ * cli_store.h: what the store-reading obsctl commands (runs, show, get,
+ * export) share: the --store default, opening the store read-only, picking a
+ * run, formatting times and values, and the notes every reader prints about
+ * a run's state (incomplete drain, interrupted, no final snapshot).
+ */
+#ifndef OBSD_CLI_CLI_STORE_H
+#define OBSD_CLI_CLI_STORE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+
+#include <jansson.h>
+
+#include "publisher/store.h"
+
+#define CLI_DEFAULT_STORE "/var/lib/obsd"
+
+/* --store DIR if given, else $OBSD_STORE, else /var/lib/obsd. */
+const char *cli_store_dir(const char *opt);
+
+/* Opens dir read-only; NULL after printing "obsctl CMD: <why>". */
+struct store *cli_store_open(const char *cmd, const char *dir);
+
+/* Finds run_id, or the most recently started run when run_id is NULL.
+ * Returns 0, or prints the reason and returns the exit status (1). */
+int cli_pick_run(const char *cmd, struct store *st, const char *run_id, struct store_run_info *out);
+
+/* Exit status for a store_* failure, after printing store_error(). */
+int cli_store_failed(const char *cmd, struct store *st);
+
+/* "2026-11-23T10:15:00.250Z" (UTC, milliseconds). */
+void cli_format_time(uint64_t ns, char *buf, size_t len);
+/* A number for a table: integers exactly, others with 6 significant digits,
+ * NaN as "-". */
+void cli_format_number(double v, char *buf, size_t len);
+
+/* The state notes of a run or snapshot, one per line, each prefixed by
+ * prefix: "incomplete drain: N tokenizations pending", "interrupted: ...".
+ * Returns the number of lines printed. */
+int cli_print_state_notes(FILE *out, const char *prefix, enum obsd_run_state state,
+                          uint64_t n_pending, bool is_final, bool has_final);
+
+/* Prints j indented (or on one line) followed by a newline; 0 or 1. */
+int cli_print_json(FILE *out, json_t *j, bool compact);
+
+/* Parses a non-negative decimal integer; false if s is not one. */
+bool cli_parse_u64(const char *s, uint64_t *out);
+
+/* Reports a getopt_long failure for cmd; returns 2. */
+int cli_bad_option(const char *cmd, int opt, int optopt_value, char **argv, int optind_value);
+
+#endif
