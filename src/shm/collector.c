@@ -317,6 +317,13 @@ bad:
 /* ------------------------------------------------------------------ */
 /* Draining                                                            */
 
+/* A state word an honest producer can have written for a slot in use. */
+static bool slot_in_use(uint32_t state)
+{
+    uint32_t kind = SEG_SLOT_KIND(state);
+    return (kind == SEG_SLOT_CLAIMED || kind == SEG_SLOT_CLOSING) && SEG_SLOT_PID(state) > 0;
+}
+
 /* Checks a complete record's payload against its type; true if it may be
  * delivered. Module types (budget, sched) are checked by their modules. */
 static bool record_valid(struct shm_segment *seg, uint8_t type, uint32_t key, const void *p, uint64_t len)
@@ -463,7 +470,7 @@ static size_t drain_ring(struct shm_segment *seg, uint32_t slot, shm_record_fn f
     uint32_t state = atomic_load_explicit(&ctl->state, memory_order_acquire);
     if (state == SEG_SLOT_FREE)
         return 0;
-    if (state != SEG_SLOT_CLAIMED && state != SEG_SLOT_CLOSING) {
+    if (!slot_in_use(state)) {
         if (!cs->bad_state)
             seg->rejected++;
         cs->bad_state = true;
@@ -474,7 +481,7 @@ static size_t drain_ring(struct shm_segment *seg, uint32_t slot, shm_record_fn f
     const unsigned char *data = seg_ring_data(seg->base, &seg->L, slot);
     uint64_t head = atomic_load_explicit(&ctl->head, memory_order_acquire);
     uint64_t tail = cs->tail;
-    struct drain_ctx d = {seg, fn, ctx, {slot, atomic_load_explicit(&ctl->pid, memory_order_relaxed),
+    struct drain_ctx d = {seg, fn, ctx, {slot, SEG_SLOT_PID(state),
                                          atomic_load_explicit(&ctl->tid, memory_order_relaxed)}};
     size_t counted = 0;
     if (head - tail > size || (head & (OBSD_REC_ALIGN - 1)))
@@ -511,19 +518,26 @@ corrupt:
     return counted;
 }
 
+/* Back to FREE, if the state word is still what we saw. */
+static void slot_free(struct seg_ring_ctl *ctl, uint32_t from)
+{
+    atomic_store_explicit(&ctl->tid, 0, memory_order_relaxed);
+    atomic_compare_exchange_strong_explicit(&ctl->state, &from, SEG_SLOT_FREE,
+                                            memory_order_acq_rel, memory_order_relaxed);
+}
+
 /* A drained CLOSING slot goes back to FREE. */
 static void maybe_free(struct shm_segment *seg, uint32_t slot)
 {
     struct seg_ring_ctl *ctl = seg_ring_ctl(seg->base, &seg->L, slot);
     struct cslot *cs = &seg->slots[slot];
-    if (atomic_load_explicit(&ctl->state, memory_order_acquire) != SEG_SLOT_CLOSING)
+    uint32_t state = atomic_load_explicit(&ctl->state, memory_order_acquire);
+    if (SEG_SLOT_KIND(state) != SEG_SLOT_CLOSING || !slot_in_use(state))
         return;
     if (atomic_load_explicit(&ctl->head, memory_order_acquire) != cs->tail)
         return;
     reasm_discard(seg, cs);
-    uint32_t expect = SEG_SLOT_CLOSING;
-    atomic_compare_exchange_strong_explicit(&ctl->state, &expect, SEG_SLOT_FREE,
-                                            memory_order_acq_rel, memory_order_relaxed);
+    slot_free(ctl, state);
 }
 
 size_t shm_drain(struct shm_segment *seg, shm_record_fn fn, void *ctx, size_t max_records)
@@ -552,7 +566,7 @@ void shm_get_stats(struct shm_segment *seg, struct shm_stats *out)
         struct seg_ring_ctl *ctl = seg_ring_ctl(seg->base, &seg->L, i);
         out->dropped += atomic_load_explicit(&ctl->dropped, memory_order_relaxed);
         uint32_t state = atomic_load_explicit(&ctl->state, memory_order_acquire);
-        if (state != SEG_SLOT_CLAIMED && state != SEG_SLOT_CLOSING)
+        if (!slot_in_use(state))
             continue;
         out->producers++;
         out->ring_bytes_total += seg->L.ring_bytes;
@@ -573,19 +587,19 @@ size_t shm_list_slots(struct shm_segment *seg, struct shm_slot_info *out, size_t
     for (uint32_t i = 0; i < seg->L.max_producers; i++) {
         struct seg_ring_ctl *ctl = seg_ring_ctl(seg->base, &seg->L, i);
         uint32_t state = atomic_load_explicit(&ctl->state, memory_order_acquire);
-        if (state != SEG_SLOT_CLAIMED && state != SEG_SLOT_CLOSING)
+        if (!slot_in_use(state))
             continue;
         if (n < max) {
             struct shm_slot_info *s = &out[n];
             uint64_t pending = atomic_load_explicit(&ctl->head, memory_order_acquire) - seg->slots[i].tail;
             s->slot = i;
-            s->pid = atomic_load_explicit(&ctl->pid, memory_order_relaxed);
+            s->pid = SEG_SLOT_PID(state);
             s->tid = atomic_load_explicit(&ctl->tid, memory_order_relaxed);
             s->pending_bytes = pending <= seg->L.ring_bytes ? pending : 0;
             s->ring_bytes = seg->L.ring_bytes;
             s->dropped = atomic_load_explicit(&ctl->dropped, memory_order_relaxed);
             s->written = atomic_load_explicit(&ctl->written, memory_order_relaxed);
-            s->dead = state == SEG_SLOT_CLOSING || pid_dead(s->pid);
+            s->dead = SEG_SLOT_KIND(state) == SEG_SLOT_CLOSING || pid_dead(s->pid);
         }
         n++;
     }
@@ -608,9 +622,10 @@ size_t shm_new_producers(struct shm_segment *seg, pid_t *out, size_t max)
     size_t n = 0;
     for (uint32_t i = 0; i < seg->L.max_producers && n < max; i++) {
         struct seg_ring_ctl *ctl = seg_ring_ctl(seg->base, &seg->L, i);
-        if (atomic_load_explicit(&ctl->state, memory_order_acquire) != SEG_SLOT_CLAIMED)
+        uint32_t state = atomic_load_explicit(&ctl->state, memory_order_acquire);
+        if (!slot_in_use(state) || SEG_SLOT_KIND(state) != SEG_SLOT_CLAIMED)
             continue;
-        pid_t pid = atomic_load_explicit(&ctl->pid, memory_order_relaxed);
+        pid_t pid = SEG_SLOT_PID(state);
         if (pid <= 0 || known_has(seg, pid))
             continue;
         if (seg->known_n == seg->known_cap) {
@@ -638,15 +653,13 @@ void shm_producer_exited(struct shm_segment *seg, pid_t pid, shm_record_fn fn, v
     for (uint32_t i = 0; i < seg->L.max_producers; i++) {
         struct seg_ring_ctl *ctl = seg_ring_ctl(seg->base, &seg->L, i);
         uint32_t state = atomic_load_explicit(&ctl->state, memory_order_acquire);
-        if ((state != SEG_SLOT_CLAIMED && state != SEG_SLOT_CLOSING) ||
-            atomic_load_explicit(&ctl->pid, memory_order_relaxed) != pid)
+        if (!slot_in_use(state) || SEG_SLOT_PID(state) != pid)
             continue;
         /* The owner is gone, so head is final: everything it published is
          * delivered, an unpublished record was never visible. */
         drain_ring(seg, i, fn, ctx, 0);
         reasm_discard(seg, &seg->slots[i]);
-        atomic_compare_exchange_strong_explicit(&ctl->state, &state, SEG_SLOT_FREE,
-                                                memory_order_acq_rel, memory_order_relaxed);
+        slot_free(ctl, state);
     }
 }
 

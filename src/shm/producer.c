@@ -38,9 +38,11 @@
 #define cpu_relax() ((void)0)
 #endif
 
-/* A fragmented message in drop mode waits for the collector only while it
- * makes progress: this long without the tail moving and the rest is dropped. */
-#define FRAG_STALL_NS (50ull * 1000 * 1000)
+/* A fragmented message waits for the collector only while it makes
+ * progress: this long without the tail moving (or at once if no collector is
+ * attached) and the rest is dropped. Generous, because a loaded machine may
+ * deschedule the collector for a while; a dead one is noticed at once. */
+#define FRAG_STALL_NS (1000ull * 1000 * 1000)
 /* A thread that found no free slot retries the claim after this many drops. */
 #define NOSLOT_RETRY 4096u
 
@@ -55,6 +57,7 @@ struct pring {
     uint64_t written_base, dropped_base;    /* their values at claim */
     uint32_t slot;
     uint32_t frag_seq;
+    int32_t pid;
     struct pring *next;     /* in the handle's list */
 };
 
@@ -154,7 +157,7 @@ static void ring_release_locked(obsd_t *h, struct pring *r)
     }
     /* head was published with the last record; this release orders it
      * before the state change the collector acquires. */
-    atomic_store_explicit(&r->ctl->state, SEG_SLOT_CLOSING, memory_order_release);
+    atomic_store_explicit(&r->ctl->state, seg_slot_word(SEG_SLOT_CLOSING, r->pid), memory_order_release);
     free(r);
 }
 
@@ -316,6 +319,9 @@ static struct pring *ring_claim(obsd_t *h)
 {
     pid_t pid = getpid();
     pid_t tid = (pid_t)syscall(SYS_gettid);
+    struct pring *r = calloc(1, sizeof *r);
+    if (!r)
+        return NULL;
     uint32_t n = h->L.max_producers;
     uint32_t start = (uint32_t)tid % n;
     for (uint32_t k = 0; k < n; k++) {
@@ -324,17 +330,13 @@ static struct pring *ring_claim(obsd_t *h)
         uint32_t expect = SEG_SLOT_FREE;
         if (atomic_load_explicit(&ctl->state, memory_order_relaxed) != SEG_SLOT_FREE)
             continue;
-        if (!atomic_compare_exchange_strong_explicit(&ctl->state, &expect, SEG_SLOT_CLAIMED,
+        if (!atomic_compare_exchange_strong_explicit(&ctl->state, &expect,
+                                                     seg_slot_word(SEG_SLOT_CLAIMED, pid),
                                                      memory_order_acq_rel, memory_order_relaxed))
             continue;
-        struct pring *r = calloc(1, sizeof *r);
-        if (!r) {
-            atomic_store_explicit(&ctl->state, SEG_SLOT_FREE, memory_order_release);
-            return NULL;
-        }
-        atomic_store_explicit(&ctl->pid, pid, memory_order_relaxed);
         atomic_store_explicit(&ctl->tid, tid, memory_order_relaxed);
         atomic_fetch_add_explicit(&ctl->claims, 1, memory_order_relaxed);
+        r->pid = pid;
         r->ctl = ctl;
         r->data = seg_ring_data(h->base, &h->L, slot);
         r->size = h->L.ring_bytes;
@@ -354,6 +356,7 @@ static struct pring *ring_claim(obsd_t *h)
         pthread_mutex_unlock(&h->lock);
         return r;
     }
+    free(r);
     return NULL;
 }
 

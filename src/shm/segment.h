@@ -86,11 +86,22 @@ enum seg_collector_state {
     SEG_COLLECTOR_RUNNING = 1,   /* attached and draining */
 };
 
+/* The slot state word holds the kind in its low 2 bits and the owner's pid
+ * above them, so a claim (one CAS from 0) names its owner atomically: a
+ * producer killed right after its claim still leaves a slot that
+ * shm_producer_exited() can find. */
 enum seg_slot_state {
     SEG_SLOT_FREE = 0,
     SEG_SLOT_CLAIMED = 1,
     SEG_SLOT_CLOSING = 2,
 };
+#define SEG_SLOT_KIND(word) ((word) & 3u)
+#define SEG_SLOT_PID(word) ((int32_t)((word) >> 2))
+
+static inline uint32_t seg_slot_word(uint32_t kind, int32_t pid)
+{
+    return kind | ((uint32_t)pid << 2);
+}
 
 struct seg_header {
     /* Written once at creation, read by producers at open. */
@@ -138,9 +149,9 @@ _Static_assert(sizeof(struct seg_key) == SEG_KEY_BYTES, "key entry is 128 bytes"
 
 struct seg_ring_ctl {
     /* Slot: claimed by CAS, released by the owner, freed by the collector. */
-    _Atomic uint32_t state;      /* enum seg_slot_state */
-    _Atomic int32_t pid;
-    _Atomic int32_t tid;
+    _Atomic uint32_t state;      /* seg_slot_word(enum seg_slot_state, owner pid) */
+    _Atomic int32_t tid;         /* owner thread, informational */
+    uint32_t reserved1;
     uint32_t reserved0;
     _Atomic uint64_t claims;     /* times the slot was claimed */
 

@@ -218,7 +218,7 @@ static void fill_text(char *p, size_t n, int t)
 struct big_arg {
     const char *name;
     int count;
-    atomic_int rc_ok;
+    atomic_int rc_ok, done;
 };
 
 static void *big_writer(void *p)
@@ -234,6 +234,7 @@ static void *big_writer(void *p)
     }
     free(text);
     obsd_close(h);
+    atomic_store(&a->done, 1);
     return NULL;
 }
 
@@ -248,10 +249,15 @@ START_TEST(megabyte_texts_arrive_intact)
     pthread_create(&t, NULL, big_writer, &a);
     struct sink s = {.keep_payloads = true};
     while (s.n < 4) {
-        if (!shm_drain(seg, sink_fn, &s, 0))
+        bool done = atomic_load(&a.done);
+        if (!shm_drain(seg, sink_fn, &s, 0)) {
+            if (done)
+                break;
             nap_us(100);
+        }
     }
     pthread_join(t, NULL);
+    ck_assert_uint_eq(s.n, 4);
     ck_assert_int_eq(atomic_load(&a.rc_ok), 4);
     size_t n = 1 << 20;
     char *want = malloc(n);
