@@ -9,13 +9,35 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
-const char *cli_store_dir(const char *opt)
+#include "daemon/config.h"
+
+int cli_store_dir(const char *cmd, const char *opt, char *out, size_t outlen)
 {
+    const char *env = getenv("OBSD_STORE"), *env_dir = getenv("OBSD_STORE_DIR");
     if (opt && *opt)
-        return opt;
-    const char *env = getenv("OBSD_STORE");
-    return env && *env ? env : CLI_DEFAULT_STORE;
+        snprintf(out, outlen, "%s", opt);
+    else if (env && *env)
+        snprintf(out, outlen, "%s", env);
+    else if (env_dir && *env_dir)
+        snprintf(out, outlen, "%s", env_dir);
+    else if (access(OBSD_CONFIG_DEFAULT_PATH, R_OK) == 0) {
+        struct obsd_collector_config cfg;
+        char err[1024];
+        memset(&cfg, 0, sizeof cfg);
+        cfg.store_dir = CLI_DEFAULT_STORE;
+        if (obsd_config_load(&cfg, OBSD_CONFIG_DEFAULT_PATH, err, sizeof err) < 0) {
+            fprintf(stderr, "obsctl %s: %s (or name the store with --store)\n", cmd, err);
+            obsd_config_free_strings();
+            return 2;
+        }
+        snprintf(out, outlen, "%s", cfg.store_dir ? cfg.store_dir : CLI_DEFAULT_STORE);
+        obsd_config_free_strings();
+    } else {
+        snprintf(out, outlen, "%s", CLI_DEFAULT_STORE);
+    }
+    return 0;
 }
 
 struct store *cli_store_open(const char *cmd, const char *dir)

@@ -18,8 +18,16 @@
 
 #define CLI_DEFAULT_STORE "/var/lib/obsd"
 
-/* --store DIR if given, else $OBSD_STORE, else /var/lib/obsd. */
-const char *cli_store_dir(const char *opt);
+/* The store directory: --store DIR if given, else $OBSD_STORE, else
+ * $OBSD_STORE_DIR, else store_dir of /etc/obsd/obsd.conf when that file
+ * exists, else /var/lib/obsd. Returns 0, or prints why (a bad obsd.conf) and
+ * returns the exit status 2. */
+int cli_store_dir(const char *cmd, const char *opt, char *out, size_t outlen);
+
+/* The --store line of the commands' --help. */
+#define CLI_STORE_HELP                                                               \
+    "  --store DIR  store directory (default: $OBSD_STORE, else $OBSD_STORE_DIR,\n"   \
+    "               else store_dir of " "/etc/obsd/obsd.conf" ", else " CLI_DEFAULT_STORE ")\n"
 
 /* Opens dir read-only; NULL after printing "obsctl CMD: <why>". */
 struct store *cli_store_open(const char *cmd, const char *dir);

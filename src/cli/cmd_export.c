@@ -37,7 +37,7 @@ static void export_usage(FILE *out)
         "  --format F   json or csv (required)\n"
         "  --snapshots  json only: include every persisted snapshot\n"
         "  --output F   write to F instead of standard output\n"
-        "  --store DIR  store directory (default: $OBSD_STORE, else " CLI_DEFAULT_STORE ")\n"
+        CLI_STORE_HELP
         "  --help       this text\n"
         "\n"
         "Exit status: 0, 1 when the store or run cannot be read or FILE written, 2\n"
@@ -227,7 +227,11 @@ int cmd_export(int argc, char **argv)
         return 2;
     }
     const char *run_id = argv[optind];
-    struct store *st = cli_store_open("export", cli_store_dir(store_opt));
+    char dir[4096];
+    int drc = cli_store_dir("export", store_opt, dir, sizeof dir);
+    if (drc)
+        return drc;
+    struct store *st = cli_store_open("export", dir);
     if (!st)
         return 1;
     struct store_run_info r;

@@ -22,7 +22,7 @@ static void get_usage(FILE *out)
         "recently started run. If the series has a name that is also a counter's,\n"
         "the series is shown.\n"
         "\n"
-        "  --store DIR  store directory (default: $OBSD_STORE, else " CLI_DEFAULT_STORE ")\n"
+        CLI_STORE_HELP
         "  --json       one JSON object: run, metric, type and points\n"
         "  --help       this text\n"
         "\n"
@@ -117,7 +117,11 @@ int cmd_get(int argc, char **argv)
         return 2;
     }
     const char *run_id = argv[optind], *metric = argv[optind + 1];
-    struct store *st = cli_store_open("get", cli_store_dir(store_opt));
+    char dir[4096];
+    int drc = cli_store_dir("get", store_opt, dir, sizeof dir);
+    if (drc)
+        return drc;
+    struct store *st = cli_store_open("get", dir);
     if (!st)
         return 1;
     struct store_run_info r;

@@ -22,7 +22,7 @@ static void runs_usage(FILE *out)
         "Opens the store read-only; no daemon is needed and a copy of the store\n"
         "directory works the same.\n"
         "\n"
-        "  --store DIR  store directory (default: $OBSD_STORE, else " CLI_DEFAULT_STORE ")\n"
+        CLI_STORE_HELP
         "  --json       one JSON array of run objects\n"
         "  --help       this text\n"
         "\n"
@@ -71,7 +71,11 @@ int cmd_runs(int argc, char **argv)
         fprintf(stderr, "obsctl runs: unexpected argument '%s'\nTry 'obsctl runs --help'.\n", argv[optind]);
         return 2;
     }
-    struct store *st = cli_store_open("runs", cli_store_dir(store_opt));
+    char dir[4096];
+    int drc = cli_store_dir("runs", store_opt, dir, sizeof dir);
+    if (drc)
+        return drc;
+    struct store *st = cli_store_open("runs", dir);
     if (!st)
         return 1;
     struct store_run_info *runs;
@@ -94,7 +98,7 @@ int cmd_runs(int argc, char **argv)
         return rc;
     }
     if (!n) {
-        printf("no runs in %s\n", cli_store_dir(store_opt));
+        printf("no runs in %s\n", dir);
         free(runs);
         return 0;
     }

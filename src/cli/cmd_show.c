@@ -26,7 +26,7 @@ static void show_usage(FILE *out)
         "\n"
         "  --seq N      the snapshot persisted with seq N\n"
         "  --final      the final snapshot (an error if the run has none)\n"
-        "  --store DIR  store directory (default: $OBSD_STORE, else " CLI_DEFAULT_STORE ")\n"
+        CLI_STORE_HELP
         "  --json       the snapshot in its JSON form (see obsctl(1)); state notes\n"
         "               then go to standard error\n"
         "  --help       this text\n"
@@ -141,7 +141,11 @@ int cmd_show(int argc, char **argv)
         return 2;
     }
 
-    struct store *st = cli_store_open("show", cli_store_dir(store_opt));
+    char dir[4096];
+    int drc = cli_store_dir("show", store_opt, dir, sizeof dir);
+    if (drc)
+        return drc;
+    struct store *st = cli_store_open("show", dir);
     if (!st)
         return 1;
     struct store_run_info r;
