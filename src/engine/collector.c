@@ -112,6 +112,7 @@ struct obsd_collector {
     struct store *store;
     struct series_env senv;
     struct metric_table metrics;
+    struct metrics_batch batch;
     struct module_env menv;
     struct mod *mods;
     size_t n_mods;
@@ -246,9 +247,9 @@ static void reject(struct obsd_collector *c)
 static void on_record(void *ctx, const struct shm_producer *from, const struct shm_record *rec)
 {
     struct obsd_collector *c = ctx;
-    struct metric *m;
 
     if (rec->type == OBSD_REC_SESSION) {
+        metrics_batch_flush(&c->metrics, &c->batch, key_name, c);
         struct obsd_pl_session pl;
         if (rec->len != sizeof pl || rec->key < OBSD_SESSION_STARTED ||
             rec->key > OBSD_SESSION_INTERRUPTED) {
@@ -264,74 +265,19 @@ static void on_record(void *ctx, const struct shm_producer *from, const struct s
             c->between_runs++;
         c->pre_run_records = true;
     }
-    switch (rec->type) {
-    case OBSD_REC_SPAN: {
-        struct obsd_pl_span pl;
-        if (rec->len != sizeof pl) {
-            reject(c);
-            return;
-        }
-        memcpy(&pl, rec->payload, sizeof pl);
-        if (pl.end_ns < pl.start_ns ||
-            !(m = metrics_by_key(&c->metrics, rec->key, METRIC_SERIES, key_name, c))) {
-            reject(c);
-            return;
-        }
-        m->touched = true;
-        series_add(&m->series, pl.end_ns - pl.start_ns);
+    if (metrics_batch_record(&c->metrics, &c->batch, rec, key_name, c) == 0)
+        return;
+    metrics_batch_flush(&c->metrics, &c->batch, key_name, c);   /* keep record order */
+    int rc = metrics_core_record(&c->metrics, rec, key_name, c);
+    if (rc == 0)
+        return;
+    if (rc == -1) {
+        reject(c);
         return;
     }
-    case OBSD_REC_VALUE: {
-        struct obsd_pl_value pl;
-        if (rec->len != sizeof pl ||
-            !(m = metrics_by_key(&c->metrics, rec->key, METRIC_SERIES, key_name, c))) {
-            reject(c);
-            return;
-        }
-        memcpy(&pl, rec->payload, sizeof pl);
-        m->touched = true;
-        series_add(&m->series, pl.value);
-        return;
-    }
-    case OBSD_REC_COUNTER: {
-        struct obsd_pl_counter pl;
-        if (rec->len != sizeof pl ||
-            !(m = metrics_by_key(&c->metrics, rec->key, METRIC_COUNTER, key_name, c))) {
-            reject(c);
-            return;
-        }
-        memcpy(&pl, rec->payload, sizeof pl);
-        m->touched = true;
-        m->counter = (int64_t)((uint64_t)m->counter + (uint64_t)pl.delta);   /* wraps, never UB */
-        return;
-    }
-    case OBSD_REC_GAUGE: {
-        struct obsd_pl_gauge pl;
-        if (rec->len != sizeof pl) {
-            reject(c);
-            return;
-        }
-        memcpy(&pl, rec->payload, sizeof pl);
-        if (!isfinite(pl.value) ||
-            !(m = metrics_by_key(&c->metrics, rec->key, METRIC_GAUGE, key_name, c))) {
-            reject(c);
-            return;
-        }
-        m->touched = true;
-        m->gauge = pl.value;
-        return;
-    }
-    default: {
-        struct mod *md = module_for(c, rec->type);
-        if (!md || !md->ops->on_record) {
-            reject(c);
-            return;
-        }
-        if (md->ops->on_record(md->state, from, rec) < 0)
-            reject(c);
-        return;
-    }
-    }
+    struct mod *md = module_for(c, rec->type);
+    if (!md || !md->ops->on_record || md->ops->on_record(md->state, from, rec) < 0)
+        reject(c);
 }
 
 /* Drains until the rings are empty (or at most max records when max > 0). */
@@ -340,6 +286,7 @@ static size_t drain_rings(struct obsd_collector *c, size_t max)
     size_t total = 0;
     for (;;) {
         size_t n = shm_drain(c->seg, on_record, c, DRAIN_BATCH);
+        metrics_batch_flush(&c->metrics, &c->batch, key_name, c);
         total += n;
         if (n < DRAIN_BATCH || (max && total >= max) || c->end_requested)
             return total;
@@ -380,6 +327,7 @@ static void reset_run_metrics(struct obsd_collector *c)
         if (c->mods[i].ops->reset)
             c->mods[i].ops->reset(c->mods[i].state);
     c->engine_rejected = 0;
+    c->batch.rejected = 0;
     c->rejected_carry = 0;
     c->interrupt_latched = false;
     c->restored = false;
@@ -467,7 +415,8 @@ static uint64_t pending_tasks(struct obsd_collector *c)
 
 static int64_t run_rejected(struct obsd_collector *c, const struct shm_stats *st)
 {
-    return c->rejected_carry + (int64_t)(st->rejected - c->rejected_base) + (int64_t)c->engine_rejected;
+    return c->rejected_carry + (int64_t)(st->rejected - c->rejected_base) +
+           (int64_t)(c->engine_rejected + c->batch.rejected);
 }
 
 /* The engine's restart state travels in its own snapshot section. */
@@ -1099,11 +1048,13 @@ static void watch_new_producers(struct obsd_collector *c)
             continue;
         int fd = (int)syscall(SYS_pidfd_open, pid, 0);
         if (fd < 0) {
-            if (errno == ESRCH)
+            if (errno == ESRCH) {
                 shm_producer_exited(c->seg, pid, on_record, c);   /* already gone */
-            else
+                metrics_batch_flush(&c->metrics, &c->batch, key_name, c);
+            } else {
                 engine_log(1, "pidfd_open(%d): %s; its ring is freed only when it closes", (int)pid,
                            strerror(errno));
+            }
             continue;
         }
         size_t slot = 0;
@@ -1147,6 +1098,7 @@ static void on_pidfd(struct obsd_collector *c, uint64_t ud)
     w->fd = -1;
     engine_log(3, "producer %d exited", (int)w->pid);
     shm_producer_exited(c->seg, w->pid, on_record, c);
+    metrics_batch_flush(&c->metrics, &c->batch, key_name, c);
 }
 
 /* ---- the loop ---------------------------------------------------------- */

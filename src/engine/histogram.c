@@ -5,10 +5,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-struct hist_group {
-    uint64_t *chunk[HIST_CHUNKS_PER_GROUP];
-    uint64_t chunk_total[HIST_CHUNKS_PER_GROUP];   /* lets walks skip chunks */
-};
 
 void hist_init(struct hist *h)
 {
@@ -22,7 +18,7 @@ void hist_reset(struct hist *h)
         if (!grp)
             continue;
         for (unsigned c = 0; c < HIST_CHUNKS_PER_GROUP; c++)
-            free(grp->chunk[c]);
+            free(grp->ck[c].counts);
         free(grp);
     }
     hist_init(h);
@@ -59,16 +55,16 @@ int hist_record_n(struct hist *h, uint64_t v, uint64_t n)
         h->groups[g] = grp;
         h->bytes += sizeof *grp;
     }
-    uint64_t *chunk = grp->chunk[c];
+    uint64_t *chunk = grp->ck[c].counts;
     if (__builtin_expect(!chunk, 0)) {
         chunk = calloc(HIST_CHUNK, sizeof *chunk);
         if (!chunk)
             return -1;
-        grp->chunk[c] = chunk;
+        grp->ck[c].counts = chunk;
         h->bytes += HIST_CHUNK * sizeof *chunk;
     }
     chunk[idx & (HIST_CHUNK - 1)] += n;
-    grp->chunk_total[c] += n;
+    grp->ck[c].total += n;
     if (h->count == 0 || v < h->min)
         h->min = v;
     if (h->count == 0 || v > h->max)
@@ -84,7 +80,7 @@ uint64_t hist_bucket_count(const struct hist *h, uint32_t index)
     const struct hist_group *grp = h->groups[index >> HIST_SUB_BITS];
     if (!grp)
         return 0;
-    const uint64_t *chunk = grp->chunk[(index >> HIST_CHUNK_BITS) & (HIST_CHUNKS_PER_GROUP - 1)];
+    const uint64_t *chunk = grp->ck[(index >> HIST_CHUNK_BITS) & (HIST_CHUNKS_PER_GROUP - 1)].counts;
     return chunk ? chunk[index & (HIST_CHUNK - 1)] : 0;
 }
 
@@ -95,8 +91,8 @@ int hist_foreach(const struct hist *h, hist_bucket_fn fn, void *ctx)
         if (!grp)
             continue;
         for (uint32_t c = 0; c < HIST_CHUNKS_PER_GROUP; c++) {
-            const uint64_t *chunk = grp->chunk[c];
-            if (!chunk || grp->chunk_total[c] == 0)
+            const uint64_t *chunk = grp->ck[c].counts;
+            if (!chunk || grp->ck[c].total == 0)
                 continue;
             uint32_t base = g * HIST_SUB_BUCKETS + c * HIST_CHUNK;
             for (uint32_t i = 0; i < HIST_CHUNK; i++) {
@@ -128,59 +124,6 @@ uint64_t hist_rank(uint64_t count, double p)
     return (uint64_t)r;
 }
 
-/* Walks buckets once, resolving every wanted rank (sorted ascending). */
-struct locate_ctx {
-    const uint64_t *ranks;   /* ascending */
-    const size_t *order;     /* order[k]: caller's position of the k-th smallest rank */
-    size_t n, next;
-    uint64_t seen;
-    uint32_t *out_index;
-    uint64_t *out_before;
-};
-
-static int locate_step(void *vctx, uint32_t index, uint64_t count)
-{
-    struct locate_ctx *x = vctx;
-    while (x->next < x->n && x->ranks[x->order[x->next]] < x->seen + count) {
-        size_t pos = x->order[x->next];
-        x->out_index[pos] = index;
-        x->out_before[pos] = x->seen;
-        x->next++;
-    }
-    x->seen += count;
-    return x->next == x->n;
-}
-
-void hist_locate_ranks(const struct hist *h, const uint64_t *ranks, size_t n,
-                       uint32_t *out_index, uint64_t *out_before)
-{
-    size_t order_small[32];
-    size_t *order = n <= 32 ? order_small : malloc(n * sizeof *order);
-    if (!order) {
-        for (size_t i = 0; i < n; i++)
-            out_index[i] = 0, out_before[i] = 0;
-        return;
-    }
-    for (size_t i = 0; i < n; i++) {
-        order[i] = i;
-        out_index[i] = 0;
-        out_before[i] = 0;
-    }
-    /* insertion sort of positions by rank: n is tiny (the percentile grid) */
-    for (size_t i = 1; i < n; i++) {
-        size_t v = order[i], j = i;
-        while (j > 0 && ranks[order[j - 1]] > ranks[v]) {
-            order[j] = order[j - 1];
-            j--;
-        }
-        order[j] = v;
-    }
-    struct locate_ctx x = {ranks, order, n, 0, 0, out_index, out_before};
-    hist_foreach(h, locate_step, &x);
-    if (order != order_small)
-        free(order);
-}
-
 static double bucket_value(const struct hist *h, uint32_t index)
 {
     uint64_t lo = hist_bucket_lo(index), hi = hist_bucket_hi(index);
@@ -190,6 +133,61 @@ static double bucket_value(const struct hist *h, uint32_t index)
     if (mid > h->max)
         mid = h->max;
     return (double)mid;
+}
+
+/* Resolves every rank in one walk that skips whole chunks by their totals. */
+void hist_locate_ranks(const struct hist *h, const uint64_t *ranks, size_t n,
+                       uint32_t *out_index, uint64_t *out_before)
+{
+    size_t order_small[32];
+    size_t *order = n <= 32 ? order_small : malloc(n * sizeof *order);
+    for (size_t i = 0; i < n; i++) {
+        out_index[i] = 0;
+        out_before[i] = 0;
+    }
+    if (!order)
+        return;
+    for (size_t i = 0; i < n; i++)
+        order[i] = i;
+    /* insertion sort of positions by rank: n is tiny (the percentile grid) */
+    for (size_t i = 1; i < n; i++) {
+        size_t v = order[i], j = i;
+        while (j > 0 && ranks[order[j - 1]] > ranks[v]) {
+            order[j] = order[j - 1];
+            j--;
+        }
+        order[j] = v;
+    }
+    size_t next = 0;
+    uint64_t seen = 0;
+    for (uint32_t g = 0; g < HIST_GROUPS && next < n; g++) {
+        const struct hist_group *grp = h->groups[g];
+        if (!grp)
+            continue;
+        for (uint32_t c = 0; c < HIST_CHUNKS_PER_GROUP && next < n; c++) {
+            uint64_t total = grp->ck[c].total;
+            if (!total)
+                continue;
+            if (ranks[order[next]] >= seen + total) {
+                seen += total;
+                continue;
+            }
+            const uint64_t *chunk = grp->ck[c].counts;
+            uint32_t base = g * HIST_SUB_BUCKETS + c * HIST_CHUNK;
+            for (uint32_t i = 0; i < HIST_CHUNK; i++) {
+                if (!chunk[i])
+                    continue;
+                while (next < n && ranks[order[next]] < seen + chunk[i]) {
+                    out_index[order[next]] = base + i;
+                    out_before[order[next]] = seen;
+                    next++;
+                }
+                seen += chunk[i];
+            }
+        }
+    }
+    if (order != order_small)
+        free(order);
 }
 
 void hist_percentiles(const struct hist *h, const double *p, size_t n, double *out)
@@ -242,26 +240,32 @@ size_t hist_bin_of(const double *edges, size_t n, double v)
     return lo;
 }
 
-struct bin_ctx {
-    const struct hist *h;
-    const double *edges;
-    size_t n;
-    uint64_t *counts;
-};
-
-static int bin_step(void *vctx, uint32_t index, uint64_t count)
-{
-    struct bin_ctx *x = vctx;
-    x->counts[hist_bin_of(x->edges, x->n, bucket_value(x->h, index))] += count;
-    return 0;
-}
-
 void hist_bin(const struct hist *h, size_t n, const double *edges, uint64_t *counts)
 {
     for (size_t i = 0; i < n; i++)
         counts[i] = 0;
     if (n == 0 || h->count == 0)
         return;
-    struct bin_ctx x = {h, edges, n, counts};
-    hist_foreach(h, bin_step, &x);
+    for (uint32_t g = 0; g < HIST_GROUPS; g++) {
+        const struct hist_group *grp = h->groups[g];
+        if (!grp)
+            continue;
+        for (uint32_t c = 0; c < HIST_CHUNKS_PER_GROUP; c++) {
+            uint64_t total = grp->ck[c].total;
+            if (!total)
+                continue;
+            uint32_t base = g * HIST_SUB_BUCKETS + c * HIST_CHUNK;
+            /* clamped midpoints grow with the index: often one bin takes the chunk */
+            size_t first = hist_bin_of(edges, n, bucket_value(h, base));
+            size_t last = hist_bin_of(edges, n, bucket_value(h, base + HIST_CHUNK - 1));
+            if (first == last) {
+                counts[first] += total;
+                continue;
+            }
+            const uint64_t *chunk = grp->ck[c].counts;
+            for (uint32_t i = 0; i < HIST_CHUNK; i++)
+                if (chunk[i])
+                    counts[hist_bin_of(edges, n, bucket_value(h, base + i))] += chunk[i];
+        }
+    }
 }

@@ -2,15 +2,16 @@
  * histogram.h: a log-linear (HDR-style) histogram of uint64 values.
  *
  * Every power of two [2^e, 2^(e+1)) is split into HIST_SUB_BUCKETS equal
- * sub-buckets, so a bucket is at most 1/2048 of its values wide: a value read
+ * sub-buckets, so a bucket is at most 1/1024 of its values wide: a value read
  * back (the bucket's midpoint, clamped to the observed min/max) is within
- * 0.025% of every value recorded in that bucket, better than 3 significant
- * digits. Values below 2^12 are counted exactly.
+ * 0.05% of every value recorded in that bucket, i.e. 3 significant digits
+ * (HdrHistogram's 3-digit precision). Values below 2^11 are counted exactly.
  *
  * Memory follows the values seen: counts live in chunks of HIST_CHUNK
- * sub-buckets (2 KiB) that are allocated the first time a value falls into
- * their range, so a series whose values stay within 10% of one another costs
- * one or two chunks.
+ * sub-buckets (512 B, 6% of a power of two) that are allocated the first time
+ * a value falls into their range, so a series whose values stay within 10% of
+ * one another costs two or three chunks. Walks (percentiles, binning) skip
+ * empty chunks and bin whole chunks at once.
  *
  * Not thread-safe: one writer (the collector thread) per histogram.
  */
@@ -21,16 +22,23 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#define HIST_SUB_BITS 11
-#define HIST_SUB_BUCKETS (1u << HIST_SUB_BITS)        /* 2048 per power of two */
-#define HIST_CHUNK_BITS 8
-#define HIST_CHUNK (1u << HIST_CHUNK_BITS)             /* 256 counts per chunk */
+#define HIST_SUB_BITS 10
+#define HIST_SUB_BUCKETS (1u << HIST_SUB_BITS)        /* 1024 per power of two */
+#define HIST_CHUNK_BITS 6
+#define HIST_CHUNK (1u << HIST_CHUNK_BITS)             /* 64 counts per chunk */
 #define HIST_CHUNKS_PER_GROUP (HIST_SUB_BUCKETS / HIST_CHUNK)
-/* Group 0 holds 0..2^11-1 exactly; group g >= 1 holds [2^(g+10), 2^(g+11)). */
+/* Group 0 holds 0..2^10-1 exactly; group g >= 1 holds [2^(g+9), 2^(g+10)). */
 #define HIST_GROUPS (64 - HIST_SUB_BITS + 1)
 #define HIST_N_INDEX ((uint32_t)HIST_GROUPS * HIST_SUB_BUCKETS)
 
-struct hist_group;
+/* One power of two: its chunks, each with its total (walks skip by it),
+ * pointer and total side by side so a record touches one line here. */
+struct hist_group {
+    struct {
+        uint64_t *counts;           /* HIST_CHUNK counts, NULL until used */
+        uint64_t total;
+    } ck[HIST_CHUNKS_PER_GROUP];
+};
 
 struct hist {
     uint64_t count;
@@ -48,7 +56,7 @@ static inline uint32_t hist_index(uint64_t v)
 {
     if (v < HIST_SUB_BUCKETS)
         return (uint32_t)v;
-    unsigned e = 63u - (unsigned)__builtin_clzll(v);          /* >= 11 */
+    unsigned e = 63u - (unsigned)__builtin_clzll(v);          /* >= HIST_SUB_BITS */
     unsigned shift = e - HIST_SUB_BITS;
     uint32_t sub = (uint32_t)(v >> shift) & (HIST_SUB_BUCKETS - 1);
     return (uint32_t)(e - HIST_SUB_BITS + 1) * HIST_SUB_BUCKETS + sub;
@@ -60,6 +68,27 @@ uint64_t hist_bucket_hi(uint32_t index);     /* inclusive */
  * allocated (the value is then not counted). */
 int hist_record_n(struct hist *h, uint64_t v, uint64_t n);
 static inline int hist_record(struct hist *h, uint64_t v) { return hist_record_n(h, v, 1); }
+
+/* Prefetch hints for batched recording (the collector resolves a batch of
+ * records in stages so their cache misses overlap): stage 0 the group
+ * pointer, 1 the chunk pointer, 2 the count itself. */
+static inline void hist_prefetch(const struct hist *h, uint64_t v, int stage)
+{
+    uint32_t idx = hist_index(v);
+    const struct hist_group *grp;
+    if (stage == 0) {
+        __builtin_prefetch(&h->groups[idx >> HIST_SUB_BITS], 0);
+        return;
+    }
+    grp = h->groups[idx >> HIST_SUB_BITS];
+    if (!grp)
+        return;
+    uint32_t c = (idx >> HIST_CHUNK_BITS) & (HIST_CHUNKS_PER_GROUP - 1);
+    if (stage == 1)
+        __builtin_prefetch(&grp->ck[c], 1);
+    else if (grp->ck[c].counts)
+        __builtin_prefetch(&grp->ck[c].counts[idx & (HIST_CHUNK - 1)], 1);
+}
 
 /* Count in one bucket. */
 uint64_t hist_bucket_count(const struct hist *h, uint32_t index);

@@ -1,6 +1,9 @@
 /* metrics.c: metric table (chained hash on name+kind) and key-id cache. */
 #include "engine/metrics.h"
 
+#include "shm/wire.h"
+
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -122,4 +125,115 @@ struct metric *metrics_by_key(struct metric_table *t, uint32_t key, enum metric_
     }
     t->by_key[key][kind] = m;
     return m;
+}
+
+int metrics_core_record(struct metric_table *t, const struct shm_record *rec,
+                        metrics_key_name_fn name_fn, void *ctx)
+{
+    struct metric *m;
+    switch (rec->type) {
+    case OBSD_REC_SPAN: {
+        struct obsd_pl_span pl;
+        if (rec->len != sizeof pl)
+            return -1;
+        memcpy(&pl, rec->payload, sizeof pl);
+        if (pl.end_ns < pl.start_ns || !(m = metrics_by_key(t, rec->key, METRIC_SERIES, name_fn, ctx)))
+            return -1;
+        m->touched = true;
+        series_add(&m->series, pl.end_ns - pl.start_ns);
+        return 0;
+    }
+    case OBSD_REC_VALUE: {
+        struct obsd_pl_value pl;
+        if (rec->len != sizeof pl || !(m = metrics_by_key(t, rec->key, METRIC_SERIES, name_fn, ctx)))
+            return -1;
+        memcpy(&pl, rec->payload, sizeof pl);
+        m->touched = true;
+        series_add(&m->series, pl.value);
+        return 0;
+    }
+    case OBSD_REC_COUNTER: {
+        struct obsd_pl_counter pl;
+        if (rec->len != sizeof pl || !(m = metrics_by_key(t, rec->key, METRIC_COUNTER, name_fn, ctx)))
+            return -1;
+        memcpy(&pl, rec->payload, sizeof pl);
+        m->touched = true;
+        m->counter = (int64_t)((uint64_t)m->counter + (uint64_t)pl.delta);   /* wraps, never UB */
+        return 0;
+    }
+    case OBSD_REC_GAUGE: {
+        struct obsd_pl_gauge pl;
+        if (rec->len != sizeof pl)
+            return -1;
+        memcpy(&pl, rec->payload, sizeof pl);
+        if (!isfinite(pl.value) || !(m = metrics_by_key(t, rec->key, METRIC_GAUGE, name_fn, ctx)))
+            return -1;
+        m->touched = true;
+        m->gauge = pl.value;
+        return 0;
+    }
+    default:
+        return -2;
+    }
+}
+
+void metrics_batch_flush(struct metric_table *t, struct metrics_batch *b,
+                         metrics_key_name_fn name_fn, void *ctx)
+{
+    struct metric *m[METRICS_BATCH];
+    size_t n = b->n;
+    for (size_t i = 0; i < n; i++) {
+        m[i] = metrics_by_key(t, b->key[i], METRIC_SERIES, name_fn, ctx);
+        if (m[i])
+            hist_prefetch(&m[i]->series.hist, b->value[i], 0);
+    }
+    for (size_t i = 0; i < n; i++)
+        if (m[i])
+            hist_prefetch(&m[i]->series.hist, b->value[i], 1);
+    for (size_t i = 0; i < n; i++)
+        if (m[i])
+            hist_prefetch(&m[i]->series.hist, b->value[i], 2);
+    for (size_t i = 0; i < n; i++) {
+        if (!m[i]) {
+            b->rejected++;
+            continue;
+        }
+        m[i]->touched = true;
+        series_add(&m[i]->series, b->value[i]);
+    }
+    b->n = 0;
+}
+
+int metrics_batch_record(struct metric_table *t, struct metrics_batch *b, const struct shm_record *rec,
+                         metrics_key_name_fn name_fn, void *ctx)
+{
+    uint64_t v;
+    if (rec->type == OBSD_REC_SPAN) {
+        struct obsd_pl_span pl;
+        if (rec->len != sizeof pl) {
+            b->rejected++;
+            return 0;
+        }
+        memcpy(&pl, rec->payload, sizeof pl);
+        if (pl.end_ns < pl.start_ns) {
+            b->rejected++;
+            return 0;
+        }
+        v = pl.end_ns - pl.start_ns;
+    } else if (rec->type == OBSD_REC_VALUE) {
+        struct obsd_pl_value pl;
+        if (rec->len != sizeof pl) {
+            b->rejected++;
+            return 0;
+        }
+        memcpy(&pl, rec->payload, sizeof pl);
+        v = pl.value;
+    } else {
+        return -2;
+    }
+    b->key[b->n] = rec->key;
+    b->value[b->n] = v;
+    if (++b->n == METRICS_BATCH)
+        metrics_batch_flush(t, b, name_fn, ctx);
+    return 0;
 }

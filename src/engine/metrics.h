@@ -19,6 +19,7 @@
 #include <stdint.h>
 
 #include "engine/series.h"
+#include "shm/shm.h"
 
 enum metric_kind { METRIC_COUNTER, METRIC_GAUGE, METRIC_SERIES, METRIC_KINDS };
 
@@ -57,6 +58,29 @@ struct metric *metrics_get(struct metric_table *t, const char *name, enum metric
 typedef const char *(*metrics_key_name_fn)(void *ctx, uint32_t key);
 struct metric *metrics_by_key(struct metric_table *t, uint32_t key, enum metric_kind kind,
                               metrics_key_name_fn name_fn, void *ctx);
+
+/* Applies one core record (span, value, counter, gauge) to the table.
+ * Returns 0, -1 if it is malformed (bad length, end before start, unknown
+ * key, non-finite gauge: count it as rejected), or -2 for another type. */
+int metrics_core_record(struct metric_table *t, const struct shm_record *rec,
+                        metrics_key_name_fn name_fn, void *ctx);
+
+/* Batched spans and values: the hot path. Records are queued (key, value)
+ * and applied in stages that prefetch each record's metric, histogram group
+ * and count before touching them, so the cache misses of a batch overlap.
+ * Flush before handling any record that must be seen in order after them. */
+#define METRICS_BATCH 32
+struct metrics_batch {
+    size_t n;
+    uint32_t key[METRICS_BATCH];
+    uint64_t value[METRICS_BATCH];
+    uint64_t rejected;           /* unknown keys, malformed spans/values */
+};
+/* Queues a span or value. Returns 0, or -2 for another type (not queued). */
+int metrics_batch_record(struct metric_table *t, struct metrics_batch *b, const struct shm_record *rec,
+                         metrics_key_name_fn name_fn, void *ctx);
+void metrics_batch_flush(struct metric_table *t, struct metrics_batch *b,
+                         metrics_key_name_fn name_fn, void *ctx);
 
 /* Forgets the key-id cache (after re-attaching to a segment). */
 void metrics_forget_keys(struct metric_table *t);
