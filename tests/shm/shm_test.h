@@ -7,6 +7,7 @@
 #define OBSD_TESTS_SHM_TEST_H
 
 #include <check.h>
+#include <dirent.h>
 #include <pthread.h>
 #include <stdbool.h>
 #include <stdio.h>
@@ -18,13 +19,48 @@
 #include "shm/shm.h"
 #include "shm/wire.h"
 
+/* The suite's main process; segment names carry it so that main can remove
+ * what a failed test (a forked child) left behind. */
+static pid_t test_main_pid;
+
 /* A segment name unique to this process and call. */
 static inline const char *test_seg_name(const char *tag)
 {
     static char buf[64];
     static int counter;
-    snprintf(buf, sizeof buf, "t-%s-%d-%d", tag, (int)getpid(), counter++);
+    snprintf(buf, sizeof buf, "t-%s-%d-%d-%d", tag, (int)test_main_pid, (int)getpid(), counter++);
     return buf;
+}
+
+/* Removes every /dev/shm/obsd.t-*-<main pid>-* segment. */
+static inline void test_cleanup_segments(void)
+{
+    char pat[64];
+    snprintf(pat, sizeof pat, "-%d-", (int)test_main_pid);
+    DIR *d = opendir("/dev/shm");
+    if (!d)
+        return;
+    struct dirent *e;
+    while ((e = readdir(d))) {
+        if (strncmp(e->d_name, "obsd.t-", 7) == 0 && strstr(e->d_name, pat)) {
+            char path[300];
+            snprintf(path, sizeof path, "/dev/shm/%s", e->d_name);
+            unlink(path);
+        }
+    }
+    closedir(d);
+}
+
+/* main() of every shm suite. */
+static inline int test_run_suite(Suite *s)
+{
+    test_main_pid = getpid();
+    SRunner *sr = srunner_create(s);
+    srunner_run_all(sr, CK_NORMAL);
+    int failed = srunner_ntests_failed(sr);
+    srunner_free(sr);
+    test_cleanup_segments();
+    return failed ? 1 : 0;
 }
 
 static inline struct shm_segment *test_segment(struct shm_config *cfg)
