@@ -113,6 +113,19 @@ static void put_f64(struct buf *b, double d)
 #endif
 }
 
+/* A number: integral values (the common case: ns, counts) as a zigzag varint
+ * shifted left by one, anything else as the varint 1 and an f64. */
+static void put_num(struct buf *b, double d)
+{
+    if (d >= -4611686018427387904.0 && d <= 4611686018427387904.0 && d == (double)(int64_t)d &&
+        !(d == 0 && signbit(d))) {
+        put_varint(b, zigzag((int64_t)d) << 1);
+        return;
+    }
+    put_varint(b, 1);
+    put_f64(b, d);
+}
+
 static void put_str(struct buf *b, const char *s, size_t n)
 {
     put_varint(b, n);
@@ -175,6 +188,16 @@ static double get_f64(struct rd *r, const char *what)
 #endif
     r->p += 8;
     return d;
+}
+
+static double get_num(struct rd *r, const char *what)
+{
+    uint64_t v = get_varint(r, what);
+    if (v == 1)
+        return get_f64(r, what);
+    if (v & 1)
+        rd_fail(r, what);
+    return (double)unzigzag(v >> 1);
 }
 
 /* A length-prefixed string, copied NUL-terminated into a new allocation
@@ -657,14 +680,14 @@ static void encode_series(struct buf *b, const struct snap_series *sr)
     put_str(b, sr->name, strlen(sr->name));
     put_u8(b, (uint8_t)(sr->exact | contiguous << 1));
     put_varint(b, sr->count);
-    if (!buf_reserve(b, 8 * (4 + OBSD_N_PERCENTILES + 2 * sr->n_buckets) + 10 * (sr->n_buckets + 1)))
+    if (!buf_reserve(b, 9 * (4 + OBSD_N_PERCENTILES) + 8 * 2 * sr->n_buckets + 10 * (sr->n_buckets + 1)))
         return;
-    put_f64(b, sr->total);
-    put_f64(b, sr->min);
-    put_f64(b, sr->max);
-    put_f64(b, sr->sum_sq);
+    put_num(b, sr->total);
+    put_num(b, sr->min);
+    put_num(b, sr->max);
+    put_num(b, sr->sum_sq);
     for (int i = 0; i < OBSD_N_PERCENTILES; i++)
-        put_f64(b, sr->percentiles[i]);
+        put_num(b, sr->percentiles[i]);
     put_varint(b, sr->n_buckets);
     for (size_t i = 0; i < sr->n_buckets; i++) {
         if (!contiguous || i == 0)
@@ -726,12 +749,12 @@ static bool decode_series(struct rd *d, struct snap_series *sr)
     sr->exact = flags & 1;
     bool contiguous = flags & 2;
     sr->count = get_varint(d, "series count");
-    sr->total = get_f64(d, "series total");
-    sr->min = get_f64(d, "series min");
-    sr->max = get_f64(d, "series max");
-    sr->sum_sq = get_f64(d, "series sum_sq");
+    sr->total = get_num(d, "series total");
+    sr->min = get_num(d, "series min");
+    sr->max = get_num(d, "series max");
+    sr->sum_sq = get_num(d, "series sum_sq");
     for (int i = 0; i < OBSD_N_PERCENTILES; i++)
-        sr->percentiles[i] = get_f64(d, "series percentile");
+        sr->percentiles[i] = get_num(d, "series percentile");
     sr->n_buckets = get_count(d, contiguous ? 9 : 17, "histogram bucket count");
     if (sr->n_buckets && !d->bad) {
         sr->buckets = calloc(sr->n_buckets, sizeof *sr->buckets);
@@ -798,7 +821,7 @@ static struct snapshot *decode_snapshot(struct rd *d)
             break;
         s->counters[s->n_counters++] = c;
     }
-    uint64_t ns = get_count(d, 2 + 8 * (4 + OBSD_N_PERCENTILES), "series count");
+    uint64_t ns = get_count(d, 4 + 4 + OBSD_N_PERCENTILES, "series count");
     if (ns && !grow_array((void **)&s->series, &s->cap_series, ns, sizeof *s->series))
         rd_fail(d, "out of memory");
     for (uint64_t i = 0; i < ns && !d->bad; i++) {
@@ -874,11 +897,11 @@ static void encode_series_point(struct buf *b, const struct snap_series *sr, int
     put_varint(b, zigzag(dts));
     put_u8(b, sr->exact);
     put_varint(b, sr->count);
-    put_f64(b, sr->total);
-    put_f64(b, sr->min);
-    put_f64(b, sr->max);
+    put_num(b, sr->total);
+    put_num(b, sr->min);
+    put_num(b, sr->max);
     for (int i = 0; i < STORE_POINT_NPCT; i++)
-        put_f64(b, sr->percentiles[point_pct_grid[i]]);
+        put_num(b, sr->percentiles[point_pct_grid[i]]);
 }
 
 static bool decode_point(const MDB_val *v, uint64_t start_ns, struct store_point *p)
@@ -901,11 +924,11 @@ static bool decode_point(const MDB_val *v, uint64_t start_ns, struct store_point
         if (ex > 1)
             rd_fail(&d, "exact");
         p->count = get_varint(&d, "count");
-        p->total = get_f64(&d, "total");
-        p->min = get_f64(&d, "min");
-        p->max = get_f64(&d, "max");
+        p->total = get_num(&d, "total");
+        p->min = get_num(&d, "min");
+        p->max = get_num(&d, "max");
         for (int i = 0; i < STORE_POINT_NPCT; i++)
-            p->pct[i] = get_f64(&d, "percentile");
+            p->pct[i] = get_num(&d, "percentile");
     } else {
         return false;
     }

@@ -1,0 +1,61 @@
+/* test_store_hour.c (label slow): a one-hour run at one persist per second
+ * in which all 1,000 series change at every persist, the worst case for the
+ * change-only history, must stay under 512 MiB of store. */
+#include <check.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <sys/stat.h>
+
+#include "publisher/store.h"
+#include "test_util.h"
+
+START_TEST(one_hour_all_active)
+{
+    char dir[512], err[512];
+    make_temp_dir(dir, sizeof dir, "hour");
+    struct store *st = store_open(dir, 0, false, false, err, sizeof err);
+    ck_assert_msg(st != NULL, "%s", err);
+    struct snapshot *s = make_snapshot("hour", 0, OBSD_RUN_LIVE, 20, 1000, 1020, 30);
+    for (uint64_t seq = 0; seq < 3600; seq++) {
+        s->seq = seq;
+        s->timestamp_ns += 1000000000ULL;
+        if (seq == 3599)
+            s->state = OBSD_RUN_COMPLETE;
+        for (size_t i = 0; i < s->n_series; i++) {
+            struct snap_series *sr = &s->series[i];
+            sr->count += 250;
+            sr->total += 250.0 * 48213;
+            sr->max += (double)(seq % 3);
+            sr->percentiles[7] = 48000 + (double)(seq % 17);
+            sr->percentiles[1] = 91000 + (double)(seq % 101);
+        }
+        for (size_t i = 0; i < s->n_counters; i++)
+            s->counters[i].ivalue += 250;
+        ck_assert_msg(store_persist(st, s, seq == 3599) == STORE_OK, "%s", store_error(st));
+    }
+    store_close(st);
+    char path[600];
+    snprintf(path, sizeof path, "%s/data.mdb", dir);
+    struct stat sb;
+    ck_assert_int_eq(stat(path, &sb), 0);
+    uint64_t used = (uint64_t)sb.st_blocks * 512;
+    fprintf(stderr, "one_hour_all_active: data.mdb uses %.1f MiB\n", (double)used / (1 << 20));
+    ck_assert_uint_lt(used, 512ULL << 20);
+    snapshot_free(s);
+    rm_rf(dir);
+}
+END_TEST
+
+int main(void)
+{
+    Suite *s = suite_create("store_hour");
+    TCase *tc = tcase_create("size");
+    tcase_set_timeout(tc, 900);
+    tcase_add_test(tc, one_hour_all_active);
+    suite_add_tcase(s, tc);
+    SRunner *sr = srunner_create(s);
+    srunner_run_all(sr, CK_NORMAL);
+    int failed = srunner_ntests_failed(sr);
+    srunner_free(sr);
+    return failed ? 1 : 0;
+}
