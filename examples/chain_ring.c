@@ -1015,11 +1015,10 @@ int main(int argc, char **argv)
         {"help", no_argument, 0, O_HELP},
         {0, 0, 0, 0},
     };
-    int o;
+    int o, li = -1;
     opterr = 0;
-    while ((o = getopt_long(argc, argv, "", opts, NULL)) != -1) {
+    while ((li = -1, o = getopt_long(argc, argv, "", opts, &li)) != -1) {
         bool ok = true;
-        const char *opt = optind > 1 && optind - 1 < argc ? argv[optind - 1] : "?";
         switch (o) {
         case O_NAME: name = optarg; break;
         case O_WORKERS: ok = parse_int(optarg, 1, MAX_WORKERS, &cfg.workers); break;
@@ -1058,7 +1057,8 @@ int main(int argc, char **argv)
             return 2;
         }
         if (!ok) {
-            fprintf(stderr, "chain_ring: bad value '%s' for %s\n", optarg, opt);
+            fprintf(stderr, "chain_ring: bad value '%s' for --%s\n", optarg,
+                    li >= 0 ? opts[li].name : "?");
             return 2;
         }
     }
