@@ -48,7 +48,8 @@ static bool pid_alive(int32_t pid)
 static bool run_filter(void *ctx, int32_t pid, uint64_t claim_ns)
 {
     struct sched_state *st = ctx;
-    return claim_ns >= st->run_start_ns || pid_alive(pid);
+    /* run start unknown (no STARTED seen yet): live processes only */
+    return (st->run_start_ns && claim_ns >= st->run_start_ns) || pid_alive(pid);
 }
 
 static void take(struct sched_state *st, struct sched_sample *s)
