@@ -24,10 +24,12 @@
  *   overhead = max(0, dispatch - backend)
  *   residual = max(0, wall - dispatch)
  * Dispatch spans nest; each instant inside any number of nested framework
- * spans counts once (baseline/delta: a span adds its wall time minus what its
- * inner spans already added). A span opened with OBSD_SPAN_PARTICIPANT adds
- * nothing and is counted in participant_spans, so participant code cannot
- * shave its residual by opening spans of its own.
+ * spans counts once: the dispatch clock runs while at least one framework span
+ * is open, so only the outermost begin and end read the clock, and the time
+ * goes to the outermost span's op. A span opened with OBSD_SPAN_PARTICIPANT
+ * adds nothing (framework spans inside it still count) and is counted in
+ * participant_spans, so participant code cannot shave its residual by opening
+ * spans of its own. Kernel spans nest the same way.
  *
  * Threading: each thread has at most one open context (thread-local state);
  * every function below acts on the calling thread's context. The hot paths
@@ -116,7 +118,8 @@ const char *obsd_budget_namespace(void);
 /*
  * Dispatch spans: the framework's own work around an op (marshaling, round
  * trips, reconstructing results). op may be 0 (context totals only) or an op
- * whose per-op overhead the span's time feeds. Spans nest up to
+ * whose per-op overhead the span's time feeds (for the outermost span; inner
+ * spans only count depth). Spans nest up to
  * OBSD_BUDGET_MAX_SPAN_DEPTH; begin beyond that or end without begin returns
  * OBSD_ESTATE. The _at variants take the caller's timestamps (tests, replays).
  */
@@ -126,7 +129,7 @@ int obsd_budget_dispatch_begin_at(obsd_budget_op_t op, unsigned flags, uint64_t 
 int obsd_budget_dispatch_end_at(uint64_t now_ns);
 
 /* Kernel spans: the pure computation of op (its backend time). They nest the
- * same way. */
+ * same way (depth counted, the outermost span's op gets the time). */
 int obsd_budget_kernel_begin(obsd_budget_op_t op);
 int obsd_budget_kernel_end(void);
 int obsd_budget_kernel_begin_at(obsd_budget_op_t op, uint64_t now_ns);

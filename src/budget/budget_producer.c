@@ -94,10 +94,13 @@ struct op_stats {
     uint32_t listed;
 };
 
-struct frame {
-    uint64_t t0, baseline;
-    struct op_stats *st;      /* NULL: no op */
-    bool framework;
+/* A span clock: it runs while depth > 0, so however deep spans nest each
+ * instant counts once, and only the outermost begin and end read the clock.
+ * The time goes to the op of the outermost span. */
+struct span_clock {
+    uint32_t depth;           /* framework spans open */
+    uint64_t t0;              /* when depth went 0 -> 1 */
+    struct op_stats *st;      /* op of the outermost span, NULL: none */
 };
 
 struct ns_entry {
@@ -111,12 +114,12 @@ struct budget_ctx {
     uint64_t wall_limit_ns, open_ns;
     struct op_stats *cur_ops;
     uint64_t dispatch_ns, kernel_ns;
-    uint32_t d_depth, k_depth;
+    struct span_clock dispatch, kernel;
+    uint32_t d_depth;         /* dispatch spans open, participant ones included */
+    uint64_t d_participant;   /* bit i: dispatch span at depth i is a participant's */
     uint64_t next_progress_ns;
     uint64_t participant_spans, refused_charges;
     bool refused_budget, wall_exceeded;
-    struct frame dframes[OBSD_BUDGET_MAX_SPAN_DEPTH];
-    struct frame kframes[OBSD_BUDGET_MAX_SPAN_DEPTH];
     /* cold */
     obsd_t *h;
     uint32_t id;
@@ -588,44 +591,46 @@ static inline struct op_stats *span_stats(struct budget_ctx *c, obsd_budget_op_t
     return st;
 }
 
-static inline int dispatch_begin(struct budget_ctx *c, obsd_budget_op_t op, unsigned flags, uint64_t now)
+static inline void clock_stop(struct span_clock *k, uint64_t *total, bool kernel, uint64_t now)
 {
-    if (unlikely(c->d_depth >= OBSD_BUDGET_MAX_SPAN_DEPTH))
-        return too_deep("obsd_budget_dispatch_begin");
-    struct frame *f = &c->dframes[c->d_depth++];
-    f->t0 = now;
-    f->baseline = c->dispatch_ns;
-    f->framework = !(flags & OBSD_SPAN_PARTICIPANT);
-    f->st = f->framework ? span_stats(c, op) : NULL;
-    return OBSD_OK;
-}
-
-/* Baseline/delta: the span adds its wall time minus what its inner spans
- * already added, so each instant counts once however deep the nesting. */
-static inline void dispatch_pop(struct budget_ctx *c, uint64_t now)
-{
-    struct frame *f = &c->dframes[--c->d_depth];
-    if (likely(f->framework)) {
-        uint64_t wall = now > f->t0 ? now - f->t0 : 0;
-        uint64_t inner = c->dispatch_ns - f->baseline;
-        uint64_t add = wall > inner ? wall - inner : 0;
-        c->dispatch_ns += add;
-        if (f->st)
-            f->st->dispatch_ns += add;
-    } else {
-        c->participant_spans++;
+    uint64_t add = now > k->t0 ? now - k->t0 : 0;
+    *total += add;
+    if (k->st) {
+        if (kernel)
+            k->st->kernel_ns += add;
+        else
+            k->st->dispatch_ns += add;
     }
 }
 
-static inline void kernel_pop(struct budget_ctx *c, uint64_t now)
+_Static_assert(OBSD_BUDGET_MAX_SPAN_DEPTH <= 64, "participant bits fit one word");
+
+/* Pushes a dispatch span; *starts says whether it starts the clock (the
+ * caller then supplies the time, so inner spans never read the clock). */
+static inline int dispatch_push(struct budget_ctx *c, unsigned flags, bool *starts)
 {
-    struct frame *f = &c->kframes[--c->k_depth];
-    uint64_t wall = now > f->t0 ? now - f->t0 : 0;
-    uint64_t inner = c->kernel_ns - f->baseline;
-    uint64_t add = wall > inner ? wall - inner : 0;
-    c->kernel_ns += add;
-    if (f->st)
-        f->st->kernel_ns += add;
+    *starts = false;
+    if (unlikely(c->d_depth >= OBSD_BUDGET_MAX_SPAN_DEPTH))
+        return too_deep("obsd_budget_dispatch_begin");
+    uint64_t bit = 1ull << c->d_depth++;
+    if (unlikely(flags & OBSD_SPAN_PARTICIPANT)) {
+        c->d_participant |= bit;
+        return OBSD_OK;
+    }
+    c->d_participant &= ~bit;
+    *starts = c->dispatch.depth++ == 0;
+    return OBSD_OK;
+}
+
+/* Pops a dispatch span; true when it stops the clock. */
+static inline bool dispatch_pop(struct budget_ctx *c)
+{
+    uint64_t bit = 1ull << --c->d_depth;
+    if (unlikely(c->d_participant & bit)) {
+        c->participant_spans++;
+        return false;
+    }
+    return --c->dispatch.depth == 0;
 }
 
 int obsd_budget_dispatch_begin_at(obsd_budget_op_t op, unsigned flags, uint64_t now_ns)
@@ -635,7 +640,13 @@ int obsd_budget_dispatch_begin_at(obsd_budget_op_t op, unsigned flags, uint64_t 
         return no_context("obsd_budget_dispatch_begin");
     if (unlikely(op && !op_ok(op)))
         return bad_op("obsd_budget_dispatch_begin", op);
-    return dispatch_begin(c, op, flags, now_ns);
+    bool starts;
+    int rc = dispatch_push(c, flags, &starts);
+    if (starts) {
+        c->dispatch.t0 = now_ns;
+        c->dispatch.st = span_stats(c, op);
+    }
+    return rc;
 }
 
 int obsd_budget_dispatch_begin(obsd_budget_op_t op, unsigned flags)
@@ -645,7 +656,13 @@ int obsd_budget_dispatch_begin(obsd_budget_op_t op, unsigned flags)
         return no_context("obsd_budget_dispatch_begin");
     if (unlikely(op && !op_ok(op)))
         return bad_op("obsd_budget_dispatch_begin", op);
-    return dispatch_begin(c, op, flags, budget_clock());
+    bool starts;
+    int rc = dispatch_push(c, flags, &starts);
+    if (starts) {
+        c->dispatch.t0 = budget_clock();
+        c->dispatch.st = span_stats(c, op);
+    }
+    return rc;
 }
 
 int obsd_budget_dispatch_end_at(uint64_t now_ns)
@@ -655,9 +672,11 @@ int obsd_budget_dispatch_end_at(uint64_t now_ns)
         return no_context("obsd_budget_dispatch_end");
     if (unlikely(c->d_depth == 0))
         return not_begun("obsd_budget_dispatch_end");
-    dispatch_pop(c, now_ns);
-    if (unlikely(now_ns >= c->next_progress_ns))
-        send_progress(c, now_ns);
+    if (dispatch_pop(c)) {
+        clock_stop(&c->dispatch, &c->dispatch_ns, false, now_ns);
+        if (unlikely(now_ns >= c->next_progress_ns))
+            send_progress(c, now_ns);
+    }
     return OBSD_OK;
 }
 
@@ -668,22 +687,12 @@ int obsd_budget_dispatch_end(void)
         return no_context("obsd_budget_dispatch_end");
     if (unlikely(c->d_depth == 0))
         return not_begun("obsd_budget_dispatch_end");
-    uint64_t now = budget_clock();
-    dispatch_pop(c, now);
-    if (unlikely(now >= c->next_progress_ns))
-        send_progress(c, now);
-    return OBSD_OK;
-}
-
-static inline int kernel_begin(struct budget_ctx *c, obsd_budget_op_t op, uint64_t now)
-{
-    if (unlikely(c->k_depth >= OBSD_BUDGET_MAX_SPAN_DEPTH))
-        return too_deep("obsd_budget_kernel_begin");
-    struct frame *f = &c->kframes[c->k_depth++];
-    f->t0 = now;
-    f->baseline = c->kernel_ns;
-    f->framework = true;
-    f->st = span_stats(c, op);
+    if (dispatch_pop(c)) {
+        uint64_t now = budget_clock();
+        clock_stop(&c->dispatch, &c->dispatch_ns, false, now);
+        if (unlikely(now >= c->next_progress_ns))
+            send_progress(c, now);
+    }
     return OBSD_OK;
 }
 
@@ -694,7 +703,13 @@ int obsd_budget_kernel_begin_at(obsd_budget_op_t op, uint64_t now_ns)
         return no_context("obsd_budget_kernel_begin");
     if (unlikely(op && !op_ok(op)))
         return bad_op("obsd_budget_kernel_begin", op);
-    return kernel_begin(c, op, now_ns);
+    if (unlikely(c->kernel.depth >= OBSD_BUDGET_MAX_SPAN_DEPTH))
+        return too_deep("obsd_budget_kernel_begin");
+    if (c->kernel.depth++ == 0) {
+        c->kernel.t0 = now_ns;
+        c->kernel.st = span_stats(c, op);
+    }
+    return OBSD_OK;
 }
 
 int obsd_budget_kernel_begin(obsd_budget_op_t op)
@@ -704,7 +719,13 @@ int obsd_budget_kernel_begin(obsd_budget_op_t op)
         return no_context("obsd_budget_kernel_begin");
     if (unlikely(op && !op_ok(op)))
         return bad_op("obsd_budget_kernel_begin", op);
-    return kernel_begin(c, op, budget_clock());
+    if (unlikely(c->kernel.depth >= OBSD_BUDGET_MAX_SPAN_DEPTH))
+        return too_deep("obsd_budget_kernel_begin");
+    if (c->kernel.depth++ == 0) {
+        c->kernel.t0 = budget_clock();
+        c->kernel.st = span_stats(c, op);
+    }
+    return OBSD_OK;
 }
 
 int obsd_budget_kernel_end_at(uint64_t now_ns)
@@ -712,17 +733,30 @@ int obsd_budget_kernel_end_at(uint64_t now_ns)
     struct budget_ctx *c = tls_ctx;
     if (unlikely(!c))
         return no_context("obsd_budget_kernel_end");
-    if (unlikely(c->k_depth == 0))
+    if (unlikely(c->kernel.depth == 0))
         return not_begun("obsd_budget_kernel_end");
-    kernel_pop(c, now_ns);
-    if (unlikely(now_ns >= c->next_progress_ns))
-        send_progress(c, now_ns);
+    if (--c->kernel.depth == 0) {
+        clock_stop(&c->kernel, &c->kernel_ns, true, now_ns);
+        if (unlikely(now_ns >= c->next_progress_ns))
+            send_progress(c, now_ns);
+    }
     return OBSD_OK;
 }
 
 int obsd_budget_kernel_end(void)
 {
-    return obsd_budget_kernel_end_at(budget_clock());
+    struct budget_ctx *c = tls_ctx;
+    if (unlikely(!c))
+        return no_context("obsd_budget_kernel_end");
+    if (unlikely(c->kernel.depth == 0))
+        return not_begun("obsd_budget_kernel_end");
+    if (--c->kernel.depth == 0) {
+        uint64_t now = budget_clock();
+        clock_stop(&c->kernel, &c->kernel_ns, true, now);
+        if (unlikely(now >= c->next_progress_ns))
+            send_progress(c, now);
+    }
+    return OBSD_OK;
 }
 
 /* ---- summaries ---- */
@@ -828,10 +862,13 @@ int obsd_budget_close_at(struct obsd_budget_summary *out, uint64_t now_ns)
     if (!c)
         return no_context("obsd_budget_close");
     /* Spans still open end now, like a span whose body raised. */
+    if (c->dispatch.depth)
+        clock_stop(&c->dispatch, &c->dispatch_ns, false, now_ns);
+    if (c->kernel.depth)
+        clock_stop(&c->kernel, &c->kernel_ns, true, now_ns);
     while (c->d_depth)
-        dispatch_pop(c, now_ns);
-    while (c->k_depth)
-        kernel_pop(c, now_ns);
+        if (c->d_participant & (1ull << --c->d_depth))
+            c->participant_spans++;
     summarize(c, now_ns, false, out);
     if (c->h) {
         send_state(c, OBSD_REC_BUDGET_CLOSE, now_ns);
