@@ -14,6 +14,8 @@
  *   name, threads, records, ns_per_record, baseline_ns_per_record, ratio,
  *   clock_ns, ns_per_record_with_clock, over_clock_ns, drops, baseline_drops
  *
+ * Each figure is the best of --reps repetitions, run interleaved.
+ *
  *   producer_cost [--records N] [--reps N]
  */
 #include <getopt.h>
@@ -237,15 +239,17 @@ static int cmp_double(const void *a, const void *b)
     return x < y ? -1 : x > y;
 }
 
-static double median(double *v, int n)
+/* Best of the repetitions: this machine is shared and noisy, and noise only
+ * ever adds time. */
+static double best(double *v, int n)
 {
     qsort(v, (size_t)n, sizeof *v, cmp_double);
-    return v[n / 2];
+    return v[0];
 }
 
 static double clock_cost(void)
 {
-    const long n = 5000000;
+    const long n = 2000000;
     volatile uint64_t sink = 0;
     uint64_t t0 = obsd_now();
     for (long i = 0; i < n; i++)
@@ -284,7 +288,7 @@ int main(int argc, char **argv)
         case 'h':
             printf("usage: producer_cost [--records N] [--reps N]\n"
                    "  --records N  span records per producer thread (default 1000000)\n"
-                   "  --reps N     repetitions, the median is reported (default 5)\n");
+                   "  --reps N     repetitions, the best is reported (default 5)\n");
             return 0;
         default:
             return 2;
@@ -302,10 +306,8 @@ int main(int argc, char **argv)
         fprintf(stderr, "producer_cost: %s\n", err);
         return 1;
     }
-    double clk[16];
-    for (int i = 0; i < g_reps; i++)
-        clk[i] = clock_cost();
-    double clock_ns = median(clk, g_reps);
+    double clk[200];
+    int nclk = 0;
 
     for (int threads = 1; threads <= 2; threads++) {
         double obsd[100], bare[100], withclk[100];
@@ -317,8 +319,10 @@ int main(int argc, char **argv)
             drops += d;
             withclk[rep] = measure(threads, false, true, name, seg, &d);
             drops += d;
+            clk[nclk++] = clock_cost();  /* interleaved too */
         }
-        double o = median(obsd, g_reps), b = median(bare, g_reps), w = median(withclk, g_reps);
+        double clock_ns = best(clk, nclk);
+        double o = best(obsd, g_reps), b = best(bare, g_reps), w = best(withclk, g_reps);
         printf("{\"name\": \"producer_cost.span24.threads%d\", \"threads\": %d, \"records\": %ld, "
                "\"ns_per_record\": %.2f, \"baseline_ns_per_record\": %.2f, \"ratio\": %.2f, "
                "\"clock_ns\": %.2f, \"ns_per_record_with_clock\": %.2f, \"over_clock_ns\": %.2f, "

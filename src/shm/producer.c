@@ -108,8 +108,13 @@ struct tls_state {
     size_t n, cap;
 };
 
-static __thread struct tls_entry tls_last;      /* the fast path's one-entry cache */
-static __thread struct tls_state *tls_st;
+/* initial-exec: the record path reads tls_last with one %fs-relative load
+ * instead of a __tls_get_addr call (libobsd is built position-independent).
+ * It needs only a few bytes of the static TLS surplus glibc keeps for
+ * libraries loaded with dlopen(), as the Python binding does. */
+#define TLS_IE __attribute__((tls_model("initial-exec")))
+static __thread struct tls_entry tls_last TLS_IE;  /* the fast path's one-entry cache */
+static __thread struct tls_state *tls_st TLS_IE;
 static __thread char tls_err[256];
 
 void obsd__set_error(const char *fmt, ...)
@@ -336,6 +341,11 @@ static struct pring *ring_claim(obsd_t *h)
             continue;
         atomic_store_explicit(&ctl->tid, tid, memory_order_relaxed);
         atomic_fetch_add_explicit(&ctl->claims, 1, memory_order_relaxed);
+        /* Fault the ring's pages in now, not one by one on the record
+         * path (best effort: needs Linux 5.14). */
+#ifdef MADV_POPULATE_WRITE
+        madvise(ctl, h->L.ring_stride, MADV_POPULATE_WRITE);
+#endif
         r->pid = pid;
         r->ctl = ctl;
         r->data = seg_ring_data(h->base, &h->L, slot);
@@ -592,7 +602,7 @@ static inline enum wait_mode single_mode(obsd_t *h)
 }
 
 /* The hot path: a record with a 16-byte payload of two words. */
-static inline int put16(obsd_t *h, uint8_t type, uint32_t key, uint64_t a, uint64_t b)
+static inline __attribute__((always_inline)) int put16(obsd_t *h, uint8_t type, uint32_t key, uint64_t a, uint64_t b)
 {
     struct pring *r = ring_get(h);
     if (unlikely(!r))
@@ -613,7 +623,7 @@ static inline int put16(obsd_t *h, uint8_t type, uint32_t key, uint64_t a, uint6
     return OBSD_OK;
 }
 
-static inline int put8(obsd_t *h, uint8_t type, uint32_t key, uint64_t a)
+static inline __attribute__((always_inline)) int put8(obsd_t *h, uint8_t type, uint32_t key, uint64_t a)
 {
     struct pring *r = ring_get(h);
     if (unlikely(!r))
