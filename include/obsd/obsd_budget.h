@@ -68,7 +68,8 @@ obsd_budget_op_t obsd_budget_op(const char *name);
 const char *obsd_budget_op_name(obsd_budget_op_t op);
 
 /*
- * Opens the calling thread's context on handle h (which receives its records).
+ * Opens the calling thread's context on handle h (which receives its records;
+ * NULL: accounting only, no records).
  * flop_budget > 0; wall_time_limit_s 0 means none (else > 0); ns is the root
  * namespace label (NULL or "" for none; dotted segments of [A-Za-z0-9_:-]).
  * Returns OBSD_ESTATE if the thread already has an open context (contexts do
