@@ -26,6 +26,9 @@ int control_resolve(struct control_target *t, const char *cmd, const char *confi
     cfg.publish_interval_ms = 250;
     int rc = 0;
 
+    /* Like the other obsctl commands, OBSD_STORE names the store. */
+    if (!store && getenv("OBSD_STORE") && *getenv("OBSD_STORE"))
+        store = getenv("OBSD_STORE");
     if (!config && access(OBSD_CONFIG_DEFAULT_PATH, R_OK) == 0)
         config = OBSD_CONFIG_DEFAULT_PATH;
     if ((config && obsd_config_load(&cfg, config, err, sizeof err) < 0) ||

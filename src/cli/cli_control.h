@@ -11,7 +11,8 @@
 /* Where the daemon of a segment listens: --socket if given, else the
  * socket_path key, else <store_dir>/<name>.sock, with name, store_dir and
  * socket_path taken from obsd.conf (--config, or /etc/obsd/obsd.conf when it
- * exists), the OBSD_<KEY> environment and the --name/--store options, in the
+ * exists), the OBSD_<KEY> environment (and OBSD_STORE) and the --name/--store
+ * options, in the
  * same precedence as obsd(8). Returns 0, or 2 (usage error) with a message
  * printed. */
 struct control_target {

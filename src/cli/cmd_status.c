@@ -21,7 +21,8 @@ static void status_usage(FILE *out)
         "Asks the obsd serving segment NAME for its live state: run, state, records\n"
         "received, drops, rejected records, pending token tasks and each producer ring.\n"
         "The socket is PATH, else socket_path from obsd.conf, else DIR/NAME.sock, with\n"
-        "NAME and DIR defaulting as for obsd(8) (obsd.conf, OBSD_<KEY>, then options).\n"
+        "NAME and DIR defaulting as for obsd(8) (obsd.conf, OBSD_<KEY>, then options;\n"
+        "OBSD_STORE, as for the other obsctl commands, beats OBSD_STORE_DIR).\n"
         "  --json   print the daemon's JSON reply as is (one line)\n"
         "Exit status: 0, 1 when no daemon answers, 2 for bad arguments.\n");
 }

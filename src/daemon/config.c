@@ -91,9 +91,13 @@ static const struct key_desc keys[] = {
 
 static const char *const sections[] = {"segment", "collector", "store", "tokens", "log", NULL};
 
+/* OBSD_ variables of the tools around obsd, not config keys. */
 static const char *const env_ignored[] = {
-    "OBSD_BUILD_DIR",   /* tests: the build tree */
-    "OBSD_TEST_DATA",   /* tests: tests/data */
+    "OBSD_STORE",         /* obsctl: default store directory */
+    "OBSD_BUILD",         /* scripts/try, scripts/demo: the build tree */
+    "OBSD_BUILD_DIR",     /* tests: the build tree */
+    "OBSD_TEST_DATA",     /* tests: tests/data */
+    "OBSD_FUZZ_SECONDS",  /* scripts/check: time per fuzzer */
     NULL,
 };
 
