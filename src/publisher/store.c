@@ -25,6 +25,7 @@
 
 #define DEFAULT_MAP_SIZE (1ULL << 30)
 #define DEFAULT_FULL_EVERY 40
+#define DEFAULT_SERIES_INTERVAL_NS 1000000000ULL
 #define VALUE_FORMAT 1          /* first byte of every encoded value */
 #define MAX_GROW_RETRIES 24
 
@@ -265,7 +266,12 @@ struct metric_entry {
     uint8_t cls;             /* CLASS_COUNTER or CLASS_SERIES */
     bool fp_valid;
     bool in_latest;          /* has a row in the latest table */
+    bool changed_now;        /* changed in the persist being prepared */
+    bool point_dirty;        /* changed since its last time series point */
+    bool has_point;
     uint32_t gen;            /* the persist that last saw it */
+    uint32_t pos;            /* its index in that snapshot's counters or series */
+    uint64_t last_point_ns;  /* timestamp of its last time series point */
     uint64_t fp[5];          /* fingerprint of the last persisted state */
 };
 
@@ -381,6 +387,9 @@ struct store {
     size_t hint_cap;
     struct changed *chg;
     size_t chg_cap;
+    uint32_t *pts;           /* entries that get a time series point this persist */
+    size_t pts_cap;
+    uint64_t series_interval_ns;
     struct buf full, hdr, scratch;
 };
 
@@ -397,6 +406,11 @@ static int fail(struct store *st, int status, const char *fmt, ...)
 
 const char *store_error(const struct store *st) { return st->err; }
 uint64_t store_map_size(const struct store *st) { return st->map_size; }
+
+void store_set_series_interval(struct store *st, uint64_t ns)
+{
+    st->series_interval_ns = ns;
+}
 
 void store_set_history_full_every(struct store *st, uint32_t n)
 {
@@ -481,6 +495,7 @@ struct store *store_open(const char *dir, uint64_t map_size, bool sync, bool rea
     }
     st->readonly = readonly;
     st->full_every = DEFAULT_FULL_EVERY;
+    st->series_interval_ns = DEFAULT_SERIES_INTERVAL_NS;
     st->map_size = map_size ? map_size : DEFAULT_MAP_SIZE;
     snprintf(st->dir, sizeof st->dir, "%s", dir);
 
@@ -570,6 +585,7 @@ void store_close(struct store *st)
     free(st->hint);
     free(st->gone);
     free(st->chg);
+    free(st->pts);
     free(st->full.p);
     free(st->hdr.p);
     free(st->scratch.p);
@@ -1128,7 +1144,7 @@ static void encode_latest_metric(struct buf *b, const struct snapshot *snap, uin
 
 /* One attempt at the write transaction of a persist. Returns an LMDB code. */
 static int persist_txn(struct store *st, const struct snapshot *snap, bool final, bool keyframe,
-                       size_t n_changed, size_t n_gone, bool sections_changed,
+                       size_t n_changed, size_t n_points, size_t n_gone, bool sections_changed,
                        const char *sections, const struct store_run_info *nr)
 {
     MDB_txn *txn;
@@ -1173,28 +1189,27 @@ static int persist_txn(struct store *st, const struct snapshot *snap, bool final
         rc = sb->oom ? ENOMEM : mdb_put(txn, st->names, &k, &v, 0);
     }
 
-    /* changed metrics: a time series point and the latest row */
+    /* time series points of the metrics that are due one */
     int64_t dts = (int64_t)(snap->timestamp_ns - nr->start_ns);
     if (!rc)
         rc = mdb_cursor_open(txn, st->series, &cur);
     if (!rc)
         rc = mdb_cursor_open(txn, st->latest, &lcur);
+    for (size_t i = 0; i < n_points && !rc; i++) {
+        const struct metric_entry *e = &st->mt.e[st->pts[i]];
+        sb->len = 0;
+        if (e->cls == CLASS_COUNTER)
+            encode_counter_point(sb, &snap->counters[e->pos], dts);
+        else
+            encode_series_point(sb, &snap->series[e->pos], dts);
+        k = series_key(kb, nr->run_seq, e->id, snap->seq);
+        v = (MDB_val){sb->len, sb->p};
+        rc = sb->oom ? ENOMEM : mdb_cursor_put(cur, &k, &v, 0);
+    }
+    /* the latest rows of the metrics that changed */
     for (size_t i = 0; i < n_changed && !rc; i++) {
         const struct changed *c = &st->chg[i];
         const struct metric_entry *e = &st->mt.e[c->entry];
-        sb->len = 0;
-        if (e->cls == CLASS_COUNTER)
-            encode_counter_point(sb, &snap->counters[c->pos], dts);
-        else
-            encode_series_point(sb, &snap->series[c->pos], dts);
-        if (sb->oom) {
-            rc = ENOMEM;
-            break;
-        }
-        k = series_key(kb, nr->run_seq, e->id, snap->seq);
-        v = (MDB_val){sb->len, sb->p};
-        if ((rc = mdb_cursor_put(cur, &k, &v, 0)))
-            break;
         sb->len = 0;
         encode_latest_metric(sb, snap, e->cls, c->pos);
         k = latest_metric_key(kb, nr->run_seq, e->id);
@@ -1223,9 +1238,9 @@ static int persist_txn(struct store *st, const struct snapshot *snap, bool final
             put_varint(sb, snap->timestamp_ns);
             put_u8(sb, (uint8_t)snap->state);
             put_varint(sb, snap->n_pending_tasks);
-            put_varint(sb, n_changed);
-            for (size_t i = 0; i < n_changed; i++)
-                put_varint(sb, st->mt.e[st->chg[i].entry].id);
+            put_varint(sb, n_points);
+            for (size_t i = 0; i < n_points; i++)
+                put_varint(sb, st->mt.e[st->pts[i]].id);
             put_u8(sb, sections_changed);
             if (sections_changed)
                 put_str(sb, sections, strlen(sections));
@@ -1277,7 +1292,9 @@ static int note_metric(struct store *st, size_t pos, size_t idx, uint8_t cls, co
         return -1;
     struct metric_entry *me = &st->mt.e[e];
     me->gen = st->gen;
+    me->pos = (uint32_t)idx;
     if (!me->fp_valid || memcmp(me->fp, fp, sizeof me->fp)) {
+        me->changed_now = true;
         struct changed *c = &st->chg[(*nc)++];
         c->entry = (uint32_t)e;
         c->pos = (uint32_t)idx;
@@ -1326,6 +1343,22 @@ int store_persist(struct store *st, const struct snapshot *snap, bool final)
         if (note_metric(st, snap->n_counters + i, i, CLASS_SERIES, snap->series[i].name, fp, &nc))
             return fail(st, STORE_ERROR, "out of memory");
     }
+    /* time series points: a metric changed since its last point gets one when
+     * series_interval has passed since that point, and at the final */
+    if (!grow_array((void **)&st->pts, &st->pts_cap, st->mt.n, sizeof *st->pts))
+        return fail(st, STORE_ERROR, "out of memory");
+    size_t npts = 0;
+    for (size_t i = 0; i < st->mt.n; i++) {
+        struct metric_entry *e = &st->mt.e[i];
+        if (e->gen != st->gen)
+            continue;
+        bool dirty = e->point_dirty || e->changed_now;
+        e->changed_now = false;
+        if (dirty && (final || !e->has_point ||
+                      snap->timestamp_ns - e->last_point_ns >= st->series_interval_ns ||
+                      snap->timestamp_ns < e->last_point_ns))
+            st->pts[npts++] = (uint32_t)i;
+    }
     size_t ngone = 0;
     for (size_t i = 0; i < st->mt.n; i++) {
         if (!st->mt.e[i].in_latest || st->mt.e[i].gen == st->gen)
@@ -1370,7 +1403,7 @@ int store_persist(struct store *st, const struct snapshot *snap, bool final)
 
     int rc;
     for (int attempt = 0;; attempt++) {
-        rc = persist_txn(st, snap, final, keyframe, nc, ngone, sections_changed,
+        rc = persist_txn(st, snap, final, keyframe, nc, npts, ngone, sections_changed,
                          sections ? sections : "", &nr);
         if (rc != MDB_MAP_FULL || attempt == MAX_GROW_RETRIES)
             break;
@@ -1398,6 +1431,13 @@ int store_persist(struct store *st, const struct snapshot *snap, bool final)
         memcpy(e->fp, st->chg[i].fp, sizeof e->fp);
         e->fp_valid = true;
         e->in_latest = true;
+        e->point_dirty = true;
+    }
+    for (size_t i = 0; i < npts; i++) {
+        struct metric_entry *e = &st->mt.e[st->pts[i]];
+        e->point_dirty = false;
+        e->has_point = true;
+        e->last_point_ns = snap->timestamp_ns;
     }
     for (size_t i = 0; i < ngone; i++) {
         st->mt.e[st->gone[i]].in_latest = false;

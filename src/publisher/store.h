@@ -57,6 +57,12 @@ const char *store_error(const struct store *st);
 /* Full histograms go into the history every n persists (default 40; 0 = 1). */
 void store_set_history_full_every(struct store *st, uint32_t n);
 
+/* Time series points of one metric at most every ns nanoseconds of snapshot
+ * time (default 1 s; 0: at every persist in which it changed). A metric that
+ * changed gets its point at the first persist after the interval, and at the
+ * final. Bounds the store of a run persisted several times a second. */
+void store_set_series_interval(struct store *st, uint64_t ns);
+
 /* Current LMDB map size in bytes (grows on MDB_MAP_FULL). */
 uint64_t store_map_size(const struct store *st);
 
@@ -99,9 +105,10 @@ int store_last_run(struct store *st, struct store_run_info *out);
 /* Snapshots come back owned by the caller (snapshot_free). */
 int store_latest(struct store *st, const char *run_id, struct snapshot **out);
 int store_final(struct store *st, const char *run_id, struct snapshot **out);
-/* The snapshot persisted with this seq, rebuilt from the history. Metrics
- * that changed since the last full-histogram persist before seq carry summary
- * statistics only: count, total, min, max, the percentiles 99.9, 99, 90 and 50
+/* The snapshot persisted with this seq, rebuilt from the history: the last
+ * keyframe at or before seq plus the time series points after it, so a metric
+ * may show its value of up to one series interval before seq. Metrics whose
+ * point came after that keyframe carry summary statistics only: count, total, min, max, the percentiles 99.9, 99, 90 and 50
  * (the others NaN) and no histogram. */
 int store_snapshot_at(struct store *st, const char *run_id, uint64_t seq, struct snapshot **out);
 
@@ -109,7 +116,7 @@ int store_snapshot_at(struct store *st, const char *run_id, uint64_t seq, struct
 int store_list_seqs(struct store *st, const char *run_id, uint64_t **seqs, size_t *n);
 
 /* One point of a metric's time series: the metric as persisted at seq, which
- * is only when it changed. Percentiles: STORE_POINT_P* index pct[]. */
+ * is only when it changed (and at most every series interval). Percentiles: STORE_POINT_P* index pct[]. */
 enum { STORE_POINT_P999, STORE_POINT_P99, STORE_POINT_P90, STORE_POINT_P50, STORE_POINT_NPCT };
 struct store_point {
     const char *name;

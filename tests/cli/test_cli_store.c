@@ -78,6 +78,7 @@ static void write_store(void)
     struct store *st = store_open(store_dir, 0, false, false, err, sizeof err);
     ck_assert_msg(st != NULL, "%s", err);
     store_set_history_full_every(st, 3);
+    store_set_series_interval(st, 0); /* a point at every 250 ms persist */
     /* bench-1: complete with 3 tokenizations pending (incomplete drain) */
     ck_assert_int_eq(store_begin_run(st, "bench-1", "sweep a", 1763890000000000000ULL), STORE_OK);
     for (uint64_t seq = 0; seq < 5; seq++) {

@@ -212,6 +212,46 @@ START_TEST(metric_time_series)
 }
 END_TEST
 
+static int collect_seqs(const struct store_point *p, void *ctx)
+{
+    uint64_t *v = ctx;
+    v[1 + v[0]++] = p->seq;
+    return 0;
+}
+
+/* Persists every 250 ms: one point per metric and second, plus the final. */
+START_TEST(series_interval_thins_points)
+{
+    struct store *st = open_rw(0);
+    store_set_history_full_every(st, 1000);
+    for (uint64_t i = 0; i < 20; i++) {
+        struct snapshot *s = make_snapshot("thin", i, i == 19 ? OBSD_RUN_COMPLETE : OBSD_RUN_LIVE, 0, 2, 1, 4);
+        s->timestamp_ns = 1700000000000000000ULL + i * 250000000ULL;
+        ck_assert_int_eq(store_persist(st, s, i == 19), STORE_OK);
+        snapshot_free(s);
+    }
+    uint64_t v[64] = {0};
+    ck_assert_int_eq(store_metric_series(st, "thin", "s0_latency_ns", collect_seqs, v), STORE_OK);
+    ck_assert_int_eq(v[0], 6);
+    uint64_t want[] = {0, 4, 8, 12, 16, 19};
+    for (int i = 0; i < 6; i++)
+        ck_assert_int_eq(v[1 + i], want[i]);
+    /* seq 6 shows the value of its last point (seq 4); the latest is exact */
+    struct snapshot *at;
+    ck_assert_int_eq(store_snapshot_at(st, "thin", 6, &at), STORE_OK);
+    ck_assert_int_eq(at->series[0].count, 100 * 5);
+    snapshot_free(at);
+    ck_assert_int_eq(store_snapshot_at(st, "thin", 18, &at), STORE_OK);
+    ck_assert_int_eq(at->series[0].count, 100 * 17);
+    ck_assert_int_eq(at->seq, 18);
+    snapshot_free(at);
+    ck_assert_int_eq(store_final(st, "thin", &at), STORE_OK);
+    ck_assert_int_eq(at->series[0].count, 100 * 20);
+    snapshot_free(at);
+    store_close(st);
+}
+END_TEST
+
 START_TEST(grows_on_map_full)
 {
     struct store *st = open_rw(64 * 1024);
@@ -388,6 +428,7 @@ int main(void)
     tcase_add_test(tc, seq_must_grow_and_resume);
     tcase_add_test(tc, runs_in_start_order);
     tcase_add_test(tc, metric_time_series);
+    tcase_add_test(tc, series_interval_thins_points);
     tcase_add_test(tc, grows_on_map_full);
     tcase_add_test(tc, newer_schema_refused);
     tcase_add_test(tc, corrupt_values_rejected);
