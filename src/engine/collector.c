@@ -145,7 +145,9 @@ struct obsd_collector {
     uint64_t rejected_base;     /* shm rejected when the run's counting began */
     int64_t rejected_carry;     /* rejections of the run before a restart */
     uint64_t engine_rejected;   /* engine-level rejections in this run */
-    uint64_t between_runs;      /* records after a final, before the next run opened */
+    uint64_t between_runs;
+    uint64_t final_dropped;     /* of the last ended run, for status until the next run */
+    int64_t final_rejected;      /* records after a final, before the next run opened */
     size_t n_engine_counters, n_engine_series;
 
     char *last_line;            /* latest snapshot JSON line, for new watchers */
@@ -540,6 +542,8 @@ static void finalize(struct obsd_collector *c, bool interrupted)
     engine_log(2, "run %s %s", c->run_id, obsd_run_state_name(c->state));
     struct shm_stats st;
     shm_get_stats(c->seg, &st);
+    c->final_dropped = st.dropped - c->dropped_base;   /* status shows the ended run's */
+    c->final_rejected = run_rejected(c, &st);
     c->dropped_base = st.dropped;       /* the next run counts from here */
     c->rejected_base = st.rejected;
     c->run_open = false;
@@ -915,12 +919,14 @@ static json_t *status_json(struct obsd_collector *c)
         }
     }
     free(slots);
+    bool ended = !c->run_open && c->had_run;   /* figures of the run named in "run" */
     return json_pack("{s:s, s:s, s:s, s:I, s:I, s:I, s:I, s:I, s:o}",
                      "name", c->name, "run", c->run_id,
                      "state", obsd_run_state_name(c->state), "pid", (json_int_t)getpid(),
                      "records", (json_int_t)st.records,
-                     "dropped", (json_int_t)(st.dropped >= c->dropped_base ? st.dropped - c->dropped_base : 0),
-                     "rejected", (json_int_t)run_rejected(c, &st),
+                     "dropped", (json_int_t)(ended ? c->final_dropped
+                                             : st.dropped >= c->dropped_base ? st.dropped - c->dropped_base : 0),
+                     "rejected", (json_int_t)(ended ? c->final_rejected : run_rejected(c, &st)),
                      "n_pending_tasks", (json_int_t)pending_tasks(c),
                      "producers", prod ? prod : json_array());
 }
