@@ -623,6 +623,9 @@ static int run_child(const char *name)
     fflush(stdout);
     free(text);
     json_decref(rep);
+    free(warm);
+    free(end);
+    free(delta);
     obsd_close(obsd);
     return rc;
 }
@@ -1087,8 +1090,10 @@ int main(int argc, char **argv)
     struct point_value *pvs = NULL, none = {0};
     size_t n_points = 1;
     if (axis != AXIS_NONE) {
-        if (parse_values(axis, values, &pvs, &n_points) < 0)
+        if (parse_values(axis, values, &pvs, &n_points) < 0) {
+            free(pvs);
             return 2;
+        }
     } else {
         pvs = &none;
     }
@@ -1101,6 +1106,9 @@ int main(int argc, char **argv)
         const char *err = validate(&pcfg[i]);
         if (err) {
             fprintf(stderr, "chain_ring: sweep point %zu: %s\n", i + 1, err);
+            free(pcfg);
+            if (pvs != &none)
+                free(pvs);
             return 2;
         }
         if (pcfg[i].workers > phys)
