@@ -174,7 +174,8 @@ void hist_locate_ranks(const struct hist *h, const uint64_t *ranks, size_t n,
             }
             const uint64_t *chunk = grp->ck[c].counts;
             uint32_t base = g * HIST_SUB_BUCKETS + c * HIST_CHUNK;
-            for (uint32_t i = 0; i < HIST_CHUNK; i++) {
+            uint64_t end = seen + total;
+            for (uint32_t i = 0; i < HIST_CHUNK && seen < end; i++) {
                 if (!chunk[i])
                     continue;
                 while (next < n && ranks[order[next]] < seen + chunk[i]) {
