@@ -573,6 +573,14 @@ int tok_bpe_piece(const tokenizer *tok, struct tok_ws *ws, const uint8_t *p, siz
         if (s)
             return emit(out, count, ws->cache_ids + s->ids_off, s->ids_len);
     }
+    if (tok->whole_ok) {
+        uint32_t id = tok_strmap_get(&tok->vocab, p, n);
+        if (id != TOK_NONE && id < tok->whole_ok_bits && (tok->whole_ok[id >> 3] & (1u << (id & 7)))) {
+            if (n <= CACHE_MAX_KEY)
+                cache_put(ws, p, n, h, &id, 1);
+            return emit(out, count, &id, 1);
+        }
+    }
     size_t m;
     if (tok->simple_bytes) {
         if (scratch_reserve(ws, n + 1))
@@ -1084,4 +1092,48 @@ int tok_run(const tokenizer *tok, struct tok_ws *ws, const uint8_t *text, size_t
     free(ms);
     free(fixed);
     return rc;
+}
+
+int tok_mark_whole_tokens(tokenizer *tok)
+{
+    if (tok->ignore_merges || !tok->simple_bytes)
+        return 0;
+    struct tok_ws *ws = ws_create();
+    if (!ws)
+        return -1;
+    uint32_t bits = tok->vocab_size;
+    uint8_t *ok = calloc(bits / 8 + 1, 1);
+    if (!ok) {
+        tok_ws_destroy(ws);
+        return -1;
+    }
+    const tok_strmap *v = &tok->vocab;
+    int rc = 0;
+    for (size_t i = 0; i <= v->mask && !rc; i++) {
+        const tok_slot *s = &v->slots[i];
+        if (s->len == UINT32_MAX || s->len == 0 || s->id >= bits)
+            continue;
+        if (scratch_reserve(ws, s->len + 1)) {
+            rc = -1;
+            break;
+        }
+        const uint8_t *p = v->bytes + s->off;
+        for (size_t k = 0; k < s->len; k++)
+            ws->sym[k] = tok->byte_id[p[k]];
+        size_t m = s->len;
+        if (m <= LINEAR_MAX)
+            m = merge_linear(tok, ws, m);
+        else
+            rc = merge_heap(tok, ws, &m);
+        if (!rc && m == 1 && ws->sym[0] == s->id)
+            ok[s->id >> 3] |= (uint8_t)(1u << (s->id & 7));
+    }
+    tok_ws_destroy(ws);
+    if (rc) {
+        free(ok);
+        return -1;
+    }
+    tok->whole_ok = ok;
+    tok->whole_ok_bits = bits;
+    return 0;
 }

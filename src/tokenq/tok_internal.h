@@ -121,6 +121,10 @@ struct tokenizer {
     bool simple_bytes;        /* byte_id covers every byte */
     uint32_t fallback_byte[256]; /* byte_fallback: id of "<0xXX>", TOK_NONE if missing */
     uint32_t vocab_size;
+    /* bitmap over ids: BPE of the token's own bytes gives the token itself, so a
+     * piece equal to it needs no merging (what ignore_merges does for all) */
+    uint8_t *whole_ok;
+    uint32_t whole_ok_bits;
 
     /* added tokens: matched on raw text, then (normalized:true) on normalized text */
     tok_trie added_raw, added_norm;
@@ -156,6 +160,9 @@ int tok_run(const tokenizer *tok, struct tok_ws *ws, const uint8_t *text, size_t
 /* BPE of one piece in the model's own alphabet; used at load too. */
 int tok_bpe_piece(const tokenizer *tok, struct tok_ws *ws, const uint8_t *p, size_t n,
                   tokenizer_ids *out, uint64_t *count);
+
+/* Marks whole_ok; run once at load. */
+int tok_mark_whole_tokens(tokenizer *tok);
 
 /* tok_utf8.c */
 /* Returns the length of the valid UTF-8 prefix of s. */

@@ -107,6 +107,7 @@ void tokenizer_free(tokenizer *t)
     trie_free(&t->added_raw);
     trie_free(&t->added_norm);
     free(t->nfc_inert);
+    free(t->whole_ok);
     for (size_t i = 0; i < t->npretoks; i++) {
         pcre2_code_free(t->pretoks[i].re);
         free(t->pretoks[i].literal);
@@ -848,6 +849,10 @@ static bool finish_model(tokenizer *t, ctx *c)
         t->fallback_byte[b] = tok_strmap_get(&t->vocab, (const uint8_t *)fb, 6);
     }
     t->simple_bytes = t->byte_level && !t->prefix && !t->suffix && all_bytes;
+    if (tok_mark_whole_tokens(t)) {
+        fail(c->err, c->errlen, "out of memory");
+        return false;
+    }
     if (t->nfc && build_nfc_inert(t)) {
         fail(c->err, c->errlen, "out of memory");
         return false;

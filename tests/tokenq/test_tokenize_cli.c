@@ -5,6 +5,7 @@
  */
 #include <fcntl.h>
 #include <jansson.h>
+#include <stdbool.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
