@@ -418,6 +418,23 @@ static void rows_clear(void)
     memset(&tls_rows, 0, sizeof tls_rows);
 }
 
+/* A thread that exits frees its context and rows (pthread key destructor). */
+static pthread_key_t exit_key;
+static pthread_once_t exit_key_once = PTHREAD_ONCE_INIT;
+
+static void thread_exit(void *unused)
+{
+    (void)unused;
+    ctx_free(tls_ctx);
+    tls_ctx = NULL;
+    rows_clear();
+}
+
+static void exit_key_make(void)
+{
+    pthread_key_create(&exit_key, thread_exit);
+}
+
 int obsd_budget_open_at(obsd_t *h, uint64_t flop_budget, double wall_time_limit_s, const char *ns,
                         uint64_t now_ns)
 {
@@ -456,6 +473,8 @@ int obsd_budget_open_at(obsd_t *h, uint64_t flop_budget, double wall_time_limit_
     c->next_progress_ns = next_progress(now_ns);
     rows_clear();
     tls_ctx = c;
+    pthread_once(&exit_key_once, exit_key_make);
+    pthread_setspecific(exit_key, c);
 
     if (h) {
         const char *label = c->ns[0].label;
