@@ -799,30 +799,30 @@ void obsd_config_write(const struct obsd_collector_config *cfg, FILE *out)
             fprintf(out, "%s[%s]\n", i ? "\n" : "", k->section);
             section = k->section;
         }
-        fprintf(out, "%s = ", k->name);
+        fprintf(out, "%s =", k->name);
         switch (k->type) {
         case KEY_U32:
-            fprintf(out, "%" PRIu32 "\n", *(const uint32_t *)field);
+            fprintf(out, " %" PRIu32 "\n", *(const uint32_t *)field);
             break;
         case KEY_SIZE:
         case KEY_POW2:
             format_size(k->offset == F(ring_size) ? *(const uint32_t *)field
                                                   : *(const uint64_t *)field,
                         buf, sizeof buf);
-            fprintf(out, "%s\n", buf);
+            fprintf(out, " %s\n", buf);
             break;
         case KEY_BOOL:
-            fprintf(out, "%s\n", *(const bool *)field ? "true" : "false");
+            fprintf(out, " %s\n", *(const bool *)field ? "true" : "false");
             break;
         case KEY_POLICY:
-            fprintf(out, "%s\n", cfg->ring_full_block ? "block" : "drop");
+            fprintf(out, " %s\n", cfg->ring_full_block ? "block" : "drop");
             break;
         case KEY_LOGLEVEL:
-            fprintf(out, "%s\n", obsd_config_log_level_name(cfg->log_level));
+            fprintf(out, " %s\n", obsd_config_log_level_name(cfg->log_level));
             break;
         default: {
             const char *s = *(const char *const *)field;
-            fprintf(out, "%s\n", s ? s : "");
+            fprintf(out, "%s%s\n", s && *s ? " " : "", s ? s : "");
             break;
         }
         }
