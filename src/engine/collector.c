@@ -462,14 +462,18 @@ static struct snapshot *build_snapshot(struct obsd_collector *c, bool final)
     for (struct metric *m = c->metrics.first; m; m = m->order_next) {
         if (!m->touched || m->kind != METRIC_SERIES)
             continue;
-        struct snap_series ss;
-        if (series_snapshot(&m->series, final, c->cfg.histogram_buckets, &ss) < 0) {
-            engine_log(1, "series %s: cannot build its statistics", m->series.name);
-            rc = -1;
-            continue;
+        /* an unchanged series is not recomputed (engine series: live == final) */
+        if (!m->snap_valid || m->snap.count != m->series.count || m->series.exact) {
+            series_snap_release(&m->snap);
+            m->snap_valid = false;
+            if (series_snapshot(&m->series, final, c->cfg.histogram_buckets, &m->snap) < 0) {
+                engine_log(1, "series %s: cannot build its statistics", m->series.name);
+                rc = -1;
+                continue;
+            }
+            m->snap_valid = true;
         }
-        rc |= snapshot_add_series(s, &ss);
-        series_snap_release(&ss);
+        rc |= snapshot_add_series(s, &m->snap);
         ns++;
     }
     c->n_engine_counters = nc;

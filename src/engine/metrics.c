@@ -18,6 +18,7 @@ void metrics_free(struct metric_table *t)
     struct metric *m = t->first;
     while (m) {
         struct metric *next = m->order_next;
+        series_snap_release(&m->snap);
         series_destroy(&m->series);
         free(m);
         m = next;
@@ -35,6 +36,8 @@ void metrics_reset(struct metric_table *t)
         m->counter = 0;
         m->gauge = 0;
         series_reset(&m->series);
+        series_snap_release(&m->snap);
+        m->snap_valid = false;
     }
 }
 

@@ -29,6 +29,10 @@ struct metric {
     int64_t counter;
     double gauge;
     struct series series;       /* name lives in series.name for every kind */
+    struct snap_series snap;    /* last snapshot form of the series (engine series are
+                                   histogram-only, so live == final): reused while
+                                   the series has not changed */
+    bool snap_valid;
     struct metric *next;        /* hash chain */
     struct metric *order_next;  /* creation order (snapshot order) */
 };

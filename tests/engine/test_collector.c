@@ -451,7 +451,22 @@ START_TEST(restarted_collector_continues_the_run)
     json_decref(j);
     eng_wait_child(fork_producer(f.name, 100, P_START));
     wait_status(&f, 202, "live");
-    sleep_ms(150);                 /* several publish intervals: a snapshot holds them */
+    /* wait until a persisted snapshot holds them (what a restart continues from) */
+    bool persisted = false;
+    for (int i = 0; i < 1000 && !persisted; i++) {
+        struct store *st = eng_store_ro(f.dir);
+        struct store_run_info info;
+        struct snapshot *s = NULL;
+        if (store_last_run(st, &info) == STORE_OK && store_latest(st, info.id, &s) == STORE_OK) {
+            const struct snap_series *sp = snapshot_find_series(s, "work.span");
+            persisted = sp && sp->count == 100;
+            snapshot_free(s);
+        }
+        store_close(st);
+        if (!persisted)
+            sleep_ms(10);
+    }
+    ck_assert(persisted);
     ck_assert_int_eq(kill(coll, SIGKILL), 0);
     waitpid(coll, NULL, 0);
 
