@@ -28,6 +28,7 @@
 #define DEFAULT_SERIES_INTERVAL_NS 1000000000ULL
 #define VALUE_FORMAT 1          /* first byte of every encoded value */
 #define MAX_GROW_RETRIES 24
+#define MAX_NAME 400            /* names are LMDB key parts; keys stop at 511 bytes */
 
 /* History entry kinds. */
 #define HIST_KEYFRAME 0
@@ -1287,9 +1288,12 @@ static int persist_txn(struct store *st, const struct snapshot *snap, bool final
 static int note_metric(struct store *st, size_t pos, size_t idx, uint8_t cls, const char *name,
                        const uint64_t fp[5], size_t *nc)
 {
+    if (strlen(name) > MAX_NAME)
+        return fail(st, STORE_ERROR, "run '%s': metric name '%.40s...' is %zu bytes, more than %d",
+                    st->run.id, name, strlen(name), MAX_NAME);
     long e = resolve(st, pos, cls, name);
     if (e < 0)
-        return -1;
+        return fail(st, STORE_ERROR, "out of memory");
     struct metric_entry *me = &st->mt.e[e];
     me->gen = st->gen;
     me->pos = (uint32_t)idx;
@@ -1336,12 +1340,12 @@ int store_persist(struct store *st, const struct snapshot *snap, bool final)
     for (size_t i = 0; i < snap->n_counters; i++) {
         fingerprint_counter(&snap->counters[i], fp);
         if (note_metric(st, i, i, CLASS_COUNTER, snap->counters[i].name, fp, &nc))
-            return fail(st, STORE_ERROR, "out of memory");
+            return STORE_ERROR;
     }
     for (size_t i = 0; i < snap->n_series; i++) {
         fingerprint_series(&snap->series[i], fp);
         if (note_metric(st, snap->n_counters + i, i, CLASS_SERIES, snap->series[i].name, fp, &nc))
-            return fail(st, STORE_ERROR, "out of memory");
+            return STORE_ERROR;
     }
     /* time series points: a metric changed since its last point gets one when
      * series_interval has passed since that point, and at the final */

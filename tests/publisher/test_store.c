@@ -153,6 +153,24 @@ START_TEST(seq_must_grow_and_resume)
 }
 END_TEST
 
+START_TEST(overlong_name_refused)
+{
+    struct store *st = open_rw(0);
+    struct snapshot *s = make_snapshot("long", 0, OBSD_RUN_LIVE, 1, 1, 2, 2);
+    char name[460];
+    memset(name, 'x', sizeof name - 1);
+    name[sizeof name - 1] = 0;
+    snapshot_add_counter(s, name, 1);
+    ck_assert_int_eq(store_persist(st, s, false), STORE_ERROR);
+    ck_assert_msg(strstr(store_error(st), "more than 400"), "%s", store_error(st));
+    snapshot_free(s);
+    s = make_snapshot("long", 1, OBSD_RUN_LIVE, 1, 1, 2, 2);
+    ck_assert_msg(store_persist(st, s, false) == STORE_OK, "%s", store_error(st));
+    snapshot_free(s);
+    store_close(st);
+}
+END_TEST
+
 START_TEST(runs_in_start_order)
 {
     struct store *st = open_rw(0);
@@ -426,6 +444,7 @@ int main(void)
     tcase_add_test(tc, round_trip_latest_final_seq);
     tcase_add_test(tc, final_written_once);
     tcase_add_test(tc, seq_must_grow_and_resume);
+    tcase_add_test(tc, overlong_name_refused);
     tcase_add_test(tc, runs_in_start_order);
     tcase_add_test(tc, metric_time_series);
     tcase_add_test(tc, series_interval_thins_points);
