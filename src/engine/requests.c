@@ -9,7 +9,12 @@
  */
 #include "engine/requests.h"
 
+#include <errno.h>
+#include <fcntl.h>
 #include <inttypes.h>
+#include <pthread.h>
+#include <sched.h>
+#include <stdatomic.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -244,9 +249,30 @@ static void table_clear(struct table *t)
 }
 
 
-/* ---- the token queue ----
- * A thin adapter: the module pushes (text, target) and gets counts back on
- * the engine thread through on_count. */
+/* ---- the token batch queue ----
+ *
+ * The tokenizer engineer's src/tokenq/tokenq.h had not landed when this was
+ * written, so the module carries the minimum it needs here (DESIGN.md,
+ * "tokenq"):
+ *
+ *  - tokq_push() appends (text, target) in O(1) on the engine thread; text
+ *    beyond the memory cap is appended to an unlinked spill file in the store
+ *    directory instead of being held in memory.
+ *  - The live lane: at each tick the engine thread hands a slice of at most
+ *    TOKQ_LIVE_SLICE items to a coordinator thread, which counts it with
+ *    tokenizer_workers threads on the collector's CPU mask (the coordinator
+ *    is started from the engine thread, so it inherits that mask); the counts
+ *    come back at a later tick. A failed slice goes back to the queue's front.
+ *  - The drain, after the run: one thread pinned to each CPU the process may
+ *    use pulls items off a shared cursor until the queue is empty, the
+ *    deadline passes or the engine cancels (SIGTERM). Uncounted items stay
+ *    pending.
+ *
+ * Counts reach the module through on_count, always on the engine thread.
+ */
+
+#define TOKQ_LIVE_SLICE 1024
+#define TOKQ_SPILL_BUFFER (1u << 20)
 
 typedef void (*tokq_count_fn)(void *ctx, uint64_t target, uint32_t generation, int64_t count);
 
@@ -255,8 +281,7 @@ struct tokq_config {
     uint32_t live_workers;
     uint64_t memory_cap;
     const char *spill_dir;
-    const char *cpus;
-    const _Atomic bool *cancel;  /* SIGTERM during the drain */
+    const _Atomic bool *cancel;  /* set by the engine on SIGTERM during the drain */
     tokq_count_fn on_count;
     void *ctx;
 };
@@ -266,19 +291,53 @@ struct tokq_stats {
 };
 
 struct tokq_item {
-    char *text;
-    size_t len;
+    char *text;              /* NULL: spilled at spill_off */
+    uint64_t spill_off;
     uint64_t target;
+    uint32_t len;
     uint32_t generation;
+};
+
+struct tokq_slice {
+    struct tokq_item *items;
+    int64_t *counts;
+    size_t n;
 };
 
 struct tokq {
     struct tokq_config cfg;
+    cpu_set_t drain_cpus;        /* what the process may use, taken at creation */
+
+    /* FIFO of pending items (engine thread only) */
     struct tokq_item *items;
-    size_t head, tail, cap;
+    size_t head, len, cap;       /* ring buffer */
+    uint64_t memory;             /* bytes of text held in memory */
+
+    /* spill file: appended through a buffer, read back with pread */
+    int spill_fd;
+    uint64_t spill_end;          /* bytes written to the file */
+    char *spill_buf;
+    size_t spill_buf_len;
+
+    /* live lane: one slice at a time, handed to the coordinator */
     bool live;
+    pthread_t coord;
+    bool coord_running;
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    struct tokq_slice slice;     /* guarded by mu while in flight */
+    bool slice_queued, slice_done, quit;
+    int slice_rc;
+
     struct tokq_stats st;
 };
+
+static uint64_t now_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
 
 static struct tokq *tokq_new(const struct tokq_config *cfg, char *err, size_t errlen)
 {
@@ -288,60 +347,258 @@ static struct tokq *tokq_new(const struct tokq_config *cfg, char *err, size_t er
         return NULL;
     }
     q->cfg = *cfg;
+    q->spill_fd = -1;
+    if (sched_getaffinity(0, sizeof q->drain_cpus, &q->drain_cpus) != 0) {
+        CPU_ZERO(&q->drain_cpus);
+        long n = sysconf(_SC_NPROCESSORS_ONLN);
+        for (long i = 0; i < n && i < CPU_SETSIZE; i++)
+            CPU_SET((int)i, &q->drain_cpus);
+    }
+    pthread_mutex_init(&q->mu, NULL);
+    pthread_cond_init(&q->cv, NULL);
     return q;
 }
 
-static void tokq_clear(struct tokq *q)
+/* ---- the FIFO ---- */
+
+static struct tokq_item *tokq_at(struct tokq *q, size_t i)
 {
-    for (size_t i = q->head; i < q->tail; i++)
-        free(q->items[i].text);
-    q->head = q->tail = 0;
-    q->st.memory = 0;
+    return &q->items[(q->head + i) & (q->cap - 1)];
 }
 
-static void tokq_free(struct tokq *q)
+static int tokq_reserve(struct tokq *q, size_t extra)
 {
-    if (!q)
-        return;
-    tokq_clear(q);
+    if (q->len + extra <= q->cap)
+        return 0;
+    size_t cap = q->cap ? q->cap : 4096;
+    while (cap < q->len + extra)
+        cap *= 2;
+    struct tokq_item *items = malloc(cap * sizeof *items);
+    if (!items)
+        return -1;
+    for (size_t i = 0; i < q->len; i++)
+        items[i] = *tokq_at(q, i);
     free(q->items);
-    free(q);
+    q->items = items;
+    q->cap = cap;
+    q->head = 0;
+    return 0;
+}
+
+/* Puts items back at the front, in their order (a failed live slice). */
+static int tokq_unshift(struct tokq *q, const struct tokq_item *items, size_t n)
+{
+    if (tokq_reserve(q, n))
+        return -1;
+    q->head = (q->head - n) & (q->cap - 1);
+    q->len += n;
+    for (size_t i = 0; i < n; i++)
+        *tokq_at(q, i) = items[i];
+    return 0;
+}
+
+/* ---- spill ---- */
+
+static int spill_flush(struct tokq *q)
+{
+    size_t off = 0;
+    while (off < q->spill_buf_len) {
+        ssize_t w = write(q->spill_fd, q->spill_buf + off, q->spill_buf_len - off);
+        if (w < 0 && errno == EINTR)
+            continue;
+        if (w <= 0)
+            return -1;
+        off += (size_t)w;
+    }
+    q->spill_buf_len = 0;
+    return 0;
+}
+
+static int spill_open(struct tokq *q)
+{
+    const char *dir = q->cfg.spill_dir ? q->cfg.spill_dir : "/tmp";
+    q->spill_fd = open(dir, O_TMPFILE | O_RDWR | O_CLOEXEC, 0600);
+    if (q->spill_fd < 0) {
+        char path[4096];
+        snprintf(path, sizeof path, "%s/tokq-spill-XXXXXX", dir);
+        q->spill_fd = mkostemp(path, O_CLOEXEC);
+        if (q->spill_fd < 0)
+            return -1;
+        unlink(path);
+    }
+    q->spill_buf = malloc(TOKQ_SPILL_BUFFER);
+    return q->spill_buf ? 0 : -1;
+}
+
+/* Appends text to the spill file; *off receives its offset. */
+static int spill_write(struct tokq *q, const char *text, size_t len, uint64_t *off)
+{
+    if (q->spill_fd < 0 && spill_open(q))
+        return -1;
+    *off = q->spill_end;
+    q->spill_end += len;
+    if (q->spill_buf_len + len > TOKQ_SPILL_BUFFER && spill_flush(q))
+        return -1;
+    if (len > TOKQ_SPILL_BUFFER) {
+        size_t done = 0;
+        while (done < len) {
+            ssize_t w = write(q->spill_fd, text + done, len - done);
+            if (w < 0 && errno == EINTR)
+                continue;
+            if (w <= 0)
+                return -1;
+            done += (size_t)w;
+        }
+        return 0;
+    }
+    memcpy(q->spill_buf + q->spill_buf_len, text, len);
+    q->spill_buf_len += len;
+    return 0;
+}
+
+/* The text of an item: in memory, or read from the spill file into *buf. */
+static const char *item_text(int spill_fd, const struct tokq_item *it, char **buf, size_t *cap)
+{
+    if (it->text || it->len == 0)
+        return it->text ? it->text : "";
+    if (*cap < it->len) {
+        char *b = realloc(*buf, it->len);
+        if (!b)
+            return NULL;
+        *buf = b;
+        *cap = it->len;
+    }
+    size_t done = 0;
+    while (done < it->len) {
+        ssize_t r = pread(spill_fd, *buf + done, it->len - done, (off_t)(it->spill_off + done));
+        if (r < 0 && errno == EINTR)
+            continue;
+        if (r <= 0)
+            return NULL;
+        done += (size_t)r;
+    }
+    return *buf;
+}
+
+static void item_release(struct tokq *q, struct tokq_item *it)
+{
+    if (it->text) {
+        q->memory -= it->len;
+        free(it->text);
+        it->text = NULL;
+    }
 }
 
 static int tokq_push(struct tokq *q, const char *text, size_t len, uint64_t target, uint32_t gen)
 {
-    if (q->tail == q->cap) {
-        if (q->head > 0) {
-            memmove(q->items, q->items + q->head, (q->tail - q->head) * sizeof *q->items);
-            q->tail -= q->head;
-            q->head = 0;
-        }
-        if (q->tail == q->cap) {
-            size_t cap = q->cap ? q->cap * 2 : 4096;
-            struct tokq_item *items = realloc(q->items, cap * sizeof *items);
-            if (!items)
-                return -1;
-            q->items = items;
-            q->cap = cap;
-        }
-    }
-    char *copy = malloc(len ? len : 1);
-    if (!copy)
+    if (len > UINT32_MAX || tokq_reserve(q, 1))
         return -1;
-    memcpy(copy, text, len);
-    q->items[q->tail++] = (struct tokq_item){copy, len, target, gen};
-    q->st.memory += len;
+    struct tokq_item it = {.target = target, .len = (uint32_t)len, .generation = gen};
+    if (q->memory + len <= q->cfg.memory_cap) {
+        it.text = malloc(len ? len : 1);
+        if (!it.text)
+            return -1;
+        memcpy(it.text, text, len);
+        q->memory += len;
+    } else {
+        if (spill_write(q, text, len, &it.spill_off))
+            return -1;
+        q->st.spilled++;
+    }
+    *tokq_at(q, q->len++) = it;
     return 0;
 }
 
-static uint64_t tokq_pending(const struct tokq *q)
+/* ---- the live lane ---- */
+
+static void *tokq_coordinator(void *arg)
 {
-    return q->tail - q->head;
+    struct tokq *q = arg;
+    pthread_mutex_lock(&q->mu);
+    for (;;) {
+        while (!q->slice_queued && !q->quit)
+            pthread_cond_wait(&q->cv, &q->mu);
+        if (q->quit)
+            break;
+        struct tokq_slice s = q->slice;
+        pthread_mutex_unlock(&q->mu);
+
+        /* Spilled texts are read here, off the engine thread. */
+        const char **texts = calloc(s.n, sizeof *texts);
+        size_t *lens = calloc(s.n, sizeof *lens);
+        char **owned = calloc(s.n, sizeof *owned);
+        int rc = texts && lens && owned ? 0 : -1;
+        for (size_t i = 0; i < s.n && rc == 0; i++) {
+            lens[i] = s.items[i].len;
+            if (s.items[i].text || !s.items[i].len) {
+                texts[i] = s.items[i].text ? s.items[i].text : "";
+                continue;
+            }
+            size_t c = 0;
+            texts[i] = item_text(q->spill_fd, &s.items[i], &owned[i], &c);
+            if (!texts[i])
+                rc = -1;
+        }
+        if (rc == 0)
+            rc = tokenizer_count_batch(q->cfg.tok, s.n, texts, lens, s.counts, q->cfg.live_workers);
+        for (size_t i = 0; owned && i < s.n; i++)
+            free(owned[i]);
+        free(owned);
+        free(texts);
+        free(lens);
+
+        pthread_mutex_lock(&q->mu);
+        q->slice_rc = rc;
+        q->slice_queued = false;
+        q->slice_done = true;
+        pthread_cond_broadcast(&q->cv);
+    }
+    pthread_mutex_unlock(&q->mu);
+    return NULL;
+}
+
+/* Delivers a finished live slice (engine thread). wait: block until the
+ * slice in flight, if any, is done. Returns true if no slice is in flight. */
+static bool tokq_collect(struct tokq *q, bool wait)
+{
+    pthread_mutex_lock(&q->mu);
+    while (wait && q->slice_queued)
+        pthread_cond_wait(&q->cv, &q->mu);
+    bool done = q->slice_done, busy = q->slice_queued;
+    struct tokq_slice s = q->slice;
+    int rc = q->slice_rc;
+    if (done) {
+        q->slice_done = false;
+        memset(&q->slice, 0, sizeof q->slice);
+    }
+    pthread_mutex_unlock(&q->mu);
+    if (!done)
+        return !busy;
+    if (rc == 0) {
+        for (size_t i = 0; i < s.n; i++) {
+            q->cfg.on_count(q->cfg.ctx, s.items[i].target, s.items[i].generation, s.counts[i]);
+            item_release(q, &s.items[i]);
+        }
+        q->st.counted_live += s.n;
+    } else if (tokq_unshift(q, s.items, s.n)) {
+        /* No memory to put them back: they are lost, and counted as errors. */
+        for (size_t i = 0; i < s.n; i++) {
+            q->cfg.on_count(q->cfg.ctx, s.items[i].target, s.items[i].generation, -1);
+            item_release(q, &s.items[i]);
+        }
+    }
+    free(s.items);
+    free(s.counts);
+    return true;
 }
 
 static void tokq_start_live(struct tokq *q)
 {
-    q->live = q->cfg.live_workers > 0;
+    if (q->cfg.live_workers == 0)
+        return;
+    if (!q->coord_running)
+        q->coord_running = pthread_create(&q->coord, NULL, tokq_coordinator, q) == 0;
+    q->live = q->coord_running;
 }
 
 static void tokq_stop_live(struct tokq *q)
@@ -349,71 +606,219 @@ static void tokq_stop_live(struct tokq *q)
     q->live = false;
 }
 
-/* Counts up to n items from the head with `threads` threads. */
-static int tokq_count_slice(struct tokq *q, size_t n, unsigned threads, uint64_t *counted)
-{
-    const char **texts = calloc(n, sizeof *texts);
-    size_t *lens = calloc(n, sizeof *lens);
-    int64_t *counts = malloc(n * sizeof *counts);
-    int rc = -1;
-    if (texts && lens && counts) {
-        for (size_t i = 0; i < n; i++) {
-            texts[i] = q->items[q->head + i].text;
-            lens[i] = q->items[q->head + i].len;
-        }
-        rc = tokenizer_count_batch(q->cfg.tok, n, texts, lens, counts, threads);
-    }
-    if (rc == 0) {
-        for (size_t i = 0; i < n; i++) {
-            struct tokq_item *it = &q->items[q->head + i];
-            q->cfg.on_count(q->cfg.ctx, it->target, it->generation, counts[i]);
-            q->st.memory -= it->len;
-            free(it->text);
-        }
-        q->head += n;
-        *counted += n;
-    }
-    free(texts);
-    free(lens);
-    free(counts);
-    return rc;
-}
-
+/* Once per tick: collect the finished slice, hand out the next one. */
 static void tokq_poll(struct tokq *q)
 {
-    size_t n = tokq_pending(q);
-    if (!q->live || n == 0)
+    if (!q->coord_running)
         return;
-    tokq_count_slice(q, n < 1024 ? n : 1024, q->cfg.live_workers, &q->st.counted_live);
+    if (!tokq_collect(q, false) || !q->live || q->len == 0)
+        return;
+    size_t n = q->len < TOKQ_LIVE_SLICE ? q->len : TOKQ_LIVE_SLICE;
+    struct tokq_slice s = {malloc(n * sizeof *s.items), malloc(n * sizeof *s.counts), n};
+    if (!s.items || !s.counts || (q->spill_buf_len && spill_flush(q))) {
+        free(s.items);
+        free(s.counts);
+        return;
+    }
+    for (size_t i = 0; i < n; i++)
+        s.items[i] = *tokq_at(q, i);
+    q->head = (q->head + n) & (q->cap - 1);
+    q->len -= n;
+    pthread_mutex_lock(&q->mu);
+    q->slice = s;
+    q->slice_queued = true;
+    pthread_cond_signal(&q->cv);
+    pthread_mutex_unlock(&q->mu);
 }
 
-static uint64_t now_ns(void)
+static uint64_t tokq_pending(struct tokq *q)
 {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+    pthread_mutex_lock(&q->mu);
+    uint64_t in_flight = q->slice_queued || q->slice_done ? q->slice.n : 0;
+    pthread_mutex_unlock(&q->mu);
+    return q->len + in_flight;
+}
+
+/* ---- the drain ---- */
+
+struct drain_job {
+    struct tokq *q;
+    struct tokq_item *items;     /* contiguous copy of the queue */
+    int64_t *counts;             /* INT64_MIN: not counted */
+    size_t n;
+    _Atomic size_t next;
+    uint64_t deadline_ns;
+    _Atomic bool stop;
+};
+
+struct drain_worker {
+    struct drain_job *job;
+    int cpu;                     /* -1: not pinned */
+    pthread_t th;
+    uint64_t counted;
+};
+
+#define DRAIN_GRAB 8  /* items a worker takes at a time */
+
+static void *drain_worker_main(void *arg)
+{
+    struct drain_worker *w = arg;
+    struct drain_job *j = w->job;
+    if (w->cpu >= 0) {
+        cpu_set_t one;
+        CPU_ZERO(&one);
+        CPU_SET(w->cpu, &one);
+        pthread_setaffinity_np(pthread_self(), sizeof one, &one);
+    }
+    char *buf = NULL;
+    size_t cap = 0;
+    for (;;) {
+        if (atomic_load_explicit(&j->stop, memory_order_relaxed))
+            break;
+        if ((j->deadline_ns && now_ns() >= j->deadline_ns) ||
+            (j->q->cfg.cancel && atomic_load(j->q->cfg.cancel))) {
+            atomic_store(&j->stop, true);
+            break;
+        }
+        size_t i = atomic_fetch_add(&j->next, DRAIN_GRAB);
+        if (i >= j->n)
+            break;
+        size_t end = i + DRAIN_GRAB < j->n ? i + DRAIN_GRAB : j->n;
+        for (; i < end; i++) {
+            const char *t = item_text(j->q->spill_fd, &j->items[i], &buf, &cap);
+            if (!t)
+                continue; /* unreadable: stays pending */
+            int64_t c = tokenizer_count(j->q->cfg.tok, t, j->items[i].len);
+            if (c < 0)
+                continue; /* a failed count stays pending */
+            j->counts[i] = c;
+            w->counted++;
+        }
+    }
+    free(buf);
+    return NULL;
 }
 
 static uint64_t tokq_drain(struct tokq *q, uint64_t deadline_ns)
 {
     q->live = false;
-    long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
-    unsigned threads = ncpu > 0 ? (unsigned)ncpu : 1;
-    while (tokq_pending(q)) {
-        if (deadline_ns && now_ns() >= deadline_ns)
-            break;
-        if (q->cfg.cancel && atomic_load(q->cfg.cancel))
-            break;
-        size_t n = tokq_pending(q);
-        if (tokq_count_slice(q, n < 4096 ? n : 4096, threads, &q->st.counted_drain))
-            break; /* a drain failure leaves the items pending */
+    if (q->coord_running)
+        tokq_collect(q, true);
+    if (q->len == 0)
+        return 0;
+    if (q->spill_buf_len && spill_flush(q))
+        return tokq_pending(q);
+
+    struct drain_job j = {.q = q, .n = q->len, .deadline_ns = deadline_ns};
+    j.items = malloc(j.n * sizeof *j.items);
+    j.counts = malloc(j.n * sizeof *j.counts);
+    int ncpu = CPU_COUNT(&q->drain_cpus);
+    struct drain_worker *w = calloc(ncpu > 0 ? (size_t)ncpu : 1, sizeof *w);
+    if (!j.items || !j.counts || !w) {
+        free(j.items);
+        free(j.counts);
+        free(w);
+        return tokq_pending(q);
     }
-    return tokq_pending(q);
+    for (size_t i = 0; i < j.n; i++) {
+        j.items[i] = *tokq_at(q, i);
+        j.counts[i] = INT64_MIN;
+    }
+    int nw = 0;
+    for (int cpu = 0; cpu < CPU_SETSIZE && nw < (ncpu > 0 ? ncpu : 1); cpu++) {
+        if (ncpu > 0 && !CPU_ISSET(cpu, &q->drain_cpus))
+            continue;
+        w[nw] = (struct drain_worker){.job = &j, .cpu = ncpu > 0 ? cpu : -1};
+        if (pthread_create(&w[nw].th, NULL, drain_worker_main, &w[nw]) == 0)
+            nw++;
+    }
+    if (nw == 0) {
+        /* No thread could start: count on this one. */
+        w[0] = (struct drain_worker){.job = &j, .cpu = -1};
+        drain_worker_main(&w[0]);
+    }
+    for (int i = 0; i < nw; i++)
+        pthread_join(w[i].th, NULL);
+
+    /* Deliver what was counted; the rest stays queued, in order. */
+    size_t kept = 0;
+    for (size_t i = 0; i < j.n; i++) {
+        if (j.counts[i] != INT64_MIN) {
+            q->cfg.on_count(q->cfg.ctx, j.items[i].target, j.items[i].generation, j.counts[i]);
+            item_release(q, &j.items[i]);
+            q->st.counted_drain++;
+        } else {
+            j.items[kept++] = j.items[i];
+        }
+    }
+    q->head = 0;
+    q->len = 0;
+    if (kept) {
+        memcpy(q->items, j.items, kept * sizeof *j.items);
+        q->len = kept;
+    }
+    free(j.items);
+    free(j.counts);
+    free(w);
+    return q->len;
 }
 
-static void tokq_get_stats(const struct tokq *q, struct tokq_stats *out)
+static void tokq_clear(struct tokq *q)
+{
+    if (q->coord_running) {
+        /* A slice in flight belongs to the old run: wait for it, drop it. */
+        pthread_mutex_lock(&q->mu);
+        while (q->slice_queued)
+            pthread_cond_wait(&q->cv, &q->mu);
+        struct tokq_slice s = q->slice;
+        bool done = q->slice_done;
+        q->slice_done = false;
+        memset(&q->slice, 0, sizeof q->slice);
+        pthread_mutex_unlock(&q->mu);
+        if (done) {
+            for (size_t i = 0; i < s.n; i++)
+                item_release(q, &s.items[i]);
+            free(s.items);
+            free(s.counts);
+        }
+    }
+    for (size_t i = 0; i < q->len; i++)
+        item_release(q, tokq_at(q, i));
+    q->head = q->len = 0;
+    q->live = false;
+    if (q->spill_fd >= 0 && ftruncate(q->spill_fd, 0) == 0) {
+        lseek(q->spill_fd, 0, SEEK_SET);
+        q->spill_end = 0;
+        q->spill_buf_len = 0;
+    }
+    memset(&q->st, 0, sizeof q->st);
+}
+
+static void tokq_free(struct tokq *q)
+{
+    if (!q)
+        return;
+    tokq_clear(q);
+    if (q->coord_running) {
+        pthread_mutex_lock(&q->mu);
+        q->quit = true;
+        pthread_cond_broadcast(&q->cv);
+        pthread_mutex_unlock(&q->mu);
+        pthread_join(q->coord, NULL);
+    }
+    if (q->spill_fd >= 0)
+        close(q->spill_fd);
+    free(q->spill_buf);
+    free(q->items);
+    pthread_mutex_destroy(&q->mu);
+    pthread_cond_destroy(&q->cv);
+    free(q);
+}
+
+static void tokq_get_stats(struct tokq *q, struct tokq_stats *out)
 {
     *out = q->st;
+    out->memory = q->memory;
 }
 
 /* ---- the module ---- */
@@ -546,7 +951,6 @@ static void *requests_create(const struct module_env *env, char *err, size_t err
             .live_workers = cfg->tokenizer_workers,
             .memory_cap = cfg->token_queue_memory,
             .spill_dir = env->store_dir,
-            .cpus = cfg->cpus,
             .cancel = env->drain_cancel,
             .on_count = on_count,
             .ctx = m,
