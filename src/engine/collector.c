@@ -1513,7 +1513,9 @@ struct obsd_collector *obsd_collector_new(const struct obsd_collector_config *cf
         goto fail;
     }
     c->ring_ok = true;
-    c->futex_ok = probe_futex();
+    /* OBSD_ENGINE_NO_FUTEX=1 forces the fallback (tests, or a kernel whose probe lies) */
+    const char *nofutex = getenv("OBSD_ENGINE_NO_FUTEX");
+    c->futex_ok = !(nofutex && *nofutex == '1') && probe_futex();
     if (!c->futex_ok)
         engine_log(1, "this kernel has no io_uring FUTEX_WAIT (6.7+): polling the rings every %d ms",
                    FALLBACK_POLL_NS / 1000000);

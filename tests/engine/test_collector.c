@@ -197,6 +197,31 @@ START_TEST(ended_run_is_complete_with_exact_counts)
 }
 END_TEST
 
+START_TEST(timeout_poll_fallback_collects_the_same)
+{
+    /* as on a kernel without io_uring FUTEX_WAIT (before 6.7) */
+    setenv("OBSD_ENGINE_NO_FUTEX", "1", 1);
+    struct eng_fixture f;
+    eng_fixture_init(&f, "p");
+    f.cfg.exit_after_run = true;
+    f.cfg.ring_full_block = true;
+    f.cfg.ring_block_timeout_ms = 10000;
+    struct obsd_collector *c = new_collector(&f);
+    unsetenv("OBSD_ENGINE_NO_FUTEX");
+    struct eng_runner r;
+    eng_start(&r, c);
+    pid_t p = fork_producer(f.name, 20000, P_START | P_END);
+    eng_wait_child(p);
+    eng_join(&r);
+    obsd_collector_free(c);
+    struct snapshot *s = only_final(f.dir, NULL);
+    ck_assert_int_eq(s->state, OBSD_RUN_COMPLETE);
+    check_work(s, 20000);
+    snapshot_free(s);
+    eng_fixture_done(&f);
+}
+END_TEST
+
 START_TEST(stop_ends_the_run_interrupted)
 {
     struct eng_fixture f;
@@ -496,6 +521,7 @@ int main(void)
     TCase *tc = tcase_create("collector");
     tcase_set_timeout(tc, 60);
     tcase_add_test(tc, ended_run_is_complete_with_exact_counts);
+    tcase_add_test(tc, timeout_poll_fallback_collects_the_same);
     tcase_add_test(tc, stop_ends_the_run_interrupted);
     tcase_add_test(tc, sigterm_ends_the_run_interrupted);
     tcase_add_test(tc, interrupted_marker_is_latched_until_ended);
