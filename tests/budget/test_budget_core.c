@@ -5,6 +5,7 @@
  */
 #include <check.h>
 #include <pthread.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -89,6 +90,44 @@ START_TEST(contexts_are_per_thread)
     struct obsd_budget_summary s;
     ck_assert_int_eq(obsd_budget_close(&s), OBSD_OK);
     ck_assert_uint_eq(s.flops_used, 0);
+}
+END_TEST
+
+static void *intern_and_charge(void *arg)
+{
+    intptr_t rc = obsd_budget_open(fake_handle(), 1u << 30, 0, "t");
+    for (int round = 0; rc == OBSD_OK && round < 200; round++) {
+        char name[32];
+        snprintf(name, sizeof name, "op%d", (round + (int)(intptr_t)arg) % 20);
+        obsd_budget_op_t op = obsd_budget_op(name);
+        if (!op || strcmp(obsd_budget_op_name(op), name) != 0)
+            rc = -100;
+        else
+            rc = obsd_budget_charge(op, 1, NULL);
+    }
+    struct obsd_budget_summary s;
+    if (rc == OBSD_OK)
+        rc = obsd_budget_close(&s);
+    if (rc == OBSD_OK && (s.flops_used != 200 || s.n_ops != 20))
+        rc = -101;
+    fake_reset();
+    return (void *)rc;
+}
+
+/* Threads intern the same names concurrently: one id per name, and each
+ * thread's context sees only its own charges. */
+START_TEST(concurrent_interning)
+{
+    pthread_t t[4];
+    for (intptr_t i = 0; i < 4; i++)
+        ck_assert_int_eq(pthread_create(&t[i], NULL, intern_and_charge, (void *)(i * 7)), 0);
+    for (int i = 0; i < 4; i++) {
+        void *rc;
+        ck_assert_int_eq(pthread_join(t[i], &rc), 0);
+        ck_assert_int_eq((intptr_t)rc, OBSD_OK);
+    }
+    obsd_budget_op_t a = obsd_budget_op("op3");
+    ck_assert_int_eq(obsd_budget_op("op3"), a);
 }
 END_TEST
 
@@ -520,6 +559,7 @@ int main(void)
     TCase *tc = tcase_create("producer");
     tcase_add_test(tc, nested_open_is_refused);
     tcase_add_test(tc, contexts_are_per_thread);
+    tcase_add_test(tc, concurrent_interning);
     tcase_add_test(tc, bad_arguments);
     tcase_add_test(tc, exhausted_budget_refuses_before_charging);
     tcase_add_test(tc, refusal_without_exhausting_everything);
