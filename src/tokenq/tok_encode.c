@@ -561,11 +561,7 @@ int tok_bpe_piece(const tokenizer *tok, struct tok_ws *ws, const uint8_t *p, siz
 {
     if (n == 0)
         return 0;
-    if (tok->ignore_merges) {
-        uint32_t id = tok_strmap_get(&tok->vocab, p, n);
-        if (id != TOK_NONE)
-            return emit(out, count, &id, 1);
-    }
+    /* the cache (small, hot) first; results never depend on it */
     uint32_t h = 0;
     if (n <= CACHE_MAX_KEY) {
         h = tok_hash(p, n);
@@ -573,9 +569,11 @@ int tok_bpe_piece(const tokenizer *tok, struct tok_ws *ws, const uint8_t *p, siz
         if (s)
             return emit(out, count, ws->cache_ids + s->ids_off, s->ids_len);
     }
-    if (tok->whole_ok) {
+    if (tok->ignore_merges || tok->whole_ok) {
         uint32_t id = tok_strmap_get(&tok->vocab, p, n);
-        if (id != TOK_NONE && id < tok->whole_ok_bits && (tok->whole_ok[id >> 3] & (1u << (id & 7)))) {
+        bool whole = id != TOK_NONE && (tok->ignore_merges || (id < tok->whole_ok_bits &&
+                                                               (tok->whole_ok[id >> 3] & (1u << (id & 7)))));
+        if (whole) {
             if (n <= CACHE_MAX_KEY)
                 cache_put(ws, p, n, h, &id, 1);
             return emit(out, count, &id, 1);
