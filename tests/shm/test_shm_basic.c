@@ -4,6 +4,7 @@
  * restart), exact drop counting, refusals, slot reuse, abandoned fragments.
  */
 #include <fcntl.h>
+#include <sys/stat.h>
 #include <stddef.h>
 #include <sys/wait.h>
 
@@ -432,6 +433,74 @@ START_TEST(config_errors_name_the_setting)
 }
 END_TEST
 
+START_TEST(group_mode_is_0660_with_the_group)
+{
+    struct shm_config cfg;
+    shm_config_defaults(&cfg, test_seg_name("group"));
+    cfg.ring_bytes = 4096;
+    struct shm_segment *seg = test_segment(&cfg);
+    char path[128];
+    snprintf(path, sizeof path, "/dev/shm/obsd.%s", cfg.name);
+    struct stat st;
+    ck_assert_int_eq(stat(path, &st), 0);
+    ck_assert_uint_eq(st.st_mode & 0777, 0600);
+    shm_segment_close(seg, true);
+
+    cfg.name = test_seg_name("group");
+    cfg.group = getgid();
+    seg = test_segment(&cfg);
+    snprintf(path, sizeof path, "/dev/shm/obsd.%s", cfg.name);
+    ck_assert_int_eq(stat(path, &st), 0);
+    ck_assert_uint_eq(st.st_mode & 0777, 0660);
+    ck_assert_uint_eq(st.st_gid, getgid());
+    shm_segment_close(seg, true);
+}
+END_TEST
+
+START_TEST(a_forked_child_writes_into_its_own_ring)
+{
+    struct shm_config cfg;
+    shm_config_defaults(&cfg, test_seg_name("fork"));
+    cfg.ring_bytes = 4096;
+    struct shm_segment *seg = test_segment(&cfg);
+    obsd_t *h = obsd_open(cfg.name);
+    obsd_key_t k = obsd_key(h, "f");
+    ck_assert_int_eq(obsd_span(h, k, 1, 0), OBSD_OK);
+    pid_t pid = fork();
+    if (pid == 0) {
+        int rc = obsd_span(h, k, 100, 0);  /* same handle, new process */
+        obsd_close(h);                      /* must not release the parent's ring */
+        _exit(rc == OBSD_OK ? 0 : 1);
+    }
+    int status;
+    waitpid(pid, &status, 0);
+    ck_assert(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+    ck_assert_int_eq(obsd_span(h, k, 2, 0), OBSD_OK);
+    struct sink s = {0};
+    ck_assert_uint_eq(shm_drain(seg, sink_fn, &s, 0), 3);
+    int parent = 0, child = 0;
+    uint64_t last = 0;
+    for (size_t i = 0; i < s.n; i++) {
+        if (s.v[i].pid == getpid()) {
+            ck_assert_uint_eq(got_u64(&s.v[i], 0), ++last);
+            parent++;
+        } else {
+            ck_assert_int_eq(s.v[i].pid, pid);
+            ck_assert_uint_eq(got_u64(&s.v[i], 0), 100);
+            child++;
+        }
+    }
+    ck_assert_int_eq(parent, 2);
+    ck_assert_int_eq(child, 1);
+    struct shm_stats st;
+    shm_get_stats(seg, &st);
+    ck_assert_uint_eq(st.producers, 1);  /* the child's ring was released and freed */
+    sink_free(&s);
+    obsd_close(h);
+    shm_segment_close(seg, true);
+}
+END_TEST
+
 static Suite *suite(void)
 {
     Suite *s = suite_create("shm_basic");
@@ -448,6 +517,8 @@ static Suite *suite(void)
     tcase_add_test(tc, thread_exit_releases_its_slot);
     tcase_add_test(tc, abandoned_fragmented_message_is_never_delivered);
     tcase_add_test(tc, config_errors_name_the_setting);
+    tcase_add_test(tc, group_mode_is_0660_with_the_group);
+    tcase_add_test(tc, a_forked_child_writes_into_its_own_ring);
     suite_add_tcase(s, tc);
     return s;
 }
