@@ -234,6 +234,47 @@ START_TEST(a_copied_store_is_read_without_a_daemon)
 }
 END_TEST
 
+/* Without --foreground obsd detaches and returns once it serves; a startup
+ * failure is reported by the command itself. */
+START_TEST(detached_daemon_reports_startup_and_writes_its_pidfile)
+{
+    char pidfile[600];
+    snprintf(pidfile, sizeof pidfile, "%s/obsd.pid", t.dir);
+    char *out = NULL;
+    char *argv[] = {"obsd", "--name", t.name, "--store", t.store, "--pidfile", pidfile, NULL};
+    ck_assert_int_eq(e2e_run(&t, argv, NULL, 30, &out), 0);
+    free(out);
+    char *text = e2e_read_file(pidfile);
+    ck_assert_ptr_nonnull(text);
+    pid_t pid = (pid_t)atol(text);
+    free(text);
+    ck_assert_int_gt(pid, 1);
+    t.obsd = 0;
+    json_t *st = e2e_status(&t);
+    if (!st)
+        kill(pid, SIGKILL);
+    ck_assert_msg(st != NULL, "the detached obsd does not answer");
+    ck_assert_int_eq(json_integer_value(json_object_get(st, "pid")), pid);
+    json_decref(st);
+    ck_assert_int_eq(kill(pid, SIGTERM), 0);
+    /* Not our child: wait for its pidfile to go away. */
+    int waited = 0;
+    while (access(pidfile, F_OK) == 0 && waited++ < 1000)
+        e2e_sleep_ms(20);
+    ck_assert_msg(access(pidfile, F_OK) != 0, "pidfile still there after SIGTERM");
+
+    char bad_store[700];
+    snprintf(bad_store, sizeof bad_store, "%s/file", t.dir);
+    FILE *f = fopen(bad_store, "w");
+    ck_assert_ptr_nonnull(f);
+    fclose(f);
+    char *fail[] = {"obsd", "--name", t.name, "--store", bad_store, NULL};
+    ck_assert_int_eq(e2e_run(&t, fail, NULL, 30, &out), 1);
+    ck_assert_msg(strstr(out, "cannot create"), "%s", out);
+    free(out);
+}
+END_TEST
+
 int main(void)
 {
     e2e_init();
@@ -245,6 +286,7 @@ int main(void)
     tcase_add_test(tc, sigterm_mid_run_writes_an_interrupted_final_snapshot);
     tcase_add_test(tc, sigkill_then_restart_continues_the_same_run);
     tcase_add_test(tc, a_copied_store_is_read_without_a_daemon);
+    tcase_add_test(tc, detached_daemon_reports_startup_and_writes_its_pidfile);
     suite_add_tcase(s, tc);
     SRunner *sr = srunner_create(s);
     srunner_run_all(sr, CK_NORMAL);
