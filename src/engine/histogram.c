@@ -109,18 +109,16 @@ int hist_foreach(const struct hist *h, hist_bucket_fn fn, void *ctx)
 
 uint64_t hist_rank(uint64_t count, double p)
 {
-    if (count == 0)
-        return 0;
-    if (p <= 0)
+    if (count == 0 || p <= 0)
         return 0;
     if (p >= 100)
         return count - 1;
-    /* p/100*(n-1) in long double keeps integer-exact ranks for n < 2^53. */
-    long double r = floorl((long double)p / 100.0L * (long double)(count - 1));
+    /* in double, as numpy computes q * (n - 1) for method="lower" */
+    double r = floor(p / 100.0 * (double)(count - 1));
     if (r < 0)
-        r = 0;
-    if (r > (long double)(count - 1))
-        r = (long double)(count - 1);
+        return 0;
+    if (r > (double)(count - 1))
+        return count - 1;
     return (uint64_t)r;
 }
 
