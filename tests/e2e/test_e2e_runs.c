@@ -82,11 +82,22 @@ static char *wait_for_live_run(void)
 START_TEST(normal_run_completes_with_every_record_accounted_for)
 {
     e2e_start_obsd(&t, NULL);
+    /* A watcher subscribed before the run follows it to its end. */
+    char watch_out[512];
+    snprintf(watch_out, sizeof watch_out, "%s/watch.out", t.dir);
+    char *watcher[] = {"obsctl", "watch", "--plain", "--until-end", "--name", t.name,
+                       "--store", t.store, NULL};
+    pid_t watch_pid = e2e_spawn(&t, watcher, NULL, watch_out);
+    e2e_sleep_ms(200);
     char out[512];
     snprintf(out, sizeof out, "%s/storm.out", t.dir);
     char *storm[] = {"span_storm", "--name", t.name, "--records", "200000", "--threads", "2", NULL};
     pid_t pid = e2e_spawn(&t, storm, NULL, out);
     ck_assert_int_eq(e2e_wait(pid, 60), 0);
+    ck_assert_int_eq(e2e_wait(watch_pid, 60), 0);
+    char *watched = e2e_read_output(watch_out);
+    ck_assert_msg(strstr(watched, "storm.span") && strstr(watched, "state complete"), "%s", watched);
+    free(watched);
     json_t *res = storm_result(out);
     long long written = jint(res, "written"), dropped = jint(res, "dropped");
     ck_assert_int_eq(written + dropped, 200000);
