@@ -289,12 +289,27 @@ void shm_segment_close(struct shm_segment *seg, bool unlink_file)
 /* ------------------------------------------------------------------ */
 /* Keys                                                                */
 
+static const char *key_name_slow(struct shm_segment *seg, uint32_t key);
+
 const char *shm_key_name(struct shm_segment *seg, uint32_t key)
 {
     if (key == 0 || key > SEG_KEYS)
         return NULL;
     if (seg->keys[key])
         return seg->keys[key];
+    return key_name_slow(seg, key);
+}
+
+/* The drain's check: a validated name is cached, so this is one load. */
+static inline bool key_known(struct shm_segment *seg, uint32_t key)
+{
+    if (key - 1u >= SEG_KEYS)
+        return false;
+    return seg->keys[key] || key_name_slow(seg, key);
+}
+
+static __attribute__((noinline)) const char *key_name_slow(struct shm_segment *seg, uint32_t key)
+{
     struct seg_key *k = seg_key_entry(seg->base, &seg->L, key);
     if (atomic_load_explicit(&k->ready, memory_order_acquire) != SEG_KEY_READY)
         return NULL;
@@ -326,15 +341,15 @@ static bool slot_in_use(uint32_t state)
 
 /* Checks a complete record's payload against its type; true if it may be
  * delivered. Module types (budget, sched) are checked by their modules. */
-static bool record_valid(struct shm_segment *seg, uint8_t type, uint32_t key, const void *p, uint64_t len)
+static inline bool record_valid(struct shm_segment *seg, uint8_t type, uint32_t key, const void *p, uint64_t len)
 {
     switch (type) {
     case OBSD_REC_SPAN:
-        return len == sizeof(struct obsd_pl_span) && shm_key_name(seg, key);
+        return len == sizeof(struct obsd_pl_span) && key_known(seg, key);
     case OBSD_REC_VALUE:
     case OBSD_REC_COUNTER:
     case OBSD_REC_GAUGE:
-        return len == 8 && shm_key_name(seg, key);
+        return len == 8 && key_known(seg, key);
     case OBSD_REC_SESSION:
         return len == sizeof(struct obsd_pl_session) && key >= OBSD_SESSION_STARTED &&
                key <= OBSD_SESSION_INTERRUPTED;
@@ -399,7 +414,7 @@ struct drain_ctx {
     struct shm_producer from;
 };
 
-static void deliver(struct drain_ctx *d, uint8_t type, uint8_t flags, uint32_t key, const void *p, uint64_t len)
+static inline void deliver(struct drain_ctx *d, uint8_t type, uint8_t flags, uint32_t key, const void *p, uint64_t len)
 {
     if (!record_valid(d->seg, type, key, p, len)) {
         d->seg->rejected++;
@@ -416,7 +431,8 @@ static bool handle_record(struct drain_ctx *d, struct cslot *cs, const struct ob
 {
     struct shm_segment *seg = d->seg;
     if (h->type != OBSD_REC_FRAG) {
-        reasm_discard(seg, cs);
+        if (cs->active)
+            reasm_discard(seg, cs);
         deliver(d, h->type, h->flags, h->key, p, h->len);
         return true;
     }
@@ -501,7 +517,12 @@ static size_t drain_ring(struct shm_segment *seg, uint32_t slot, shm_record_fn f
         uint64_t rs = OBSD_REC_SIZE(h.len);
         if (rs > avail || off + rs > size)
             goto corrupt;
-        memcpy(seg->rec, data + off + sizeof h, h.len);
+        if (h.len == 16)  /* spans, chunks: a fixed-size copy, no call */
+            memcpy(seg->rec, data + off + sizeof h, 16);
+        else if (h.len == 8)
+            memcpy(seg->rec, data + off + sizeof h, 8);
+        else
+            memcpy(seg->rec, data + off + sizeof h, h.len);
         tail += rs;
         if (handle_record(&d, cs, &h, (const unsigned char *)seg->rec))
             counted++;
