@@ -364,7 +364,7 @@ static void apply_session(struct obsd_collector *c, uint32_t event, uint64_t ts)
     case OBSD_SESSION_STARTED:
         if (c->run_open && c->state == OBSD_RUN_INITIALIZE) {
             c->state = OBSD_RUN_LIVE;
-        } else if (c->run_open && c->end_requested) {
+        } else if (c->run_open && (c->end_requested || c->state == OBSD_RUN_DRAINING)) {
             c->start_after_end = true;      /* the next run starts once this one is final */
             c->start_after_end_ts = ts;
             return;                         /* modules hear of it then */
