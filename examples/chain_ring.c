@@ -231,6 +231,7 @@ struct worker {
     int batch;
     uint64_t local_pops;
     struct obsd_sched_block *blk;
+    struct obsd_sched_block *qblk;      /* the queue's own block ("wsq.N"), or NULL */
     double *scratch;
 };
 
@@ -269,6 +270,8 @@ static void dispatch_local(struct worker *w, struct chain *next)
     }
     uint64_t retries = 0;
     mpmc_push(&w->q, w->pending, &retries);
+    if (w->qblk)
+        obsd_sched_queue_pushed(w->qblk, retries);
     obsd_sched_inc(w->blk, OBSD_SCHED_PUSHED_LOCAL);
     if (retries)
         obsd_sched_add(w->blk, OBSD_SCHED_ENQUEUE_CAS_RETRIES, retries);
@@ -281,6 +284,8 @@ static void dispatch_remote(struct worker *target, struct chain *c)
 {
     uint64_t retries = 0;
     mpmc_push(&target->q, c, &retries);
+    if (target->qblk)
+        obsd_sched_queue_pushed(target->qblk, retries);
     obsd_sched_add_shared(target->blk, OBSD_SCHED_PUSHED_REMOTE, 1);
     wake_parked();
 }
@@ -289,6 +294,8 @@ static struct chain *pop_own(struct worker *w)
 {
     uint64_t retries = 0;
     struct chain *c = mpmc_pop(&w->q, &retries);
+    if (c && w->qblk)
+        obsd_sched_queue_popped(w->qblk, retries);
     if (retries)
         obsd_sched_add(w->blk, OBSD_SCHED_DEQUEUE_CAS_RETRIES, retries);
     return c;
@@ -297,7 +304,10 @@ static struct chain *pop_own(struct worker *w)
 static struct chain *steal_one(struct worker *w, int victim_idx)
 {
     uint64_t retries = 0;
-    struct chain *c = victim_idx == w->idx ? NULL : mpmc_pop(&workers[victim_idx].q, &retries);
+    struct worker *v = &workers[victim_idx];
+    struct chain *c = victim_idx == w->idx ? NULL : mpmc_pop(&v->q, &retries);
+    if (c && v->qblk)
+        obsd_sched_queue_popped(v->qblk, retries);
     if (retries)
         obsd_sched_add(w->blk, OBSD_SCHED_DEQUEUE_CAS_RETRIES, retries);
     obsd_sched_steal(w->blk, obsd_now(), c != NULL);
@@ -513,7 +523,7 @@ static int run_child(const char *name)
                     name, obsd_last_error());
     }
     if (!obsd) {
-        private_bytes = (size_t)cfg.workers * OBSD_SCHED_BLOCK_BYTES;
+        private_bytes = 2 * (size_t)cfg.workers * OBSD_SCHED_BLOCK_BYTES;   /* worker + queue */
         private_area = aligned_alloc(OBSD_SCHED_BLOCK_BYTES, private_bytes);
         if (!private_area)
             return 1;
@@ -554,6 +564,13 @@ static int run_child(const char *name)
             return 1;
         }
     }
+    for (int i = 0; i < cfg.workers; i++) {
+        char tag[32];
+        snprintf(tag, sizeof tag, "wsq.%d", i);
+        workers[i].qblk = obsd ? obsd_sched_queue(obsd, tag)
+                               : sched_area_claim(private_area, private_bytes, OBSD_SCHED_KIND_QUEUE,
+                                                  0, tag, NULL);
+    }
     for (int i = 0; i < cfg.workers; i++)
         pthread_create(&workers[i].thread, NULL, worker_main, &workers[i]);
     while (atomic_load(&claimed) < cfg.workers)
@@ -593,6 +610,8 @@ static int run_child(const char *name)
     if (!ok || interrupted)
         session(OBSD_SESSION_INTERRUPTED);
     session(OBSD_SESSION_ENDED);
+    for (int i = 0; obsd && i < cfg.workers; i++)
+        obsd_sched_release(workers[i].qblk);
     if (obsd)
         obsd_flush(obsd);
 

@@ -23,7 +23,6 @@
 #include <jansson.h>
 
 static char build[4096], name[64], store[256], sweep_file[300];
-static pid_t daemon_pid;
 
 static void msleep(int ms)
 {
@@ -59,23 +58,54 @@ static int run(char **out, const char *fmt, ...)
     return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
 }
 
-static void start_daemon(void)
+/* Unchecked fixture (runs in the test process, also after a failed test):
+ * names, and the cleanup of the daemon, its segment and the store. */
+static void setup(void)
 {
     const char *b = getenv("OBSD_BUILD_DIR");
-    ck_assert_msg(b != NULL, "OBSD_BUILD_DIR not set");
-    snprintf(build, sizeof build, "%s", b);
+    snprintf(build, sizeof build, "%s", b ? b : ".");
     snprintf(name, sizeof name, "schede2e%d", (int)getpid());
     snprintf(store, sizeof store, "/tmp/obsd-sched-e2e-%d", (int)getpid());
     snprintf(sweep_file, sizeof sweep_file, "%s/sweep.json", store);
     mkdir(store, 0700);
-    daemon_pid = fork();
-    ck_assert_int_ge(daemon_pid, 0);
-    if (daemon_pid == 0) {
-        char path[4200];
+}
+
+static void teardown(void)
+{
+    char path[400];
+    snprintf(path, sizeof path, "%s/obsd.pid", store);
+    FILE *f = fopen(path, "r");
+    int pid = 0;
+    if (f) {
+        if (fscanf(f, "%d", &pid) != 1)
+            pid = 0;
+        fclose(f);
+    }
+    if (pid > 0 && kill(pid, SIGTERM) == 0) {
+        for (int i = 0; i < 100 && kill(pid, 0) == 0; i++)
+            msleep(20);
+        kill(pid, SIGKILL);
+    }
+    char seg[128];
+    snprintf(seg, sizeof seg, "/dev/shm/obsd.%s", name);
+    unlink(seg);
+    run(NULL, "rm -rf '%s'", store);
+}
+
+static void start_daemon(void)
+{
+    ck_assert_msg(getenv("OBSD_BUILD_DIR") != NULL, "OBSD_BUILD_DIR not set");
+    pid_t pid = fork();
+    ck_assert_int_ge(pid, 0);
+    if (pid == 0) {
+        char path[4200], log[400], pidfile[400];
         snprintf(path, sizeof path, "%s/src/daemon/obsd", build);
-        if (!freopen("/dev/null", "w", stderr))
+        snprintf(log, sizeof log, "%s/obsd.log", store);
+        snprintf(pidfile, sizeof pidfile, "%s/obsd.pid", store);
+        if (!freopen(log, "w", stderr))
             _exit(126);
-        execl(path, "obsd", "--foreground", "--name", name, "--store", store, (char *)NULL);
+        execl(path, "obsd", "--foreground", "--name", name, "--store", store, "--pidfile", pidfile,
+              (char *)NULL);
         _exit(127);
     }
     char seg[128];
@@ -83,18 +113,6 @@ static void start_daemon(void)
     for (int i = 0; i < 200 && access(seg, F_OK) != 0; i++)
         msleep(25);
     ck_assert_msg(access(seg, F_OK) == 0, "the daemon did not create %s", seg);
-}
-
-static void stop_daemon(void)
-{
-    if (daemon_pid > 0) {
-        kill(daemon_pid, SIGTERM);
-        waitpid(daemon_pid, NULL, 0);
-    }
-    char seg[128];
-    snprintf(seg, sizeof seg, "/dev/shm/obsd.%s", name);
-    unlink(seg);
-    run(NULL, "rm -rf '%s'", store);
 }
 
 /* Waits until n runs have their final snapshot; returns the runs array. */
@@ -116,7 +134,9 @@ static json_t *wait_runs(size_t n)
         }
         msleep(100);
     }
-    ck_abort_msg("%zu final runs did not appear in the store", n);
+    char *log = NULL;
+    run(&log, "tail -c 1500 %s/obsd.log; %s/src/cli/obsctl runs --store %s", store, build, store);
+    ck_abort_msg("%zu final runs did not appear in the store; daemon log and runs:\n%s", n, log);
     return NULL;
 }
 
@@ -196,6 +216,18 @@ START_TEST(chain_ring_sweep_through_the_collector)
         /* every completed behavior was popped first; at most one in flight per worker */
         ck_assert(pops >= completed - (json_int_t)nw && pops <= completed + (json_int_t)nw);
         ck_assert_int_eq(steals, json_integer_value(json_object_get(d, "steals")));
+        /* one queue block per worker queue; the queues' pushes in the window
+         * are the workers' local pushes (read in one pass, a few apart) */
+        json_t *queues = json_object_get(sec, "queues");
+        ck_assert_int_eq(json_array_size(queues), nw);
+        json_int_t qpushed = 0, lpushed = 0;
+        json_array_foreach(queues, w, wk) {
+            ck_assert_ptr_nonnull(strstr(json_string_value(json_object_get(wk, "tag")), "wsq."));
+            qpushed += json_integer_value(json_object_get(wk, "pushed_total"));
+        }
+        json_array_foreach(workers, w, wk) lpushed += json_integer_value(json_object_get(wk, "pushed_local"));
+        ck_assert_msg(llabs(qpushed - lpushed) <= 4, "queue pushes %lld vs local pushes %lld",
+                      (long long)qpushed, (long long)lpushed);
         if (nw == 1) {
             ck_assert_int_eq(steals, 0);
             ck_assert(json_is_null(json_object_get(d, "idle_ratio")));   /* no steal attempts */
@@ -234,7 +266,6 @@ START_TEST(chain_ring_sweep_through_the_collector)
     ck_assert_ptr_null(strstr(out, "1.00x"));
     free(out);
     json_decref(runs);
-    stop_daemon();
 }
 END_TEST
 
@@ -262,6 +293,7 @@ int main(void)
     Suite *s = suite_create("sched_e2e");
     TCase *tc = tcase_create("processes");
     tcase_set_timeout(tc, 120);
+    tcase_add_unchecked_fixture(tc, setup, teardown);
     tcase_add_test(tc, chain_ring_sweep_through_the_collector);
     tcase_add_test(tc, chain_ring_bad_arguments);
     suite_add_tcase(s, tc);
