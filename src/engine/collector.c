@@ -1529,6 +1529,13 @@ void obsd_collector_free(struct obsd_collector *c)
 {
     if (!c)
         return;
+    /* in-flight recvs write into client memory: end them before freeing it */
+    for (size_t i = 0; i < MAX_CLIENTS; i++)
+        if (c->clients[i])
+            shutdown(c->clients[i]->fd, SHUT_RDWR);
+    if (c->ring_ok)
+        io_uring_queue_exit(&c->ring);
+    c->ring_ok = false;
     for (size_t i = 0; i < MAX_CLIENTS; i++) {
         struct client *cl = c->clients[i];
         if (!cl)
