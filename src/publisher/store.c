@@ -391,6 +391,9 @@ struct store {
     uint32_t *pts;           /* entries that get a time series point this persist */
     size_t pts_cap;
     uint64_t series_interval_ns;
+    bool have_keyframe;      /* of the current run, by this handle */
+    uint32_t since_keyframe; /* persists since it */
+    uint64_t last_keyframe_ns;
     struct buf full, hdr, scratch;
 };
 
@@ -574,6 +577,8 @@ static void forget_run(struct store *st)
     free(st->sections_json);
     st->sections_json = NULL;
     st->have_run = false;
+    st->have_keyframe = false;
+    st->since_keyframe = 0;
     st->n_stored = 0;
     st->next_id = 0;
 }
@@ -1381,7 +1386,11 @@ int store_persist(struct store *st, const struct snapshot *snap, bool final)
     }
     bool sections_changed = (sections == NULL) != (st->sections_json == NULL) ||
                             (sections && strcmp(sections, st->sections_json));
-    bool keyframe = final || st->run.n_snapshots % st->full_every == 0;
+    /* a keyframe every full_every persists, but no closer than full_every
+     * series intervals, so persisting 4 times a second does not quadruple them */
+    bool keyframe = final || !st->have_keyframe || (st->since_keyframe + 1 >= st->full_every &&
+                    snap->timestamp_ns - st->last_keyframe_ns >= (uint64_t)st->full_every * st->series_interval_ns) ||
+                    snap->timestamp_ns < st->last_keyframe_ns;
 
     st->hdr.len = 0;
     encode_snapshot(&st->hdr, snap, sections, false);
@@ -1446,6 +1455,13 @@ int store_persist(struct store *st, const struct snapshot *snap, bool final)
     for (size_t i = 0; i < ngone; i++) {
         st->mt.e[st->gone[i]].in_latest = false;
         st->mt.e[st->gone[i]].fp_valid = false;
+    }
+    if (keyframe) {
+        st->have_keyframe = true;
+        st->since_keyframe = 0;
+        st->last_keyframe_ns = snap->timestamp_ns;
+    } else {
+        st->since_keyframe++;
     }
     st->n_stored = st->mt.n;
     st->run = nr;

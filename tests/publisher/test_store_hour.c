@@ -1,6 +1,7 @@
-/* test_store_hour.c (label slow): a one-hour run at one persist per second
- * in which all 1,000 series change at every persist, the worst case for the
- * change-only history, must stay under 512 MiB of store. */
+/* test_store_hour.c (label slow): a one-hour run persisted every 250 ms (the
+ * collector's default publish interval) in which all 1,000 series and 20
+ * counters change at every persist, the worst case for the change-only
+ * history, must stay under 512 MiB of store. */
 #include <check.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -16,22 +17,23 @@ START_TEST(one_hour_all_active)
     struct store *st = store_open(dir, 0, false, false, err, sizeof err);
     ck_assert_msg(st != NULL, "%s", err);
     struct snapshot *s = make_snapshot("hour", 0, OBSD_RUN_LIVE, 20, 1000, 1020, 30);
-    for (uint64_t seq = 0; seq < 3600; seq++) {
+    const uint64_t n = 4 * 3600;
+    for (uint64_t seq = 0; seq < n; seq++) {
         s->seq = seq;
-        s->timestamp_ns += 1000000000ULL;
-        if (seq == 3599)
+        s->timestamp_ns += 250000000ULL;
+        if (seq == n - 1)
             s->state = OBSD_RUN_COMPLETE;
         for (size_t i = 0; i < s->n_series; i++) {
             struct snap_series *sr = &s->series[i];
-            sr->count += 250;
-            sr->total += 250.0 * 48213;
+            sr->count += 60;
+            sr->total += 60.0 * 48213;
             sr->max += (double)(seq % 3);
             sr->percentiles[7] = 48000 + (double)(seq % 17);
             sr->percentiles[1] = 91000 + (double)(seq % 101);
         }
         for (size_t i = 0; i < s->n_counters; i++)
-            s->counters[i].ivalue += 250;
-        ck_assert_msg(store_persist(st, s, seq == 3599) == STORE_OK, "%s", store_error(st));
+            s->counters[i].ivalue += 60;
+        ck_assert_msg(store_persist(st, s, seq == n - 1) == STORE_OK, "%s", store_error(st));
     }
     store_close(st);
     char path[600];
