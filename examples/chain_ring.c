@@ -901,6 +901,11 @@ static void run_repeat(const struct config *c, const char *name, int repeat_inde
     } else if (interrupted || (WIFEXITED(status) && WEXITSTATUS(status) == 130)) {
         res->was_interrupted = true;
         snprintf(res->message, sizeof res->message, "interrupted");
+        if (json_is_object(rep)) {     /* keep the partial repeat, marked */
+            json_object_set_new(rep, "repeat_index", json_integer(repeat_index));
+            res->repeat = rep;
+            return;
+        }
     } else if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) {
         if (WIFSIGNALED(status))
             snprintf(res->message, sizeof res->message, "child killed by signal %d", WTERMSIG(status));
@@ -1217,6 +1222,10 @@ int main(int argc, char **argv)
         for (int r = 0; r < repeats; r++) {
             struct child_result res;
             run_repeat(&pcfg[i], name, r, &res);
+            if (res.repeat && res.was_interrupted) {
+                json_array_append_new(reps, res.repeat);   /* partial: not in the mean */
+                break;
+            }
             if (!res.repeat) {
                 json_decref(error);
                 error = json_pack("{s:s, s:s}", "message", res.message, "stderr_tail", res.stderr_tail);

@@ -107,7 +107,7 @@ static int load_sweep(const char *path, struct table *t)
         json_t *rep;
         json_array_foreach(json_object_get(pt, "repeats"), k, rep) {
             json_t *tp = json_object_get(rep, "throughput");
-            if (json_is_number(tp))
+            if (json_is_number(tp) && !json_is_true(json_object_get(rep, "interrupted")))
                 add_value(p, json_number_value(tp));
         }
         if (!p->n && !p->error[0])
