@@ -288,6 +288,52 @@ START_TEST(chain_ring_bad_arguments)
 }
 END_TEST
 
+/* compare on sweep files: a failed baseline suppresses speedup; a newer
+ * schema is refused naming both versions; other axes have no efficiency. */
+START_TEST(compare_sweep_files)
+{
+    const char *b = getenv("OBSD_BUILD_DIR");
+    ck_assert_ptr_nonnull(b);
+    char path[128];
+    snprintf(path, sizeof path, "/tmp/obsd-sched-cmp-%d.json", (int)getpid());
+    FILE *f = fopen(path, "w");
+    fputs("{\"schema_version\":1,\"metadata\":{\"interrupted\":false},"
+          "\"sweep\":{\"axis\":\"workers\"},\"points\":["
+          "{\"label\":\"1\",\"inputs\":{\"workers\":1},\"repeats\":[],"
+          "\"error\":{\"message\":\"child exited with status 1\",\"stderr_tail\":\"\"}},"
+          "{\"label\":\"2\",\"inputs\":{\"workers\":2},\"repeats\":[{\"throughput\":10.0},"
+          "{\"throughput\":14.0}],\"error\":null}]}", f);
+    fclose(f);
+    char *out = NULL;
+    ck_assert_int_eq(run(&out, "%s/src/cli/obsctl compare --sweep %s", b, path), 0);
+    ck_assert_ptr_nonnull(strstr(out, "ERROR"));
+    ck_assert_ptr_nonnull(strstr(out, "12.0"));      /* mean of 10 and 14 */
+    ck_assert_ptr_nonnull(strstr(out, "2.8"));       /* sample stdev sqrt(8) */
+    ck_assert_ptr_nonnull(strstr(out, "note: speedup/efficiency left out"));
+    free(out);
+    f = fopen(path, "w");
+    fputs("{\"schema_version\":1,\"sweep\":{\"axis\":\"iters\"},\"points\":["
+          "{\"label\":\"100\",\"repeats\":[{\"throughput\":50.0}],\"error\":null},"
+          "{\"label\":\"200\",\"repeats\":[{\"throughput\":25.0}],\"error\":null}]}", f);
+    fclose(f);
+    ck_assert_int_eq(run(&out, "%s/src/cli/obsctl compare --sweep %s --json", b, path), 0);
+    json_t *j = json_loads(out, 0, NULL);
+    free(out);
+    json_t *p1 = json_array_get(json_object_get(j, "points"), 1);
+    ck_assert_double_eq_tol(json_number_value(json_object_get(p1, "speedup")), 0.5, 1e-12);
+    ck_assert(json_is_null(json_object_get(p1, "efficiency")));
+    ck_assert(json_is_null(json_object_get(p1, "throughput_stdev")));
+    json_decref(j);
+    f = fopen(path, "w");
+    fputs("{\"schema_version\":7,\"points\":[]}", f);
+    fclose(f);
+    ck_assert_int_eq(run(&out, "%s/src/cli/obsctl compare --sweep %s 2>&1", b, path), 2);
+    ck_assert_ptr_nonnull(strstr(out, "schema_version 7"));
+    free(out);
+    unlink(path);
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("sched_e2e");
@@ -296,6 +342,7 @@ int main(void)
     tcase_add_unchecked_fixture(tc, setup, teardown);
     tcase_add_test(tc, chain_ring_sweep_through_the_collector);
     tcase_add_test(tc, chain_ring_bad_arguments);
+    tcase_add_test(tc, compare_sweep_files);
     suite_add_tcase(s, tc);
     SRunner *sr = srunner_create(s);
     srunner_run_all(sr, CK_NORMAL);
