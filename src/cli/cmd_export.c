@@ -30,7 +30,7 @@ static void export_usage(FILE *out)
         "        timestamp_ns, value, or count/total/min/max/percentiles 99.9, 99.0,\n"
         "        90.0, 50.0/exact). --snapshots adds \"snapshots\", every persisted\n"
         "        snapshot rebuilt from the history.\n"
-        "  csv   header then one row per (metric, seq) at which the metric changed:\n"
+        "  csv   header then one row per time series point (metric, seq), as for get:\n"
         "        run,seq,timestamp_ns,metric,type,value,count,total,min,max,\n"
         "        p50,p90,p99,p99.9,exact (empty cells where a column does not apply).\n"
         "\n"

@@ -16,11 +16,12 @@ static void get_usage(FILE *out)
     fprintf(out,
         "usage: obsctl get RUN METRIC [--store DIR] [--json]\n"
         "\n"
-        "Prints the time series of METRIC over RUN, one line per persisted snapshot\n"
-        "in which the metric changed: seq, time (UTC) and, for a counter, its value;\n"
-        "for a series, count, min, p50, p99 and max. RUN may be 'last' for the most\n"
-        "recently started run. If the series has a name that is also a counter's,\n"
-        "the series is shown.\n"
+        "Prints the time series of METRIC over RUN, one line per point: the store\n"
+        "keeps a point when the metric changed, at most one per second of snapshot\n"
+        "time, and at the final snapshot. Each line has seq, time (UTC) and, for a\n"
+        "counter, its value; for a series, count, min, p50, p99 and max. RUN may\n"
+        "be 'last' for the most recently started run. If a series has the name of\n"
+        "a counter too, the series is shown.\n"
         "\n"
         CLI_STORE_HELP
         "  --json       one JSON object: run, metric, type and points\n"
