@@ -431,12 +431,14 @@ static inline void pair_at(const tokenizer *tok, struct tok_ws *ws, size_t i)
 }
 
 /* Lowest rank first, leftmost among equals: what Hugging Face's heap does. */
-static size_t merge_linear(const tokenizer *tok, struct tok_ws *ws, size_t m)
+/* ranks: the pairs' ranks are already in ws->rank / ws->newid */
+static size_t merge_linear(const tokenizer *tok, struct tok_ws *ws, size_t m, bool ranks)
 {
     if (m < 2)
         return m;
-    for (size_t i = 0; i + 1 < m; i++)
-        pair_at(tok, ws, i);
+    if (!ranks)
+        for (size_t i = 0; i + 1 < m; i++)
+            pair_at(tok, ws, i);
     for (;;) {
         uint32_t best = UINT32_MAX;
         size_t bi = 0;
@@ -586,13 +588,25 @@ int tok_bpe_piece(const tokenizer *tok, struct tok_ws *ws, const uint8_t *p, siz
         for (size_t i = 0; i < n; i++)
             ws->sym[i] = tok->byte_id[p[i]];
         m = n;
+        if (m <= LINEAR_MAX && tok->byte_pair) {
+            /* first-round pairs from the dense byte grid: no hash probes */
+            for (size_t i = 0; i + 1 < m; i++) {
+                uint64_t e = tok->byte_pair[(size_t)p[i] << 8 | p[i + 1]];
+                ws->rank[i] = e == UINT64_MAX ? UINT32_MAX : (uint32_t)(e >> 32);
+                ws->newid[i] = (uint32_t)e;
+            }
+            m = merge_linear(tok, ws, m, true);
+            if (n <= CACHE_MAX_KEY)
+                cache_put(ws, p, n, h, ws->sym, m);
+            return emit(out, count, ws->sym, m);
+        }
     } else {
         int rc = initial_symbols_general(tok, ws, p, n, &m);
         if (rc)
             return rc;
     }
     if (m <= LINEAR_MAX) {
-        m = merge_linear(tok, ws, m);
+        m = merge_linear(tok, ws, m, false);
     } else {
         int rc = merge_heap(tok, ws, &m);
         if (rc)
@@ -1120,7 +1134,7 @@ int tok_mark_whole_tokens(tokenizer *tok)
             ws->sym[k] = tok->byte_id[p[k]];
         size_t m = s->len;
         if (m <= LINEAR_MAX)
-            m = merge_linear(tok, ws, m);
+            m = merge_linear(tok, ws, m, false);
         else
             rc = merge_heap(tok, ws, &m);
         if (!rc && m == 1 && ws->sym[0] == s->id)

@@ -119,6 +119,7 @@ struct tokenizer {
     size_t prefix_len, suffix_len;
     uint32_t byte_id[256];    /* byte-level, no prefix/suffix: initial symbol per byte */
     bool simple_bytes;        /* byte_id covers every byte */
+    uint64_t *byte_pair;      /* simple_bytes: [b1 << 8 | b2] -> rank << 32 | new id, UINT64_MAX none */
     uint32_t fallback_byte[256]; /* byte_fallback: id of "<0xXX>", TOK_NONE if missing */
     uint32_t vocab_size;
     /* bitmap over ids: BPE of the token's own bytes gives the token itself, so a

@@ -108,6 +108,7 @@ void tokenizer_free(tokenizer *t)
     trie_free(&t->added_norm);
     free(t->nfc_inert);
     free(t->whole_ok);
+    free(t->byte_pair);
     for (size_t i = 0; i < t->npretoks; i++) {
         pcre2_code_free(t->pretoks[i].re);
         free(t->pretoks[i].literal);
@@ -849,6 +850,17 @@ static bool finish_model(tokenizer *t, ctx *c)
         t->fallback_byte[b] = tok_strmap_get(&t->vocab, (const uint8_t *)fb, 6);
     }
     t->simple_bytes = t->byte_level && !t->prefix && !t->suffix && all_bytes;
+    if (t->simple_bytes) {
+        t->byte_pair = malloc(65536 * sizeof *t->byte_pair);
+        if (!t->byte_pair) {
+            fail(c->err, c->errlen, "out of memory");
+            return false;
+        }
+        for (size_t k = 0; k < 65536; k++) {
+            const tok_pair *pr = tok_pairmap_get(&t->pairs, t->byte_id[k >> 8], t->byte_id[k & 0xFF]);
+            t->byte_pair[k] = pr ? ((uint64_t)pr->rank << 32 | pr->new_id) : UINT64_MAX;
+        }
+    }
     if (tok_mark_whole_tokens(t)) {
         fail(c->err, c->errlen, "out of memory");
         return false;
