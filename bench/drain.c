@@ -36,7 +36,7 @@
 
 #define OUT_BYTES 4400         /* about 1,000 tokens of this corpus */
 #define FIRST_CHUNK 16
-#define HF_SAMPLE 20000        /* texts given to Hugging Face */
+#define HF_SAMPLE 2000         /* requests whose texts go to Hugging Face */
 
 static char src_dir[1024];
 

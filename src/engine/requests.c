@@ -642,8 +642,7 @@ static uint64_t tokq_pending(struct tokq *q)
 /* ---- the drain ---- */
 
 struct drain_job {
-    struct tokq *q;
-    struct tokq_item *items;     /* contiguous copy of the queue */
+    struct tokq *q;              /* its FIFO is read in place: the engine thread waits */
     int64_t *counts;             /* INT64_MIN: not counted */
     size_t n;
     _Atomic size_t next;
@@ -685,10 +684,11 @@ static void *drain_worker_main(void *arg)
             break;
         size_t end = i + DRAIN_GRAB < j->n ? i + DRAIN_GRAB : j->n;
         for (; i < end; i++) {
-            const char *t = item_text(j->q->spill_fd, &j->items[i], &buf, &cap);
+            const struct tokq_item *it = tokq_at(j->q, i);
+            const char *t = item_text(j->q->spill_fd, it, &buf, &cap);
             if (!t)
                 continue; /* unreadable: stays pending */
-            int64_t c = tokenizer_count(j->q->cfg.tok, t, j->items[i].len);
+            int64_t c = tokenizer_count(j->q->cfg.tok, t, it->len);
             if (c < 0)
                 continue; /* a failed count stays pending */
             j->counts[i] = c;
@@ -710,20 +710,16 @@ static uint64_t tokq_drain(struct tokq *q, uint64_t deadline_ns)
         return tokq_pending(q);
 
     struct drain_job j = {.q = q, .n = q->len, .deadline_ns = deadline_ns};
-    j.items = malloc(j.n * sizeof *j.items);
     j.counts = malloc(j.n * sizeof *j.counts);
     int ncpu = CPU_COUNT(&q->drain_cpus);
     struct drain_worker *w = calloc(ncpu > 0 ? (size_t)ncpu : 1, sizeof *w);
-    if (!j.items || !j.counts || !w) {
-        free(j.items);
+    if (!j.counts || !w) {
         free(j.counts);
         free(w);
         return tokq_pending(q);
     }
-    for (size_t i = 0; i < j.n; i++) {
-        j.items[i] = *tokq_at(q, i);
+    for (size_t i = 0; i < j.n; i++)
         j.counts[i] = INT64_MIN;
-    }
     int nw = 0;
     for (int cpu = 0; cpu < CPU_SETSIZE && nw < (ncpu > 0 ? ncpu : 1); cpu++) {
         if (ncpu > 0 && !CPU_ISSET(cpu, &q->drain_cpus))
@@ -743,21 +739,16 @@ static uint64_t tokq_drain(struct tokq *q, uint64_t deadline_ns)
     /* Deliver what was counted; the rest stays queued, in order. */
     size_t kept = 0;
     for (size_t i = 0; i < j.n; i++) {
+        struct tokq_item *it = tokq_at(q, i);
         if (j.counts[i] != INT64_MIN) {
-            q->cfg.on_count(q->cfg.ctx, j.items[i].target, j.items[i].generation, j.counts[i]);
-            item_release(q, &j.items[i]);
+            q->cfg.on_count(q->cfg.ctx, it->target, it->generation, j.counts[i]);
+            item_release(q, it);
             q->st.counted_drain++;
         } else {
-            j.items[kept++] = j.items[i];
+            *tokq_at(q, kept++) = *it;
         }
     }
-    q->head = 0;
-    q->len = 0;
-    if (kept) {
-        memcpy(q->items, j.items, kept * sizeof *j.items);
-        q->len = kept;
-    }
-    free(j.items);
+    q->len = kept;
     free(j.counts);
     free(w);
     return q->len;
