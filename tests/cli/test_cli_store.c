@@ -348,6 +348,7 @@ int main(void)
 {
     Suite *s = suite_create("cli_store");
     TCase *tc = tcase_create("obsctl");
+    tcase_add_unchecked_fixture(tc, temp_root_begin, temp_root_end);
     tcase_add_checked_fixture(tc, setup, teardown);
     tcase_add_test(tc, runs_lists_in_start_order);
     tcase_add_test(tc, show_tables_and_notes);

@@ -440,6 +440,7 @@ int main(void)
 {
     Suite *s = suite_create("store");
     TCase *tc = tcase_create("store");
+    tcase_add_unchecked_fixture(tc, temp_root_begin, temp_root_end);
     tcase_add_checked_fixture(tc, setup, teardown);
     tcase_add_test(tc, round_trip_latest_final_seq);
     tcase_add_test(tc, final_written_once);

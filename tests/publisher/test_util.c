@@ -17,6 +17,20 @@ void make_temp_dir(char *out, size_t len, const char *tag)
     }
 }
 
+static char temp_root[512];
+
+void temp_root_begin(void)
+{
+    make_temp_dir(temp_root, sizeof temp_root, "test");
+    setenv("TMPDIR", temp_root, 1);
+}
+
+void temp_root_end(void)
+{
+    if (temp_root[0])
+        rm_rf(temp_root);
+}
+
 static int rm_one(const char *path, const struct stat *sb, int flag, struct FTW *ftw)
 {
     (void)sb;

@@ -8,6 +8,13 @@
 
 #include "publisher/snapshot.h"
 
+/* A directory for all temp dirs of this test process: temp_root_begin()
+ * creates it and points $TMPDIR at it, temp_root_end() removes it with
+ * everything in it. As an unchecked fixture it cleans up also after a failed
+ * check, whose checked teardown does not run. */
+void temp_root_begin(void);
+void temp_root_end(void);
+
 /* A fresh directory under $TMPDIR (or /tmp); rm_rf removes it. */
 void make_temp_dir(char *out, size_t len, const char *tag);
 void rm_rf(const char *dir);
