@@ -122,6 +122,18 @@ struct daemon {
     char log[192];
 };
 
+static void daemon_cleanup(struct daemon *d);
+
+/* A failed check ends the test process with exit(): what it started is
+ * cleaned up then. */
+static struct daemon *current_daemon;
+
+static void cleanup_at_exit(void)
+{
+    if (current_daemon)
+        daemon_cleanup(current_daemon);
+}
+
 /* Starts obsd with the tokenizer (NULL: none) and extra --set assignments
  * (NULL-terminated). Waits for its segment. */
 static void daemon_start(struct daemon *d, const char *tokenizer, const char *const *sets)
@@ -158,6 +170,10 @@ static void daemon_start(struct daemon *d, const char *tokenizer, const char *co
     }
     argv[n] = NULL;
     d->pid = spawn(argv, d->log);
+    static bool registered;
+    if (!registered)
+        registered = atexit(cleanup_at_exit) == 0;
+    current_daemon = d;
 
     char shm[128];
     snprintf(shm, sizeof shm, "/dev/shm/obsd.%s", d->name);
@@ -176,6 +192,8 @@ static void daemon_start(struct daemon *d, const char *tokenizer, const char *co
 
 static void daemon_cleanup(struct daemon *d)
 {
+    if (current_daemon == d)
+        current_daemon = NULL;
     if (d->pid > 0) {
         kill(d->pid, SIGKILL);
         waitpid(d->pid, NULL, 0);
@@ -332,10 +350,13 @@ struct fixture {
 static struct fixture fx;
 static bool fx_ready;
 
+static void fixture_unload(void);
+
 static void fixture_load(void)
 {
     if (fx_ready)
         return;
+    atexit(fixture_unload); /* also after a failed check */
     char err[512];
     char *path = data_path("visible.corpus.jsonl.gz");
     ck_assert_msg(path != NULL, "visible.corpus.jsonl.gz not found (OBSD_TEST_DATA)");
