@@ -138,6 +138,8 @@ struct obsd_collector {
     bool end_requested;         /* ENDED seen: drain modules, then final */
     bool interrupt_latched;     /* INTERRUPTED session event */
     bool restored;              /* this run was continued after a collector restart */
+    uint64_t ring_bytes;        /* per ring: an early checkpoint past half of it */
+    uint64_t last_commit_ns;    /* CLOCK_MONOTONIC of the last successful persist */
     enum obsd_run_state state;
     char run_id[64];
     uint64_t seq;
@@ -421,17 +423,31 @@ static int64_t run_rejected(struct obsd_collector *c, const struct shm_stats *st
            (int64_t)(c->engine_rejected + c->batch.rejected);
 }
 
+/* The read cursors this snapshot covers, as [[slot, claims, pos], ...]: see
+ * shm_cursors() and restore_or_close_previous(). */
+static json_t *cursors_json(struct obsd_collector *c)
+{
+    struct shm_cursor cur[256];
+    json_t *a = json_array();
+    size_t n = shm_cursors(c->seg, cur, 256);
+    for (size_t i = 0; a && i < n && i < 256; i++)
+        json_array_append_new(a, json_pack("[I, I, I]", (json_int_t)cur[i].slot,
+                                           (json_int_t)cur[i].claims, (json_int_t)cur[i].pos));
+    return a;
+}
+
 /* The engine's restart state travels in its own snapshot section. */
 static json_t *engine_section(struct obsd_collector *c, const struct shm_stats *st)
 {
-    return json_pack("{s:I, s:I, s:I, s:I, s:b, s:b, s:I, s:I, s:I}",
+    return json_pack("{s:I, s:I, s:I, s:I, s:b, s:b, s:I, s:I, s:I, s:o*}",
                      "segment_dev", (json_int_t)c->seg_dev, "segment_ino", (json_int_t)c->seg_ino,
                      "dropped_base", (json_int_t)c->dropped_base,
                      "shm_dropped", (json_int_t)st->dropped,
                      "interrupt_latched", c->interrupt_latched, "restored", c->restored,
                      "engine_counters", (json_int_t)c->n_engine_counters,
                      "engine_series", (json_int_t)c->n_engine_series,
-                     "records_between_runs", (json_int_t)c->between_runs);
+                     "records_between_runs", (json_int_t)c->between_runs,
+                     "cursors", cursors_json(c));
 }
 
 static struct snapshot *build_snapshot(struct obsd_collector *c, bool final)
@@ -512,6 +528,13 @@ static void publish(struct obsd_collector *c, bool final)
     if (rc != STORE_OK)
         engine_log(rc == STORE_EXISTS ? 1 : 0, "store: cannot persist %s/%" PRIu64 ": %s",
                    c->run_id, c->seq, store_error(c->store));
+    if (rc == STORE_OK) {
+        /* The commit is the consumer's acknowledgement: only now may the
+         * producers reuse the bytes of what this snapshot counted. Nothing
+         * was drained since build_snapshot(), so the cursors are its own. */
+        shm_release(c->seg);
+        c->last_commit_ns = now_ns(CLOCK_MONOTONIC);
+    }
     c->seq++;
     json_t *j = snapshot_to_json(s);
     char *text = j ? json_dumps(j, JSON_COMPACT) : NULL;
@@ -696,6 +719,21 @@ static void restore_or_close_previous(struct obsd_collector *c)
             struct metric *m = metrics_get(&c->metrics, snap->series[i].name, METRIC_SERIES);
             if (m && series_restore(&m->series, &snap->series[i]) == 0)
                 m->touched = true;
+        }
+        /* The rings' tails are at most as far as this snapshot's cursors
+         * (released only after a commit); a kill between the commit and the
+         * release left them behind: move them to the committed cursors, so
+         * nothing this snapshot counted is read twice. */
+        json_t *cur, *curs = json_object_get(sec, "cursors");
+        size_t ci;
+        json_array_foreach(curs, ci, cur) {
+            json_int_t slot, claims, pos;
+            if (json_unpack(cur, "[I, I, I]", &slot, &claims, &pos) < 0 || slot < 0 || pos < 0)
+                continue;
+            struct shm_cursor sc = {(uint32_t)slot, (uint64_t)claims, (uint64_t)pos};
+            if (!shm_resume_cursor(c->seg, &sc))
+                engine_log(1, "ring %u: committed cursor does not fit the ring; reading from its tail",
+                           sc.slot);
         }
         if (c->state == OBSD_RUN_DRAINING)
             c->end_requested = true;   /* it was ending: end it */
@@ -1201,6 +1239,28 @@ static void on_tick(struct obsd_collector *c)
         open_run(c);
     if (c->run_open)
         publish(c, false);
+    else
+        shm_release(c->seg);   /* between runs: no run holds these records */
+}
+
+/* A ring more than half full of drained but uncommitted records: commit a
+ * checkpoint now, so its producer need not wait for the publish interval
+ * (and drop) before it may reuse the space. A checkpoint is a normal persist
+ * (a history entry of the changed series); at most one per
+ * CHECKPOINT_GAP_NS, since building a snapshot costs ~12 us per changed
+ * series: beyond that rate producers drop, and the drops are counted. */
+#define CHECKPOINT_GAP_NS (50ull * 1000 * 1000)
+static void checkpoint_if_due(struct obsd_collector *c)
+{
+    if (c->end_requested || shm_unreleased_max(c->seg) <= c->ring_bytes / 2 ||
+        now_ns(CLOCK_MONOTONIC) - c->last_commit_ns < CHECKPOINT_GAP_NS)
+        return;
+    if (!c->run_open && c->pre_run_records && !c->had_run)
+        open_run(c);
+    if (c->run_open)
+        publish(c, false);
+    else
+        shm_release(c->seg);
 }
 
 static void on_signal(struct obsd_collector *c)
@@ -1293,6 +1353,7 @@ int obsd_collector_run(struct obsd_collector *c)
 
     while (!c->quit && !atomic_load(&c->stop_requested)) {
         size_t n = drain_rings(c, DRAIN_BATCH * 4);
+        checkpoint_if_due(c);
         watch_new_producers(c);
         if (c->end_requested)
             end_of_run(c);
@@ -1435,6 +1496,7 @@ struct obsd_collector *obsd_collector_new(const struct obsd_collector_config *cf
     shm_config_defaults(&sc, c->name);
     sc.max_producers = cfg->max_producers;
     sc.ring_bytes = cfg->ring_size;
+    c->ring_bytes = cfg->ring_size;
     sc.sched_workers = cfg->sched_workers;
     sc.max_text_bytes = cfg->max_text_bytes;
     sc.full_policy = cfg->ring_full_block ? SHM_FULL_BLOCK : SHM_FULL_DROP;
@@ -1451,6 +1513,9 @@ struct obsd_collector *obsd_collector_new(const struct obsd_collector_config *cf
     c->seg = shm_segment_create(&sc, err, errlen);
     if (!c->seg)
         goto fail;
+    /* A ring's bytes are reused only once a store commit holds what was read
+     * from them: a kill -9 then loses nothing (DESIGN.md, "Collector killed"). */
+    shm_set_deferred_release(c->seg, true);
     char seg_path[256];
     snprintf(seg_path, sizeof seg_path, "/dev/shm/obsd.%s", c->name);
     struct stat sb;

@@ -21,8 +21,9 @@
 
 /* Collector-local state of one slot. */
 struct cslot {
-    uint64_t tail;          /* trusted: what we consumed */
+    uint64_t tail;          /* trusted: our private read cursor (what we consumed) */
     bool bad_state;         /* invalid slot state already counted */
+    bool exited;            /* owner died, ring drained: free at the next release */
     /* reassembly of a fragmented record */
     bool active;
     uint32_t seq;
@@ -49,6 +50,7 @@ struct shm_segment {
     size_t known_n, known_cap;
 
     uint64_t records, rejected, discarded;
+    bool deferred;          /* tails move in shm_release() only (shm_set_deferred_release) */
     uint64_t *rec;          /* copy buffer for one record, 8-byte aligned */
 };
 
@@ -527,15 +529,19 @@ static size_t drain_ring(struct shm_segment *seg, uint32_t slot, shm_record_fn f
         if (handle_record(&d, cs, &h, (const unsigned char *)seg->rec))
             counted++;
     }
+    /* Only the private cursor moves: ctl->tail (the space the producer may
+     * reuse) waits for shm_release(), i.e. for the store commit. */
     cs->tail = tail;
-    atomic_store_explicit(&ctl->tail, tail, memory_order_release);
+    if (!seg->deferred)
+        atomic_store_explicit(&ctl->tail, tail, memory_order_release);
     return counted;
 corrupt:
     /* Skip everything published so far; the producer continues after it. */
     seg->rejected++;
     reasm_discard(seg, cs);
     cs->tail = head & ~(uint64_t)(OBSD_REC_ALIGN - 1);
-    atomic_store_explicit(&ctl->tail, cs->tail, memory_order_release);
+    if (!seg->deferred)
+        atomic_store_explicit(&ctl->tail, cs->tail, memory_order_release);
     return counted;
 }
 
@@ -555,7 +561,10 @@ static void maybe_free(struct shm_segment *seg, uint32_t slot)
     uint32_t state = atomic_load_explicit(&ctl->state, memory_order_acquire);
     if (SEG_SLOT_KIND(state) != SEG_SLOT_CLOSING || !slot_in_use(state))
         return;
-    if (atomic_load_explicit(&ctl->head, memory_order_acquire) != cs->tail)
+    /* Freed only once everything is released (committed): a slot freed
+     * earlier could be reclaimed and its uncommitted bytes overwritten. */
+    if (atomic_load_explicit(&ctl->head, memory_order_acquire) != cs->tail ||
+        atomic_load_explicit(&ctl->tail, memory_order_relaxed) != cs->tail)
         return;
     reasm_discard(seg, cs);
     slot_free(ctl, state);
@@ -647,7 +656,7 @@ size_t shm_new_producers(struct shm_segment *seg, pid_t *out, size_t max)
         if (!slot_in_use(state) || SEG_SLOT_KIND(state) != SEG_SLOT_CLAIMED)
             continue;
         pid_t pid = SEG_SLOT_PID(state);
-        if (pid <= 0 || known_has(seg, pid))
+        if (pid <= 0 || seg->slots[i].exited || known_has(seg, pid))
             continue;
         if (seg->known_n == seg->known_cap) {
             size_t cap = seg->known_cap ? seg->known_cap * 2 : 16;
@@ -680,8 +689,83 @@ void shm_producer_exited(struct shm_segment *seg, pid_t pid, shm_record_fn fn, v
          * delivered, an unpublished record was never visible. */
         drain_ring(seg, i, fn, ctx, 0);
         reasm_discard(seg, &seg->slots[i]);
-        slot_free(ctl, state);
+        /* Deferred: its records are delivered, not yet committed; the slot
+         * stays CLAIMED (nobody can reuse it) until shm_release() frees it. */
+        if (seg->deferred)
+            seg->slots[i].exited = true;
+        else
+            slot_free(ctl, state);
     }
+}
+
+/* ------------------------------------------------------------------ */
+/* Deferred release                                                    */
+
+void shm_set_deferred_release(struct shm_segment *seg, bool on)
+{
+    seg->deferred = on;
+    if (!on)
+        shm_release(seg);
+}
+
+void shm_release(struct shm_segment *seg)
+{
+    for (uint32_t i = 0; i < seg->L.max_producers; i++) {
+        struct seg_ring_ctl *ctl = seg_ring_ctl(seg->base, &seg->L, i);
+        struct cslot *cs = &seg->slots[i];
+        if (atomic_load_explicit(&ctl->tail, memory_order_relaxed) != cs->tail)
+            atomic_store_explicit(&ctl->tail, cs->tail, memory_order_release);
+        if (cs->exited) {
+            cs->exited = false;
+            uint32_t state = atomic_load_explicit(&ctl->state, memory_order_acquire);
+            if (slot_in_use(state))
+                slot_free(ctl, state);
+        } else {
+            maybe_free(seg, i);
+        }
+    }
+}
+
+uint64_t shm_unreleased_max(struct shm_segment *seg)
+{
+    uint64_t most = 0;
+    for (uint32_t i = 0; i < seg->L.max_producers; i++) {
+        struct seg_ring_ctl *ctl = seg_ring_ctl(seg->base, &seg->L, i);
+        uint64_t n = seg->slots[i].tail - atomic_load_explicit(&ctl->tail, memory_order_relaxed);
+        if (n <= seg->L.ring_bytes && n > most)
+            most = n;
+    }
+    return most;
+}
+
+size_t shm_cursors(struct shm_segment *seg, struct shm_cursor *out, size_t max)
+{
+    size_t n = 0;
+    for (uint32_t i = 0; i < seg->L.max_producers && n < max; i++) {
+        struct seg_ring_ctl *ctl = seg_ring_ctl(seg->base, &seg->L, i);
+        uint64_t tail = atomic_load_explicit(&ctl->tail, memory_order_relaxed);
+        if (seg->slots[i].tail == tail)
+            continue;
+        out[n++] = (struct shm_cursor){i, atomic_load_explicit(&ctl->claims, memory_order_relaxed),
+                                       seg->slots[i].tail};
+    }
+    return n;
+}
+
+bool shm_resume_cursor(struct shm_segment *seg, const struct shm_cursor *cur)
+{
+    if (cur->slot >= seg->L.max_producers)
+        return false;
+    struct seg_ring_ctl *ctl = seg_ring_ctl(seg->base, &seg->L, cur->slot);
+    struct cslot *cs = &seg->slots[cur->slot];
+    uint64_t head = atomic_load_explicit(&ctl->head, memory_order_acquire);
+    uint64_t tail = atomic_load_explicit(&ctl->tail, memory_order_relaxed);
+    if (atomic_load_explicit(&ctl->claims, memory_order_relaxed) != cur->claims ||
+        (cur->pos & (OBSD_REC_ALIGN - 1)) || cur->pos - tail > head - tail || head - tail > seg->L.ring_bytes)
+        return false;
+    cs->tail = cur->pos;
+    atomic_store_explicit(&ctl->tail, cur->pos, memory_order_release);
+    return true;
 }
 
 /* ------------------------------------------------------------------ */

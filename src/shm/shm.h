@@ -120,6 +120,36 @@ void shm_producer_exited(struct shm_segment *seg, pid_t pid, shm_record_fn fn, v
 uint32_t *shm_reader_sleeping(struct shm_segment *seg, uint32_t *expected_value);
 void shm_reader_awake(struct shm_segment *seg);
 
+/*
+ * Deferred release (off by default: then shm_drain() releases what it read at
+ * once). When on, shm_drain() moves only a private read cursor per ring;
+ * the ring's tail (the bytes its producer may reuse) moves in shm_release(),
+ * which the engine calls after a store commit that covers every record
+ * delivered so far. A collector killed at any instant thus leaves each record
+ * either in the store or still in its ring, and a restarted collector reads
+ * exactly the uncommitted ones again. Dead producers' and closed slots are
+ * freed here too, once their records are committed.
+ */
+void shm_set_deferred_release(struct shm_segment *seg, bool on);
+void shm_release(struct shm_segment *seg);
+/* Largest count of delivered but unreleased bytes in any one ring. */
+uint64_t shm_unreleased_max(struct shm_segment *seg);
+
+/* A ring's read cursor, for the snapshot that commits it: a kill between the
+ * commit and shm_release() leaves the tail behind the committed cursor, and
+ * the restarted collector moves it forward with shm_resume_cursor(). claims
+ * names the slot incarnation (struct seg_ring_ctl.claims). */
+struct shm_cursor {
+    uint32_t slot;
+    uint64_t claims;
+    uint64_t pos;
+};
+/* Fills up to max cursors of the rings whose cursor is ahead of their tail. */
+size_t shm_cursors(struct shm_segment *seg, struct shm_cursor *out, size_t max);
+/* Continues a ring at a committed cursor (and releases up to it); false if
+ * the ring's incarnation differs or pos is not between its tail and head. */
+bool shm_resume_cursor(struct shm_segment *seg, const struct shm_cursor *cur);
+
 /* Base address and size of the scheduler counter blocks (see sched module). */
 void *shm_sched_area(struct shm_segment *seg, size_t *bytes);
 

@@ -7,8 +7,8 @@
  *  - SIGTERM mid-run: the final snapshot is marked interrupted;
  *  - SIGKILL of obsd mid-run: the producers keep running without blocking,
  *    the store stays readable, a restarted obsd re-attaches to the same
- *    segment and the same run and completes it (exact accounting across
- *    the kill is not reached yet: see the test);
+ *    segment and the same run and completes it, with every span accounted
+ *    for exactly (the rings' tails move only after a store commit);
  *  - a copied store (cp -r) is read by obsctl with no daemon.
  */
 #include <check.h>
@@ -198,13 +198,10 @@ START_TEST(sigkill_then_restart_continues_the_same_run)
     ck_assert_str_eq(jstr(snap, "state"), "complete");
     long long received = e2e_series_count(snap, "storm.span");
     long long lost = e2e_counter(snap, "obsd_dropped_records");
-    /* DESIGN.md asks for received + dropped == written here. The engine
-     * does not yet get there: what the killed collector drained after its
-     * last persisted snapshot is gone (neither in the store nor in the
-     * rings). Until it does, check that nothing is counted twice and that
-     * the restarted collector added what the rings still held. */
-    ck_assert_msg(received + lost <= written + dropped,
-                  "received %lld + dropped %lld > written %lld + dropped by the storm %lld",
+    /* Exact across the kill: what the killed collector drained but had not
+     * committed was still in the rings, and was read again exactly once. */
+    ck_assert_msg(received == written && received + lost == written + dropped,
+                  "received %lld + dropped %lld != written %lld + dropped by the storm %lld",
                   received, lost, written, dropped);
     ck_assert_int_gt(received, before_kill);
     ck_assert_int_eq(e2e_stop_obsd(&t, SIGTERM), 0);

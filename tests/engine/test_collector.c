@@ -459,6 +459,9 @@ START_TEST(restarted_collector_continues_the_run)
     eng_fixture_init(&f, "x");
     f.cfg.ring_full_block = true;
     f.cfg.ring_block_timeout_ms = 10000;
+    /* A long interval: the kill below comes after the collector drained
+     * the second producer's records and before it committed them. */
+    f.cfg.publish_interval_ms = 3000;
     pid_t coll = fork();
     ck_assert_int_ge(coll, 0);
     if (coll == 0) {
@@ -492,9 +495,25 @@ START_TEST(restarted_collector_continues_the_run)
             sleep_ms(10);
     }
     ck_assert(persisted);
+    /* drained (status counts them) but not yet in the store */
+    eng_wait_child(fork_producer(f.name, 50, 0));
+    wait_status(&f, 303, "live");
     ck_assert_int_eq(kill(coll, SIGKILL), 0);
     waitpid(coll, NULL, 0);
+    {
+        struct store *st = eng_store_ro(f.dir);
+        struct store_run_info info;
+        struct snapshot *s = NULL;
+        ck_assert_int_eq(store_last_run(st, &info), STORE_OK);
+        ck_assert_int_eq(store_latest(st, info.id, &s), STORE_OK);
+        const struct snap_series *sp = snapshot_find_series(s, "work.span");
+        ck_assert_msg(sp && sp->count == 100, "the kill came after a commit of the second producer");
+        snapshot_free(s);
+        store_close(st);
+    }
 
+    /* The restarted collector reads them again from the rings, exactly once. */
+    f.cfg.publish_interval_ms = 20;
     f.cfg.exit_after_run = true;
     struct obsd_collector *c = new_collector(&f);
     struct eng_runner r;
@@ -507,8 +526,8 @@ START_TEST(restarted_collector_continues_the_run)
     ck_assert_int_eq(s->state, OBSD_RUN_COMPLETE);
     const struct snap_series *sp = snapshot_find_series(s, "work.span");
     ck_assert_ptr_nonnull(sp);
-    ck_assert_uint_eq(sp->count, 150);
-    ck_assert_int_eq(eng_counter(s, "items"), 3 * 150);
+    ck_assert_uint_eq(sp->count, 200);
+    ck_assert_int_eq(eng_counter(s, "items"), 3 * 200);
     ck_assert(!sp->exact);
     snapshot_free(s);
     eng_fixture_done(&f);
