@@ -140,6 +140,7 @@ struct obsd_collector {
     bool restored;              /* this run was continued after a collector restart */
     uint64_t ring_bytes;        /* per ring: an early checkpoint past half of it */
     uint64_t last_commit_ns;    /* CLOCK_MONOTONIC of the last successful persist */
+    uint64_t last_publish_ns;   /* what the last publish() took */
     enum obsd_run_state state;
     char run_id[64];
     uint64_t seq;
@@ -519,6 +520,7 @@ static void push_to_watchers(struct obsd_collector *c, const char *line, size_t 
 
 static void publish(struct obsd_collector *c, bool final)
 {
+    uint64_t t0 = now_ns(CLOCK_MONOTONIC);
     struct snapshot *s = build_snapshot(c, final);
     if (!s) {
         engine_log(0, "cannot build snapshot: out of memory");
@@ -534,6 +536,7 @@ static void publish(struct obsd_collector *c, bool final)
          * was drained since build_snapshot(), so the cursors are its own. */
         shm_release(c->seg);
         c->last_commit_ns = now_ns(CLOCK_MONOTONIC);
+        c->last_publish_ns = c->last_commit_ns - t0;
     }
     c->seq++;
     json_t *j = snapshot_to_json(s);
@@ -1246,21 +1249,37 @@ static void on_tick(struct obsd_collector *c)
 /* A ring more than half full of drained but uncommitted records: commit a
  * checkpoint now, so its producer need not wait for the publish interval
  * (and drop) before it may reuse the space. A checkpoint is a normal persist
- * (a history entry of the changed series); at most one per
- * CHECKPOINT_GAP_NS, since building a snapshot costs ~12 us per changed
- * series: beyond that rate producers drop, and the drops are counted. */
-#define CHECKPOINT_GAP_NS (50ull * 1000 * 1000)
-static void checkpoint_if_due(struct obsd_collector *c)
+ * (a history entry of the changed series). Its cost grows with the changed
+ * series (~6-12 us each), so checkpoints keep a gap of 4x the last publish's
+ * duration (at most a fifth of the collector's time) and of CHECKPOINT_GAP_NS
+ * at least (bounds the history's growth): beyond that rate producers drop,
+ * and the drops are counted. */
+#define CHECKPOINT_GAP_NS (1000ull * 1000)
+/* Returns true while a checkpoint is wanted but waits for its gap: then the
+ * loop must not sleep (a producer whose ring is full drops without ringing). */
+static bool checkpoint_if_due(struct obsd_collector *c)
 {
-    if (c->end_requested || shm_unreleased_max(c->seg) <= c->ring_bytes / 2 ||
-        now_ns(CLOCK_MONOTONIC) - c->last_commit_ns < CHECKPOINT_GAP_NS)
-        return;
+    uint64_t gap = 4 * c->last_publish_ns;
+    if (gap < CHECKPOINT_GAP_NS)
+        gap = CHECKPOINT_GAP_NS;
+    if (c->end_requested || shm_unreleased_max(c->seg) <= c->ring_bytes / 2)
+        return false;
+    if (now_ns(CLOCK_MONOTONIC) - c->last_commit_ns < gap)
+        return true;
     if (!c->run_open && c->pre_run_records && !c->had_run)
         open_run(c);
-    if (c->run_open)
-        publish(c, false);
-    else
+    if (!c->run_open) {
         shm_release(c->seg);
+        return false;
+    }
+    /* The checkpoint only has to survive a kill of obsd (the next tick's
+     * synced commit flushes it), so with store_sync it skips the fsync. */
+    bool nosync = c->cfg.store_sync && store_set_commit_sync(c->store, false) == STORE_OK;
+    publish(c, false);
+    if (nosync && store_set_commit_sync(c->store, true) != STORE_OK)
+        engine_log(0, "store: %s", store_error(c->store));
+    c->last_commit_ns = now_ns(CLOCK_MONOTONIC);   /* a failed persist is retried after the gap too */
+    return false;
 }
 
 static void on_signal(struct obsd_collector *c)
@@ -1353,7 +1372,7 @@ int obsd_collector_run(struct obsd_collector *c)
 
     while (!c->quit && !atomic_load(&c->stop_requested)) {
         size_t n = drain_rings(c, DRAIN_BATCH * 4);
-        checkpoint_if_due(c);
+        bool busy = checkpoint_if_due(c);
         watch_new_producers(c);
         if (c->end_requested)
             end_of_run(c);
@@ -1361,7 +1380,7 @@ int obsd_collector_run(struct obsd_collector *c)
             break;
         if (!c->accept_armed)
             arm_accept(c);
-        bool sleep = n < DRAIN_BATCH * 4 && arm_sleep(c);
+        bool sleep = n < DRAIN_BATCH * 4 && !busy && arm_sleep(c);
         int rc = sleep ? io_uring_submit_and_wait(&c->ring, 1) : io_uring_submit(&c->ring);
         if (rc < 0 && rc != -EINTR && rc != -EAGAIN && rc != -EBUSY) {
             engine_log(0, "io_uring: %s", strerror(-rc));

@@ -421,6 +421,19 @@ void store_set_history_full_every(struct store *st, uint32_t n)
     st->full_every = n ? n : 1;
 }
 
+int store_set_commit_sync(struct store *st, bool sync)
+{
+    if (st->readonly)
+        return STORE_OK;
+    int rc = mdb_env_set_flags(st->env, MDB_NOSYNC, sync ? 0 : 1);
+    if (rc) {
+        snprintf(st->err, sizeof st->err, "cannot %s fsync of commits: %s", sync ? "restore" : "skip",
+                 mdb_strerror(rc));
+        return STORE_ERROR;
+    }
+    return STORE_OK;
+}
+
 static int check_schema(struct store *st, MDB_txn *txn, bool create)
 {
     MDB_val k = {strlen("schema_version"), "schema_version"}, v;

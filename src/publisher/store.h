@@ -51,6 +51,12 @@ struct store *store_open(const char *dir, uint64_t map_size, bool sync, bool rea
                          char *err, size_t errlen);
 void store_close(struct store *st);
 
+/* Turns the fsync of the following commits off (sync false) or back on, on a
+ * writer. For commits that must only survive the death of the process, not of
+ * the machine: committed pages are in the page cache, and the next synced
+ * commit writes them to disk too. */
+int store_set_commit_sync(struct store *st, bool sync);
+
 /* Message of the last STORE_ERROR (or STORE_NOT_FOUND / STORE_EXISTS). */
 const char *store_error(const struct store *st);
 
