@@ -40,12 +40,32 @@ int cli_store_dir(const char *cmd, const char *opt, char *out, size_t outlen)
     return 0;
 }
 
-struct store *cli_store_open(const char *cmd, const char *dir)
+struct store *cli_store_open(const char *cmd, const char *store_opt, int *status)
 {
+    char dir[4096];
+    if ((*status = cli_store_dir(cmd, store_opt, dir, sizeof dir)) != 0)
+        return NULL;
     char err[1024];
     struct store *st = store_open(dir, 0, false, true, err, sizeof err);
-    if (!st)
+    if (!st) {
         fprintf(stderr, "obsctl %s: %s\n", cmd, err);
+        *status = 1;
+    }
+    return st;
+}
+
+struct store *cli_store_open_run(const char *cmd, const char *store_opt, const char *run_id,
+                                 struct store_run_info *run, int *status)
+{
+    struct store *st = cli_store_open(cmd, store_opt, status);
+    if (!st)
+        return NULL;
+    if (run_id && !strcmp(run_id, "last"))
+        run_id = NULL;
+    if ((*status = cli_pick_run(cmd, st, run_id, run)) != 0) {
+        store_close(st);
+        return NULL;
+    }
     return st;
 }
 

@@ -29,8 +29,16 @@ int cli_store_dir(const char *cmd, const char *opt, char *out, size_t outlen);
     "  --store DIR  store directory (default: $OBSD_STORE, else $OBSD_STORE_DIR,\n"   \
     "               else store_dir of " "/etc/obsd/obsd.conf" ", else " CLI_DEFAULT_STORE ")\n"
 
-/* Opens dir read-only; NULL after printing "obsctl CMD: <why>". */
-struct store *cli_store_open(const char *cmd, const char *dir);
+/* Resolves the store directory from --store (cli_store_dir) and opens it
+ * read-only. NULL after printing "obsctl CMD: <why>", with the exit status in
+ * *status (2 for a bad obsd.conf, 1 for a store that cannot be opened). */
+struct store *cli_store_open(const char *cmd, const char *store_opt, int *status);
+
+/* cli_store_open, then cli_pick_run: run_id NULL or "last" is the most
+ * recently started run. On failure the store is closed, NULL is returned and
+ * *status holds the exit status. */
+struct store *cli_store_open_run(const char *cmd, const char *store_opt, const char *run_id,
+                                 struct store_run_info *run, int *status);
 
 /* Finds run_id, or the most recently started run when run_id is NULL.
  * Returns 0, or prints the reason and returns the exit status (1). */

@@ -305,12 +305,9 @@ int cmd_compare(int argc, char **argv)
             usage(stderr);
             return 2;
         }
-        char dir[4096];
-        if ((rc = cli_store_dir("compare", store_opt, dir, sizeof dir)) != 0)
-            return rc;
-        struct store *st = cli_store_open("compare", dir);
+        struct store *st = cli_store_open("compare", store_opt, &rc);
         if (!st)
-            return 1;
+            return rc;
         rc = load_runs(st, argv + optind, argc - optind, &t);
         store_close(st);
     }

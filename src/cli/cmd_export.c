@@ -227,19 +227,11 @@ int cmd_export(int argc, char **argv)
         return 2;
     }
     const char *run_id = argv[optind];
-    char dir[4096];
-    int drc = cli_store_dir("export", store_opt, dir, sizeof dir);
-    if (drc)
-        return drc;
-    struct store *st = cli_store_open("export", dir);
-    if (!st)
-        return 1;
     struct store_run_info r;
-    int rc = cli_pick_run("export", st, strcmp(run_id, "last") ? run_id : NULL, &r);
-    if (rc) {
-        store_close(st);
+    int rc;
+    struct store *st = cli_store_open_run("export", store_opt, run_id, &r, &rc);
+    if (!st)
         return rc;
-    }
     FILE *out = stdout;
     if (output && !(out = fopen(output, "w"))) {
         perror(output);

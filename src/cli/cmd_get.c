@@ -118,19 +118,11 @@ int cmd_get(int argc, char **argv)
         return 2;
     }
     const char *run_id = argv[optind], *metric = argv[optind + 1];
-    char dir[4096];
-    int drc = cli_store_dir("get", store_opt, dir, sizeof dir);
-    if (drc)
-        return drc;
-    struct store *st = cli_store_open("get", dir);
-    if (!st)
-        return 1;
     struct store_run_info r;
-    int rc = cli_pick_run("get", st, strcmp(run_id, "last") ? run_id : NULL, &r);
-    if (rc) {
-        store_close(st);
+    int rc;
+    struct store *st = cli_store_open_run("get", store_opt, run_id, &r, &rc);
+    if (!st)
         return rc;
-    }
     if (c.as_json)
         c.points = json_array();
     rc = store_metric_series(st, r.id, metric, print_point, &c);

@@ -71,13 +71,13 @@ int cmd_runs(int argc, char **argv)
         fprintf(stderr, "obsctl runs: unexpected argument '%s'\nTry 'obsctl runs --help'.\n", argv[optind]);
         return 2;
     }
-    char dir[4096];
-    int drc = cli_store_dir("runs", store_opt, dir, sizeof dir);
-    if (drc)
-        return drc;
-    struct store *st = cli_store_open("runs", dir);
+    char dir[4096]; /* resolved here too: "no runs in DIR" names it */
+    int status = cli_store_dir("runs", store_opt, dir, sizeof dir);
+    if (status)
+        return status;
+    struct store *st = cli_store_open("runs", dir, &status);
     if (!st)
-        return 1;
+        return status;
     struct store_run_info *runs;
     size_t n;
     if (store_list_runs(st, &runs, &n)) {

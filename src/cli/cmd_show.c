@@ -141,19 +141,11 @@ int cmd_show(int argc, char **argv)
         return 2;
     }
 
-    char dir[4096];
-    int drc = cli_store_dir("show", store_opt, dir, sizeof dir);
-    if (drc)
-        return drc;
-    struct store *st = cli_store_open("show", dir);
-    if (!st)
-        return 1;
     struct store_run_info r;
-    int rc = cli_pick_run("show", st, run_id, &r);
-    if (rc) {
-        store_close(st);
+    int rc;
+    struct store *st = cli_store_open_run("show", store_opt, run_id, &r, &rc);
+    if (!st)
         return rc;
-    }
     struct snapshot *s = NULL;
     const char *which;
     if (final) {
