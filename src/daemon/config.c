@@ -23,6 +23,10 @@
 
 #include <ini.h>
 
+/* libinih hands the reader buffers of INI_MAX_LINE (200) bytes: a line may hold
+ * 198 characters plus its newline and the terminating NUL. */
+#define CONFIG_MAX_LINE ((size_t)198)
+
 extern char **environ;
 
 enum key_type {
@@ -501,6 +505,11 @@ static int config_apply(struct obsd_collector_config *cfg, const struct key_desc
     if (has_control_chars(value))
         return fail(err, errlen, "%s: %s: '%s' contains control characters (accepted: %s)",
                     origin, k->name, shown, accepted);
+    /* Every accepted value must survive obsd_config_write() and a re-read, so a
+     * value from the environment or a flag is held to what fits on a file line. */
+    if (strlen(k->name) + 3 + strlen(value) > CONFIG_MAX_LINE)
+        return fail(err, errlen, "%s: %s: value is longer than %zu characters", origin, k->name,
+                    CONFIG_MAX_LINE - 3 - strlen(k->name));
     switch (k->type) {
     case KEY_NAME:
         if (!valid_name(value))

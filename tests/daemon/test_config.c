@@ -200,6 +200,16 @@ START_TEST(env_and_flag_mistakes_name_their_origin)
     ck_assert_str_eq(err, "--set: 'publish_interval_ms' is not KEY=VALUE");
     ck_assert_int_eq(obsd_config_set(&cfg, "name", "a/b", "--name", err, sizeof err), -1);
     ck_assert_msg(strstr(err, "--name: name: 'a/b' is not a valid name"), "%s", err);
+
+    /* A value that would not fit on a line of a written obsd.conf is refused in
+     * every layer (found by fuzz_config: an accepted cpus list that --print-config
+     * wrote as a line the file reader then refused). */
+    char long_dir[200];
+    memset(long_dir, 'd', sizeof long_dir - 1);
+    long_dir[0] = '/';
+    long_dir[sizeof long_dir - 1] = '\0';
+    ck_assert_int_eq(obsd_config_set(&cfg, "store_dir", long_dir, "--set", err, sizeof err), -1);
+    ck_assert_str_eq(err, "--set: store_dir: value is longer than 186 characters");
     ck_assert_uint_eq(cfg.publish_interval_ms, 250);
 }
 END_TEST
