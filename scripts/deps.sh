@@ -6,7 +6,7 @@ set -eu
 PACKAGES="build-essential cmake pkg-config git
 liblmdb-dev lmdb-utils liburing-dev check libpcre2-dev libutf8proc-dev libjansson-dev
 libinih-dev libncurses-dev zlib1g-dev
-clang libclang-rt-14-dev tmux procps"
+clang libclang-rt-14-dev tmux procps python3"
 
 missing=""
 for p in $PACKAGES; do
