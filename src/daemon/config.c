@@ -102,6 +102,7 @@ static const char *const env_ignored[] = {
     "OBSD_BUILD_DIR",     /* tests: the build tree */
     "OBSD_TEST_DATA",     /* tests: tests/data */
     "OBSD_FUZZ_SECONDS",  /* scripts/check: time per fuzzer */
+    "OBSD_LIBRARY",       /* bindings/python: path of libobsd.so */
     NULL,
 };
 
