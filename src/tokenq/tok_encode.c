@@ -237,6 +237,8 @@ static int pieces_push(struct tok_ws *ws, uint32_t s, uint32_t e, bool m)
 
 static int ids_push(tokenizer_ids *out, const uint32_t *ids, size_t n)
 {
+    if (n == 0) /* an empty piece: out->ids may still be NULL */
+        return 0;
     if (out->len + n > out->cap) {
         size_t c = out->cap ? out->cap * 2 : 256;
         while (c < out->len + n)
