@@ -465,34 +465,7 @@ static struct snapshot *build_snapshot(struct obsd_collector *c, bool final)
                                (int64_t)(st.dropped >= c->dropped_base ? st.dropped - c->dropped_base : 0));
     rc |= snapshot_add_counter(s, "obsd_rejected_records", run_rejected(c, &st));
     size_t nc = 0, ns = 0;
-    for (struct metric *m = c->metrics.first; m; m = m->order_next) {
-        if (!m->touched)
-            continue;
-        if (m->kind == METRIC_COUNTER) {
-            rc |= snapshot_add_counter(s, m->series.name, m->counter);
-            nc++;
-        } else if (m->kind == METRIC_GAUGE) {
-            rc |= snapshot_add_gauge(s, m->series.name, m->gauge);
-            nc++;
-        }
-    }
-    for (struct metric *m = c->metrics.first; m; m = m->order_next) {
-        if (!m->touched || m->kind != METRIC_SERIES)
-            continue;
-        /* an unchanged series is not recomputed (engine series: live == final) */
-        if (!m->snap_valid || m->snap.count != m->series.count || m->series.exact) {
-            series_snap_release(&m->snap);
-            m->snap_valid = false;
-            if (series_snapshot(&m->series, final, c->cfg.histogram_buckets, &m->snap) < 0) {
-                engine_log(1, "series %s: cannot build its statistics", m->series.name);
-                rc = -1;
-                continue;
-            }
-            m->snap_valid = true;
-        }
-        rc |= snapshot_add_series(s, &m->snap);
-        ns++;
-    }
+    rc |= metrics_snapshot(&c->metrics, s, final, c->cfg.histogram_buckets, &nc, &ns);
     c->n_engine_counters = nc;
     c->n_engine_series = ns;
     for (size_t i = 0; i < c->n_mods; i++)

@@ -1,6 +1,7 @@
 /* metrics.c: metric table (chained hash on name+kind) and key-id cache. */
 #include "engine/metrics.h"
 
+#include "engine/engine_internal.h"
 #include "shm/wire.h"
 
 #include <math.h>
@@ -239,4 +240,42 @@ int metrics_batch_record(struct metric_table *t, struct metrics_batch *b, const 
     if (++b->n == METRICS_BATCH)
         metrics_batch_flush(t, b, name_fn, ctx);
     return 0;
+}
+
+int metrics_snapshot(struct metric_table *t, struct snapshot *snap, bool final, uint32_t n_buckets,
+                     size_t *n_counters, size_t *n_series)
+{
+    int rc = 0;
+    size_t nc = 0, ns = 0;
+    for (struct metric *m = t->first; m; m = m->order_next) {
+        if (!m->touched)
+            continue;
+        if (m->kind == METRIC_COUNTER) {
+            rc |= snapshot_add_counter(snap, m->series.name, m->counter);
+            nc++;
+        } else if (m->kind == METRIC_GAUGE) {
+            rc |= snapshot_add_gauge(snap, m->series.name, m->gauge);
+            nc++;
+        }
+    }
+    for (struct metric *m = t->first; m; m = m->order_next) {
+        if (!m->touched || m->kind != METRIC_SERIES)
+            continue;
+        /* an unchanged series is not recomputed (engine series: live == final) */
+        if (!m->snap_valid || m->snap.count != m->series.count || m->series.exact) {
+            series_snap_release(&m->snap);
+            m->snap_valid = false;
+            if (series_snapshot(&m->series, final, n_buckets, &m->snap) < 0) {
+                engine_log(1, "series %s: cannot build its statistics", m->series.name);
+                rc = -1;
+                continue;
+            }
+            m->snap_valid = true;
+        }
+        rc |= snapshot_add_series(snap, &m->snap);
+        ns++;
+    }
+    *n_counters = nc;
+    *n_series = ns;
+    return rc ? -1 : 0;
 }

@@ -89,4 +89,12 @@ void metrics_batch_flush(struct metric_table *t, struct metrics_batch *b,
 /* Forgets the key-id cache (after re-attaching to a segment). */
 void metrics_forget_keys(struct metric_table *t);
 
+/* Adds the entries touched in this run to snap, in creation order: counters
+ * and gauges, then series (n_buckets: config histogram_buckets). What the
+ * collector does at every publish; *n_counters and *n_series get how many
+ * were added. Returns 0, or -1 if some series could not be built (out of
+ * memory: the snapshot lacks them). */
+int metrics_snapshot(struct metric_table *t, struct snapshot *snap, bool final, uint32_t n_buckets,
+                     size_t *n_counters, size_t *n_series);
+
 #endif
