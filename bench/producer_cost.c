@@ -15,9 +15,16 @@
  *   name, threads, records, ns_per_record, baseline_ns_per_record, ratio,
  *   clock_ns, ns_per_record_with_clock, over_clock_ns, drops, baseline_drops
  *
+ * Where the build found liblttng-ust and the lttng command can start a
+ * tracing session, the same run also measures an LTTng-UST tracepoint with
+ * the same payload (key id, two timestamps; LTTng reads its own clock inside)
+ * against obsd_span() with its clock read, and prints one more object per
+ * thread count (name producer_cost.lttng_ust.threadsN), or one "skipped"
+ * object that says why it could not.
+ *
  * Each figure is the best of --reps repetitions, run interleaved.
  *
- *   producer_cost [--records N] [--reps N]
+ *   producer_cost [--records N] [--reps N] [--no-lttng]
  */
 #include <getopt.h>
 #include <pthread.h>
@@ -33,6 +40,10 @@
 #include "obsd/obsd.h"
 #include "shm/shm.h"
 #include "shm/wire.h"
+
+#ifdef OBSD_BENCH_LTTNG
+#include "lttng/obsd_bench_tp.h"
+#endif
 
 #define BURST 256
 #define PAUSE_NS 40000
@@ -111,7 +122,7 @@ static uint64_t bare_drain(struct bare_ring *r, uint64_t *sum)
 
 struct run {
     int threads;
-    bool bare, with_clock;
+    bool bare, with_clock, lttng;
     const char *seg_name;
     struct shm_segment *seg;
     struct bare_ring rings[2];
@@ -151,7 +162,9 @@ static void *reader(void *p)
     for (;;) {
         bool done = atomic_load(&r->writers_done) == r->threads;
         uint64_t n = 0;
-        if (r->bare) {
+        if (r->lttng) {
+            n = 0;     /* LTTng's consumer daemon drains its own buffers */
+        } else if (r->bare) {
             for (int i = 0; i < r->threads; i++)
                 n += bare_drain(&r->rings[i], &r->sum);
         } else {
@@ -173,7 +186,18 @@ static void *writer(void *p)
     uint64_t drops = 0;
     long nb = g_records / BURST, b = 0;
     uint64_t *bt = malloc((size_t)nb * sizeof *bt);
-    if (r->bare) {
+    if (r->lttng) {
+#ifdef OBSD_BENCH_LTTNG
+        /* LTTng stamps the event itself: the peer of obsd_span(h, k, t0, obsd_now()) */
+        for (long i = 0; i < g_records; i += BURST) {
+            uint64_t t0 = obsd_now();
+            for (long j = i; j < i + BURST; j++)
+                lttng_ust_tracepoint(obsd_bench, span, 7, t0, (uint64_t)j);
+            bt[b++] = obsd_now() - t0;
+            pause_ns(PAUSE_NS);
+        }
+#endif
+    } else if (r->bare) {
         struct bare_ring *ring = &r->rings[w->idx];
         for (long i = 0; i < g_records; i += BURST) {
             uint64_t t0 = obsd_now();
@@ -215,15 +239,18 @@ static void *writer(void *p)
 }
 
 /* One measurement: ns per record (mean over threads) and drops. */
-static double measure(int threads, bool bare, bool with_clock, const char *seg_name,
+enum mode { MODE_BARE, MODE_OBSD, MODE_OBSD_CLOCK, MODE_LTTNG };
+
+static double measure(int threads, enum mode mode, const char *seg_name,
                       struct shm_segment *seg, uint64_t *drops)
 {
     size_t rsize = (sizeof(struct run) + 63) & ~(size_t)63;
     struct run *r = aligned_alloc(64, rsize);
     memset(r, 0, rsize);
     r->threads = threads;
-    r->bare = bare;
-    r->with_clock = with_clock;
+    r->bare = mode == MODE_BARE;
+    r->with_clock = mode == MODE_OBSD_CLOCK;
+    r->lttng = mode == MODE_LTTNG;
     r->seg_name = seg_name;
     r->seg = seg;
     for (int i = 0; i < threads; i++) {
@@ -285,15 +312,101 @@ static double clock_cost(void)
     return ns;
 }
 
+#ifdef OBSD_BENCH_LTTNG
+/* ---------------- the LTTng-UST peer ----------------
+ *
+ * lttng-ust registers a process with the session daemon in a constructor,
+ * before main(), and only a registered process gets the session's enabled
+ * events. So the first process creates and starts the session, then runs
+ * itself again with OBSD_BENCH_LTTNG_SESSION naming it; that second image
+ * does the measuring and destroys the session at the end. */
+
+#define LTTNG_ENV "OBSD_BENCH_LTTNG_SESSION"
+
+static const char *g_lttng_skip;          /* why there is no LTTng figure */
+
+/* Runs an lttng command line quietly; true when it exits 0. Session names
+ * and paths are ours (pid, mkdtemp), so they need no quoting. */
+static bool lttng_cmd(const char *args)
+{
+    char cmd[512];
+    snprintf(cmd, sizeof cmd, "lttng %s >/dev/null 2>&1", args);
+    return system(cmd) == 0;
+}
+
+static void lttng_destroy(const char *session, const char *dir)
+{
+    char a[400];
+    snprintf(a, sizeof a, "destroy %s", session);
+    lttng_cmd(a);
+    if (dir && *dir) {
+        snprintf(a, sizeof a, "rm -rf %s", dir);
+        if (system(a) != 0)
+            fprintf(stderr, "producer_cost: could not remove %s\n", dir);
+    }
+}
+
+/* In the first image: sets up the session and re-executes; returns only when
+ * that is impossible (g_lttng_skip says why). */
+static void lttng_setup_and_reexec(char **argv)
+{
+    static char dir[] = "/tmp/obsd-lttng-XXXXXX";
+    char session[64], a[400];
+    snprintf(session, sizeof session, "obsd-bench-%d", (int)getpid());
+    if (!mkdtemp(dir)) {
+        g_lttng_skip = "cannot create a trace directory";
+        return;
+    }
+    snprintf(a, sizeof a, "create %s --output=%s", session, dir);
+    if (!lttng_cmd(a)) {
+        g_lttng_skip = "lttng create failed (lttng-tools installed? session daemon startable?)";
+        lttng_destroy(session, dir);
+        return;
+    }
+    snprintf(a, sizeof a, "enable-event --userspace --session=%s obsd_bench:span", session);
+    bool ok = lttng_cmd(a);
+    snprintf(a, sizeof a, "start %s", session);
+    if (!ok || !lttng_cmd(a)) {
+        g_lttng_skip = "lttng enable-event/start failed";
+        lttng_destroy(session, dir);
+        return;
+    }
+    char val[200];
+    snprintf(val, sizeof val, "%s:%s", session, dir);
+    setenv(LTTNG_ENV, val, 1);
+    execv("/proc/self/exe", argv);
+    g_lttng_skip = "cannot re-execute the benchmark";
+    lttng_destroy(session, dir);
+}
+
+/* Discarded events of the session, from `lttng list` (-1: unknown). */
+static long long lttng_discarded(const char *session)
+{
+    char cmd[200], line[256];
+    snprintf(cmd, sizeof cmd, "lttng list %s 2>/dev/null", session);
+    FILE *p = popen(cmd, "r");
+    long long total = -1, v;
+    if (!p)
+        return -1;
+    while (fgets(line, sizeof line, p))
+        if (sscanf(line, " Discarded events: %lld", &v) == 1)
+            total = (total < 0 ? 0 : total) + v;
+    pclose(p);
+    return total;
+}
+#endif
+
 int main(int argc, char **argv)
 {
     static const struct option opts[] = {
         {"records", required_argument, 0, 'n'},
         {"reps", required_argument, 0, 'r'},
+        {"no-lttng", no_argument, 0, 'L'},
         {"help", no_argument, 0, 'h'},
         {0, 0, 0, 0},
     };
     int c;
+    bool want_lttng = true;
     while ((c = getopt_long(argc, argv, "n:r:h", opts, NULL)) != -1) {
         char *end;
         switch (c) {
@@ -312,15 +425,41 @@ int main(int argc, char **argv)
                 return 2;
             }
             break;
+        case 'L':
+            want_lttng = false;
+            break;
         case 'h':
-            printf("usage: producer_cost [--records N] [--reps N]\n"
+            printf("usage: producer_cost [--records N] [--reps N] [--no-lttng]\n"
                    "  --records N  span records per producer thread (default 1000000)\n"
-                   "  --reps N     repetitions, the best is reported (default 5)\n");
+                   "  --reps N     repetitions, the best is reported (default 5)\n"
+                   "  --no-lttng   skip the LTTng-UST peer (measured when the build found\n"
+                   "               liblttng-ust and `lttng` can start a session)\n");
             return 0;
         default:
             return 2;
         }
     }
+#ifdef OBSD_BENCH_LTTNG
+    char lttng_session[64] = "", lttng_dir[200] = "";
+    const char *lenv = getenv(LTTNG_ENV);
+    if (want_lttng && !lenv)
+        lttng_setup_and_reexec(argv);       /* returns only on failure */
+    if (lenv) {
+        const char *colon = strchr(lenv, ':');
+        if (colon && colon - lenv < (ptrdiff_t)sizeof lttng_session) {
+            memcpy(lttng_session, lenv, (size_t)(colon - lenv));
+            snprintf(lttng_dir, sizeof lttng_dir, "%s", colon + 1);
+        }
+        unsetenv(LTTNG_ENV);
+        if (!lttng_ust_tracepoint_enabled(obsd_bench, span))
+            g_lttng_skip = "the session did not enable the tracepoint in this process";
+    }
+    if (!want_lttng)
+        g_lttng_skip = "--no-lttng";
+#else
+    (void)want_lttng;
+    const char *g_lttng_skip = "built without liblttng-ust (Debian: liblttng-ust-dev, lttng-tools)";
+#endif
     char name[64];
     snprintf(name, sizeof name, "bench-cost-%d", (int)getpid());
     struct shm_config cfg;
@@ -337,15 +476,17 @@ int main(int argc, char **argv)
     int nclk = 0;
 
     for (int threads = 1; threads <= 2; threads++) {
-        double obsd[100], bare[100], withclk[100];
+        double obsd[100], bare[100], withclk[100], lt[100];
         uint64_t drops = 0, bare_drops = 0, d;
         for (int rep = 0; rep < g_reps; rep++) { /* interleaved: same conditions */
-            bare[rep] = measure(threads, true, false, name, seg, &d);
+            bare[rep] = measure(threads, MODE_BARE, name, seg, &d);
             bare_drops += d;
-            obsd[rep] = measure(threads, false, false, name, seg, &d);
+            obsd[rep] = measure(threads, MODE_OBSD, name, seg, &d);
             drops += d;
-            withclk[rep] = measure(threads, false, true, name, seg, &d);
+            withclk[rep] = measure(threads, MODE_OBSD_CLOCK, name, seg, &d);
             drops += d;
+            if (!g_lttng_skip)
+                lt[rep] = measure(threads, MODE_LTTNG, name, seg, &d);
             clk[nclk++] = clock_cost();  /* interleaved too */
         }
         double clock_ns = best(clk, nclk);
@@ -356,8 +497,30 @@ int main(int argc, char **argv)
                "\"drops\": %llu, \"baseline_drops\": %llu}\n",
                threads, threads, g_records * threads, o, b, o / b, clock_ns, w, w - clock_ns,
                (unsigned long long)drops, (unsigned long long)bare_drops);
+        if (!g_lttng_skip) {
+            double l = best(lt, g_reps);
+            printf("{\"name\": \"producer_cost.lttng_ust.threads%d\", \"threads\": %d, "
+                   "\"records\": %ld, \"ns_per_record\": %.2f, "
+                   "\"baseline\": \"obsd_span with obsd_now\", \"baseline_ns_per_record\": %.2f, "
+                   "\"ratio\": %.2f, \"clock_ns\": %.2f, \"over_clock_ns\": %.2f}\n",
+                   threads, threads, g_records * threads, l, w, l / w, clock_ns, l - clock_ns);
+        }
         fflush(stdout);
     }
+#ifdef OBSD_BENCH_LTTNG
+    if (lttng_session[0]) {
+        char a[200];
+        snprintf(a, sizeof a, "stop %s", lttng_session);
+        lttng_cmd(a);
+        if (!g_lttng_skip)
+            printf("{\"name\": \"producer_cost.lttng_ust.session\", \"discarded_events\": %lld, "
+                   "\"channel\": \"lttng defaults: per-user buffers, 4 x 512 KiB, discard mode\"}\n",
+                   lttng_discarded(lttng_session));
+        lttng_destroy(lttng_session, lttng_dir);
+    }
+#endif
+    if (g_lttng_skip)
+        printf("{\"name\": \"producer_cost.lttng_ust\", \"skipped\": \"%s\"}\n", g_lttng_skip);
     shm_segment_close(seg, true);
     return 0;
 }

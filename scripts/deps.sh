@@ -1,12 +1,15 @@
 #!/bin/sh
 # deps.sh: installs the Debian 12 packages obsd needs to build, test and fuzz.
 # Idempotent: does nothing when everything is already installed.
+# liblttng-ust-dev and lttng-tools are only for bench/producer_cost, which
+# measures an LTTng-UST tracepoint in the same run as obsd_span().
 set -eu
 
 PACKAGES="build-essential cmake pkg-config git
 liblmdb-dev lmdb-utils liburing-dev check libpcre2-dev libutf8proc-dev libjansson-dev
 libinih-dev libncurses-dev zlib1g-dev
-clang libclang-rt-14-dev tmux procps python3"
+clang libclang-rt-14-dev tmux procps python3
+liblttng-ust-dev lttng-tools"
 
 missing=""
 for p in $PACKAGES; do
