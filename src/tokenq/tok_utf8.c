@@ -208,7 +208,8 @@ uint32_t tok_hash(const uint8_t *p, size_t n)
         n -= 8;
     }
     uint64_t w = 0;
-    memcpy(&w, p, n);
+    if (n)     /* an empty key may come with a NULL pointer */
+        memcpy(&w, p, n);
     h = mix64(h ^ w ^ ((uint64_t)n << 56));
     return (uint32_t)(h ^ (h >> 32));
 }
