@@ -125,36 +125,52 @@ bool tok_is_space(uint32_t cp)
            cp == 0x205F || cp == 0x3000;
 }
 
+unsigned tok_gc(uint32_t cp)
+{
+    size_t lo = 0, hi = tok_ucd_gc_nruns; /* last run starting at or before cp */
+    while (hi - lo > 1) {
+        size_t mid = (lo + hi) / 2;
+        if (tok_ucd_gc_runs[mid] >> 5 <= cp)
+            lo = mid;
+        else
+            hi = mid;
+    }
+    return tok_ucd_gc_runs[lo] & 31;
+}
+
+bool tok_toggle_member(const uint32_t *toggles, size_t n, uint32_t cp)
+{
+    size_t lo = 0, hi = n; /* number of toggles at or before cp */
+    while (lo < hi) {
+        size_t mid = (lo + hi) / 2;
+        if (toggles[mid] <= cp)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    return lo & 1;
+}
+
+/* Rust regex \w (single_word): Oniguruma's \w has U+00B2, B3, B9 and BC-BE
+ * besides and lacks the joiners, which Rust counts as Join_Control. */
 bool tok_is_word(uint32_t cp)
 {
     if (cp < 0x80)
         return (cp >= '0' && cp <= '9') || (cp >= 'a' && cp <= 'z') || (cp >= 'A' && cp <= 'Z') || cp == '_';
     if (cp == 0x200C || cp == 0x200D)
         return true;
-    switch (utf8proc_category((utf8proc_int32_t)cp)) {
-    case UTF8PROC_CATEGORY_LU:
-    case UTF8PROC_CATEGORY_LL:
-    case UTF8PROC_CATEGORY_LT:
-    case UTF8PROC_CATEGORY_LM:
-    case UTF8PROC_CATEGORY_LO:
-    case UTF8PROC_CATEGORY_NL:
-    case UTF8PROC_CATEGORY_MN:
-    case UTF8PROC_CATEGORY_MC:
-    case UTF8PROC_CATEGORY_ME:
-    case UTF8PROC_CATEGORY_ND:
-    case UTF8PROC_CATEGORY_PC:
-        return true;
-    default:
+    if (cp == 0xB2 || cp == 0xB3 || cp == 0xB9 || (cp >= 0xBC && cp <= 0xBE))
         return false;
-    }
+    return tok_toggle_member(tok_ucd_word_toggles, tok_ucd_word_ntoggles, cp);
 }
 
+/* char::is_numeric: Nd, Nl, No. */
 bool tok_is_numeric(uint32_t cp)
 {
     if (cp < 0x80)
         return cp >= '0' && cp <= '9';
-    utf8proc_category_t c = utf8proc_category((utf8proc_int32_t)cp);
-    return c == UTF8PROC_CATEGORY_ND || c == UTF8PROC_CATEGORY_NL || c == UTF8PROC_CATEGORY_NO;
+    unsigned c = tok_gc(cp);
+    return c >= 8 && c <= 10;
 }
 
 /* GPT-2: printable Latin-1 bytes map to themselves, the other 68 to U+0100.. in order. */
