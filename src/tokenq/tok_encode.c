@@ -1018,6 +1018,62 @@ static bool nfc_is_inert(const tokenizer *tok, const uint8_t *p, size_t n)
     return true;
 }
 
+static bool bit_at(const uint8_t *map, uint32_t cp)
+{
+    return map[cp >> 3] >> (cp & 7) & 1;
+}
+
+uint8_t *tok_nfc(const tokenizer *tok, const uint8_t *p, size_t n, size_t *outlen)
+{
+    /* utf8proc on the stretches between barriers, which are copied as they are */
+    uint8_t *out = NULL;
+    size_t o = 0, cap = 0;
+    for (size_t i = 0; i <= n;) {
+        size_t j = i, l = 0;
+        while (j < n && !bit_at(tok->nfc_barrier, tok_utf8_decode(p + j, &l)))
+            j += l;
+        if (i == 0 && j == n) {
+            utf8proc_uint8_t *dst = NULL;
+            utf8proc_ssize_t r = utf8proc_map(p, (utf8proc_ssize_t)n, &dst, UTF8PROC_STABLE | UTF8PROC_COMPOSE);
+            if (r < 0)
+                return NULL;
+            *outlen = (size_t)r;
+            return dst;
+        }
+        utf8proc_uint8_t *dst = NULL;
+        utf8proc_ssize_t r = 0;
+        if (j > i && (r = utf8proc_map(p + i, (utf8proc_ssize_t)(j - i), &dst, UTF8PROC_STABLE | UTF8PROC_COMPOSE)) < 0) {
+            free(out);
+            return NULL;
+        }
+        size_t bl = j < n ? l : 0;
+        if (o + (size_t)r + bl + 1 > cap) {
+            size_t c = cap ? cap : n + 16;
+            while (c < o + (size_t)r + bl + 1)
+                c *= 2;
+            uint8_t *q = realloc(out, c);
+            if (!q) {
+                free(dst);
+                free(out);
+                return NULL;
+            }
+            out = q;
+            cap = c;
+        }
+        if (r)
+            memcpy(out + o, dst, (size_t)r);
+        free(dst);
+        o += (size_t)r;
+        memcpy(out + o, p + j, bl);
+        o += bl;
+        if (j >= n)
+            break;
+        i = j + bl;
+    }
+    *outlen = o;
+    return out;
+}
+
 /* ---------------- the pipeline ---------------- */
 
 static int normalized_segment(const tokenizer *tok, struct tok_ws *ws, const uint8_t *p, size_t n, bool at_origin,
@@ -1025,13 +1081,11 @@ static int normalized_segment(const tokenizer *tok, struct tok_ws *ws, const uin
 {
     uint8_t *norm = NULL;
     if (tok->nfc && !nfc_is_inert(tok, p, n)) {
-        utf8proc_uint8_t *dst = NULL;
-        utf8proc_ssize_t r = utf8proc_map(p, (utf8proc_ssize_t)n, &dst, UTF8PROC_STABLE | UTF8PROC_COMPOSE);
-        if (r < 0)
-            return r == UTF8PROC_ERROR_NOMEM ? TOKENIZER_ENOMEM : TOKENIZER_EINTERNAL;
-        norm = dst;
-        p = dst;
-        n = (size_t)r;
+        size_t nl;
+        if (!(norm = tok_nfc(tok, p, n, &nl)))
+            return TOKENIZER_ENOMEM;
+        p = norm;
+        n = nl;
     }
     int rc = 0;
     if (tok->added_norm.ntokens) {

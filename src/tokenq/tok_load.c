@@ -107,6 +107,7 @@ void tokenizer_free(tokenizer *t)
     trie_free(&t->added_raw);
     trie_free(&t->added_norm);
     free(t->nfc_inert);
+    free(t->nfc_barrier);
     free(t->whole_ok);
     free(t->byte_pair);
     for (size_t i = 0; i < t->npretoks; i++) {
@@ -223,15 +224,19 @@ static int trie_add(tok_trie *t, const uint8_t *s, size_t n, tok_added a)
 
 /* Marks the code points NFC can neither change nor compose with what precedes
  * them: no decomposition, combining class 0, never the second element of a
- * canonical composition. A text made only of such code points is already NFC. */
-static int build_nfc_inert(tokenizer *t)
+ * canonical composition. A text made only of such code points is already NFC.
+ * Hugging Face's NFC has Unicode 9.0 tables: a later code point that utf8proc
+ * would decompose, reorder or compose is left alone there and blocks
+ * everything around it, so it is a barrier, and inert too. */
+static int build_nfc_tables(tokenizer *t)
 {
     t->nfc_inert = calloc(0x110000 / 8, 1);
-    if (!t->nfc_inert)
-        return -1;
+    t->nfc_barrier = calloc(0x110000 / 8, 1);
     uint8_t *second = calloc(0x110000 / 8, 1);
-    if (!second)
+    if (!t->nfc_inert || !t->nfc_barrier || !second) {
+        free(second);
         return -1;
+    }
     for (uint32_t cp = 0; cp < 0x110000; cp++) {
         if (cp >= 0xD800 && cp <= 0xDFFF)
             continue;
@@ -252,26 +257,19 @@ static int build_nfc_inert(tokenizer *t)
         if (cp >= 0xAC00 && cp <= 0xD7A3)
             continue; /* Hangul syllables decompose algorithmically */
         const utf8proc_property_t *p = utf8proc_get_property((utf8proc_int32_t)cp);
-        if (p->combining_class != 0 || p->decomp_seqindex != UINT16_MAX || (second[cp >> 3] & (1u << (cp & 7))))
-            continue;
-        t->nfc_inert[cp >> 3] |= (uint8_t)(1u << (cp & 7));
+        uint8_t bit = (uint8_t)(1u << (cp & 7));
+        if (p->combining_class != 0 || p->decomp_seqindex != UINT16_MAX || (second[cp >> 3] & bit)) {
+            if (tok_toggle_member(tok_ucd_unicode9_toggles, tok_ucd_unicode9_ntoggles, cp))
+                continue;
+            t->nfc_barrier[cp >> 3] |= bit;
+        }
+        t->nfc_inert[cp >> 3] |= bit;
     }
     free(second);
     return 0;
 }
 
-/* NFC of a string, malloc'ed. */
-static uint8_t *nfc(const uint8_t *s, size_t n, size_t *outlen)
-{
-    utf8proc_uint8_t *dst = NULL;
-    utf8proc_ssize_t r = utf8proc_map(s, (utf8proc_ssize_t)n, &dst, UTF8PROC_STABLE | UTF8PROC_COMPOSE);
-    if (r < 0)
-        return NULL;
-    *outlen = (size_t)r;
-    return dst;
-}
-
-/* ---------------- JSON helpers ---------------- */
+/* ---------------- JSON helpers ---------------- *//* ---------------- JSON helpers ---------------- */
 
 typedef struct {
     char *err;
@@ -349,6 +347,10 @@ static bool parse_normalizer(tokenizer *t, json_t *n, const char *path, ctx *c)
     }
     if (strcmp(type, "NFC") == 0) {
         t->nfc = true;
+        if (!t->nfc_inert && build_nfc_tables(t)) {
+            fail(c->err, c->errlen, "out of memory");
+            return false;
+        }
         return only_keys(n, path, c, (const char *[]){"type", NULL});
     }
     if (strcmp(type, "Sequence") == 0) {
@@ -819,7 +821,7 @@ static bool parse_added(tokenizer *t, json_t *arr, ctx *c)
         int rc;
         if (normalized && t->nfc) {
             size_t nl;
-            uint8_t *ns = nfc(s, n, &nl);
+            uint8_t *ns = tok_nfc(t, s, n, &nl);
             if (!ns) {
                 fail(c->err, c->errlen, "%s.content: cannot be normalized", path);
                 return false;
@@ -862,10 +864,6 @@ static bool finish_model(tokenizer *t, ctx *c)
         }
     }
     if (tok_mark_whole_tokens(t)) {
-        fail(c->err, c->errlen, "out of memory");
-        return false;
-    }
-    if (t->nfc && build_nfc_inert(t)) {
         fail(c->err, c->errlen, "out of memory");
         return false;
     }
