@@ -19,5 +19,6 @@ int cmd_watch(int argc, char **argv);
 int cmd_tokenize(int argc, char **argv);
 int cmd_budget(int argc, char **argv);
 int cmd_compare(int argc, char **argv);
+int cmd_report(int argc, char **argv);
 
 #endif

@@ -24,6 +24,7 @@ static const struct command commands[] = {
     {"tokenize", cmd_tokenize, "count tokens of JSON lines with a tokenizer.json"},
     {"budget",   cmd_budget,   "FLOP budget summaries of a run"},
     {"compare",  cmd_compare,  "speedup and efficiency table over a sweep of runs"},
+    {"report",   cmd_report,   "a run as a self-contained HTML page (tables, charts)"},
 };
 
 static void usage(FILE *out)
