@@ -265,6 +265,10 @@ static int build_nfc_tables(tokenizer *t)
         }
         t->nfc_inert[cp >> 3] |= bit;
     }
+    /* U+11A7 (the jamo before the first trailing consonant) composes with
+     * nothing, but utf8proc 2.8 takes it for one and drops it after an LV
+     * syllable: keep it away from utf8proc */
+    t->nfc_barrier[0x11A7 >> 3] |= 1u << (0x11A7 & 7);
     free(second);
     return 0;
 }
