@@ -20,5 +20,6 @@ int cmd_tokenize(int argc, char **argv);
 int cmd_budget(int argc, char **argv);
 int cmd_compare(int argc, char **argv);
 int cmd_report(int argc, char **argv);
+int cmd_metrics(int argc, char **argv);
 
 #endif

@@ -25,6 +25,7 @@ static const struct command commands[] = {
     {"budget",   cmd_budget,   "FLOP budget summaries of a run"},
     {"compare",  cmd_compare,  "speedup and efficiency table over a sweep of runs"},
     {"report",   cmd_report,   "a run as a self-contained HTML page (tables, charts)"},
+    {"metrics",  cmd_metrics,  "a run in the OpenMetrics format, printed or served over HTTP"},
 };
 
 static void usage(FILE *out)
