@@ -44,6 +44,8 @@ uint64_t hist_bucket_hi(uint32_t index)
 
 int hist_record_n(struct hist *h, uint64_t v, uint64_t n)
 {
+    if (n == 0)
+        return 0;      /* nothing observed: keeps occupied bits == non-zero counts */
     uint32_t idx = hist_index(v);
     uint32_t g = idx >> HIST_SUB_BITS;
     uint32_t c = (idx >> HIST_CHUNK_BITS) & (HIST_CHUNKS_PER_GROUP - 1);
@@ -65,6 +67,7 @@ int hist_record_n(struct hist *h, uint64_t v, uint64_t n)
     }
     chunk[idx & (HIST_CHUNK - 1)] += n;
     grp->ck[c].total += n;
+    grp->ck[c].occupied |= UINT64_C(1) << (idx & (HIST_CHUNK - 1));
     if (h->count == 0 || v < h->min)
         h->min = v;
     if (h->count == 0 || v > h->max)
@@ -95,12 +98,11 @@ int hist_foreach(const struct hist *h, hist_bucket_fn fn, void *ctx)
             if (!chunk || grp->ck[c].total == 0)
                 continue;
             uint32_t base = g * HIST_SUB_BUCKETS + c * HIST_CHUNK;
-            for (uint32_t i = 0; i < HIST_CHUNK; i++) {
-                if (chunk[i]) {
-                    int rc = fn(ctx, base + i, chunk[i]);
-                    if (rc)
-                        return rc;
-                }
+            for (uint64_t occ = grp->ck[c].occupied; occ; occ &= occ - 1) {
+                uint32_t i = (uint32_t)__builtin_ctzll(occ);
+                int rc = fn(ctx, base + i, chunk[i]);
+                if (rc)
+                    return rc;
             }
         }
     }
@@ -122,7 +124,7 @@ uint64_t hist_rank(uint64_t count, double p)
     return (uint64_t)r;
 }
 
-static double bucket_value(const struct hist *h, uint32_t index)
+double hist_bucket_value(const struct hist *h, uint32_t index)
 {
     uint64_t lo = hist_bucket_lo(index), hi = hist_bucket_hi(index);
     uint64_t mid = lo + (hi - lo) / 2;
@@ -131,6 +133,50 @@ static double bucket_value(const struct hist *h, uint32_t index)
     if (mid > h->max)
         mid = h->max;
     return (double)mid;
+}
+
+uint32_t hist_next_nonempty(const struct hist *h, uint32_t index)
+{
+    if (index + 1 >= HIST_N_INDEX)
+        return HIST_N_INDEX;
+    uint32_t i = index + 1;
+    uint32_t g = i >> HIST_SUB_BITS;
+    uint32_t c = (i >> HIST_CHUNK_BITS) & (HIST_CHUNKS_PER_GROUP - 1);
+    uint64_t above = ~UINT64_C(0) << (i & (HIST_CHUNK - 1));   /* buckets >= i in its chunk */
+    for (; g < HIST_GROUPS; g++, c = 0, above = ~UINT64_C(0)) {
+        const struct hist_group *grp = h->groups[g];
+        if (!grp)
+            continue;
+        for (; c < HIST_CHUNKS_PER_GROUP; c++, above = ~UINT64_C(0)) {
+            uint64_t occ = grp->ck[c].occupied & above;
+            if (occ)
+                return g * HIST_SUB_BUCKETS + c * HIST_CHUNK + (uint32_t)__builtin_ctzll(occ);
+        }
+    }
+    return HIST_N_INDEX;
+}
+
+uint32_t hist_prev_nonempty(const struct hist *h, uint32_t index)
+{
+    if (index == 0 || index > HIST_N_INDEX)
+        return HIST_N_INDEX;
+    uint32_t i = index - 1;
+    int g = (int)(i >> HIST_SUB_BITS);
+    int c = (int)((i >> HIST_CHUNK_BITS) & (HIST_CHUNKS_PER_GROUP - 1));
+    unsigned j = i & (HIST_CHUNK - 1);
+    uint64_t below = j == HIST_CHUNK - 1 ? ~UINT64_C(0) : (UINT64_C(1) << (j + 1)) - 1;  /* <= i */
+    for (; g >= 0; g--, c = HIST_CHUNKS_PER_GROUP - 1, below = ~UINT64_C(0)) {
+        const struct hist_group *grp = h->groups[g];
+        if (!grp)
+            continue;
+        for (; c >= 0; c--, below = ~UINT64_C(0)) {
+            uint64_t occ = grp->ck[c].occupied & below;
+            if (occ)
+                return (uint32_t)g * HIST_SUB_BUCKETS + (uint32_t)c * HIST_CHUNK +
+                       (uint32_t)(63 - __builtin_clzll(occ));
+        }
+    }
+    return HIST_N_INDEX;
 }
 
 /* Resolves every rank in one walk that skips whole chunks by their totals. */
@@ -172,10 +218,8 @@ void hist_locate_ranks(const struct hist *h, const uint64_t *ranks, size_t n,
             }
             const uint64_t *chunk = grp->ck[c].counts;
             uint32_t base = g * HIST_SUB_BUCKETS + c * HIST_CHUNK;
-            uint64_t end = seen + total;
-            for (uint32_t i = 0; i < HIST_CHUNK && seen < end; i++) {
-                if (!chunk[i])
-                    continue;
+            for (uint64_t occ = grp->ck[c].occupied; occ && next < n; occ &= occ - 1) {
+                uint32_t i = (uint32_t)__builtin_ctzll(occ);
                 while (next < n && ranks[order[next]] < seen + chunk[i]) {
                     out_index[order[next]] = base + i;
                     out_before[order[next]] = seen;
@@ -207,7 +251,7 @@ void hist_percentiles(const struct hist *h, const double *p, size_t n, double *o
         for (size_t i = 0; i < m; i++)   /* the extremes are known exactly */
             out[done + i] = ranks[i] == 0 ? (double)h->min
                             : ranks[i] == h->count - 1 ? (double)h->max
-                                                        : bucket_value(h, index[i]);
+                                                        : hist_bucket_value(h, index[i]);
     }
 }
 
@@ -255,16 +299,17 @@ void hist_bin(const struct hist *h, size_t n, const double *edges, uint64_t *cou
                 continue;
             uint32_t base = g * HIST_SUB_BUCKETS + c * HIST_CHUNK;
             /* clamped midpoints grow with the index: often one bin takes the chunk */
-            size_t first = hist_bin_of(edges, n, bucket_value(h, base));
-            size_t last = hist_bin_of(edges, n, bucket_value(h, base + HIST_CHUNK - 1));
+            size_t first = hist_bin_of(edges, n, hist_bucket_value(h, base));
+            size_t last = hist_bin_of(edges, n, hist_bucket_value(h, base + HIST_CHUNK - 1));
             if (first == last) {
                 counts[first] += total;
                 continue;
             }
             const uint64_t *chunk = grp->ck[c].counts;
-            for (uint32_t i = 0; i < HIST_CHUNK; i++)
-                if (chunk[i])
-                    counts[hist_bin_of(edges, n, bucket_value(h, base + i))] += chunk[i];
+            for (uint64_t occ = grp->ck[c].occupied; occ; occ &= occ - 1) {
+                uint32_t i = (uint32_t)__builtin_ctzll(occ);
+                counts[hist_bin_of(edges, n, hist_bucket_value(h, base + i))] += chunk[i];
+            }
         }
     }
 }

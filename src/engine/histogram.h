@@ -11,7 +11,8 @@
  * sub-buckets (512 B, 6% of a power of two) that are allocated the first time
  * a value falls into their range, so a series whose values stay within 10% of
  * one another costs two or three chunks. Walks (percentiles, binning) skip
- * empty chunks and bin whole chunks at once.
+ * empty chunks by their totals and empty buckets by the chunk's occupancy
+ * bitmap, and bin whole chunks at once.
  *
  * Not thread-safe: one writer (the collector thread) per histogram.
  */
@@ -31,12 +32,15 @@
 #define HIST_GROUPS (64 - HIST_SUB_BITS + 1)
 #define HIST_N_INDEX ((uint32_t)HIST_GROUPS * HIST_SUB_BUCKETS)
 
-/* One power of two: its chunks, each with its total (walks skip by it),
- * pointer and total side by side so a record touches one line here. */
+/* One power of two: its chunks, each with its total and a bitmap of its
+ * non-empty buckets (walks skip by them), side by side in 32 bytes so a
+ * record touches one line here. */
 struct hist_group {
     struct {
         uint64_t *counts;           /* HIST_CHUNK counts, NULL until used */
         uint64_t total;
+        uint64_t occupied;          /* bit i: counts[i] > 0 */
+        uint64_t unused;            /* (keeps an entry within one cache line) */
     } ck[HIST_CHUNKS_PER_GROUP];
 };
 
@@ -90,8 +94,28 @@ static inline void hist_prefetch(const struct hist *h, uint64_t v, int stage)
         __builtin_prefetch(&grp->ck[c].counts[idx & (HIST_CHUNK - 1)], 1);
 }
 
+/* Prefetch of one bucket's count (for a read of several cold buckets). */
+static inline void hist_prefetch_bucket(const struct hist *h, uint32_t index)
+{
+    const struct hist_group *grp = index < HIST_N_INDEX ? h->groups[index >> HIST_SUB_BITS] : NULL;
+    if (!grp)
+        return;
+    const uint64_t *chunk = grp->ck[(index >> HIST_CHUNK_BITS) & (HIST_CHUNKS_PER_GROUP - 1)].counts;
+    if (chunk)
+        __builtin_prefetch(&chunk[index & (HIST_CHUNK - 1)]);
+}
+
 /* Count in one bucket. */
 uint64_t hist_bucket_count(const struct hist *h, uint32_t index);
+
+/* The value a bucket stands for in percentiles and binning: its midpoint,
+ * clamped to the observed [min, max]. */
+double hist_bucket_value(const struct hist *h, uint32_t index);
+
+/* The nearest non-empty bucket above (below) index, or HIST_N_INDEX when
+ * there is none. Skip empty chunks and groups by their totals. */
+uint32_t hist_next_nonempty(const struct hist *h, uint32_t index);
+uint32_t hist_prev_nonempty(const struct hist *h, uint32_t index);
 
 /* Walks the non-empty buckets in increasing value order. Stop by returning
  * nonzero (which hist_foreach returns). */
