@@ -42,8 +42,38 @@ static void release_raw(struct series *s)
     s->n_spilled = 0;
 }
 
+/* The state behind series_live_view. */
+struct series_view {
+    bool valid;                  /* out describes the histogram at count */
+    bool edges_valid;            /* edges are hist_log_edges(min, max, n_buckets) */
+    uint64_t count;              /* hist.count when out was made */
+    uint64_t min, max;
+    uint32_t n_buckets;
+    double *edges;               /* n_buckets + 1 */
+    uint64_t *bins;              /* scratch of the full recomputation */
+    struct snap_bucket *buckets; /* n_buckets, out.buckets when count > 0 */
+    /* per percentile: the bucket holding its rank, the observations in
+     * lower buckets and in that bucket (before <= rank < before + in) */
+    uint32_t idx[OBSD_N_PERCENTILES];
+    uint64_t before[OBSD_N_PERCENTILES], in[OBSD_N_PERCENTILES];
+    struct snap_series out;
+};
+
+static void view_free(struct series_view *v)
+{
+    if (!v)
+        return;
+    free(v->edges);
+    free(v->bins);
+    free(v->buckets);
+    free(v);
+}
+
 void series_reset(struct series *s)
 {
+    if (s->view)
+        s->view->valid = false;
+    s->n_recent = 0;
     release_raw(s);
     hist_reset(&s->hist);
     s->count = 0;
@@ -55,6 +85,8 @@ void series_reset(struct series *s)
 void series_destroy(struct series *s)
 {
     series_reset(s);
+    view_free(s->view);
+    s->view = NULL;
     free(s->name);
     s->name = NULL;
 }
@@ -147,6 +179,8 @@ int series_add(struct series *s, uint64_t v)
     }
     if (s->exact)
         s->raw[s->n_raw++] = v;
+    if (s->n_recent < SERIES_RECENT)
+        s->recent[s->n_recent++] = v;
     s->count++;
     s->total += v;
     s->sum_sq += (double)v * (double)v;
@@ -327,6 +361,177 @@ fail:
     free(bins);
     series_snap_release(out);
     return -1;
+}
+
+static void view_ranks(const struct hist *h, uint64_t *ranks)
+{
+    for (size_t k = 0; k < OBSD_N_PERCENTILES; k++)
+        ranks[k] = hist_rank(h->count, obsd_percentile_grid[k]);
+}
+
+/* The percentile values as hist_percentiles() gives them, from the located
+ * buckets (the extremes are known exactly). */
+static void view_percentiles(const struct hist *h, struct series_view *v, const uint64_t *ranks)
+{
+    for (size_t k = 0; k < OBSD_N_PERCENTILES; k++) {
+        uint64_t r = ranks[k];
+        v->out.percentiles[k] = r == 0 ? (double)h->min
+                                : r == h->count - 1 ? (double)h->max
+                                                     : hist_bucket_value(h, v->idx[k]);
+    }
+}
+
+static void view_full(struct series *s, struct series_view *v)
+{
+    const struct hist *h = &s->hist;
+    size_t n = v->n_buckets;
+    if (n && (!v->edges_valid || v->min != h->min || v->max != h->max)) {
+        hist_log_edges((double)h->min, (double)h->max, n, v->edges);
+        for (size_t i = 0; i < n; i++) {
+            v->buckets[i].lo = v->edges[i];
+            v->buckets[i].hi = v->edges[i + 1];
+        }
+    }
+    v->edges_valid = true;
+    v->min = h->min;
+    v->max = h->max;
+    uint64_t ranks[OBSD_N_PERCENTILES];
+    view_ranks(h, ranks);
+    hist_locate_ranks(h, ranks, OBSD_N_PERCENTILES, v->idx, v->before);
+    for (size_t k = 0; k < OBSD_N_PERCENTILES; k++)
+        v->in[k] = hist_bucket_count(h, v->idx[k]);
+    view_percentiles(h, v, ranks);
+    if (n) {
+        hist_bin(h, n, v->edges, v->bins);
+        for (size_t i = 0; i < n; i++)
+            v->buckets[i].count = v->bins[i];
+    }
+}
+
+/* Applies the values added since the view (all in recent[], min and max
+ * unchanged, so the edges and every older bucket's bin stand). Returns false
+ * if the histogram does not agree with the view (then recompute). */
+static bool view_update(struct series *s, struct series_view *v, size_t added)
+{
+    const struct hist *h = &s->hist;
+    size_t n = v->n_buckets;
+    for (size_t j = 0; j < added; j++) {
+        uint32_t b = hist_index(s->recent[j]);
+        for (size_t k = 0; k < OBSD_N_PERCENTILES; k++) {
+            if (b < v->idx[k])
+                v->before[k]++;
+            else if (b == v->idx[k])
+                v->in[k]++;
+        }
+        if (n)   /* binned as hist_bin() bins its bucket */
+            v->buckets[hist_bin_of(v->edges, n, hist_bucket_value(h, b))].count++;
+    }
+    /* Each rank moved by a few observations at most: step it to the
+     * neighbouring non-empty bucket until it holds the rank. All ranks step
+     * together, so the (cold) counts of their new buckets load in parallel. */
+    uint64_t ranks[OBSD_N_PERCENTILES];
+    view_ranks(h, ranks);
+    for (int round = 0;; round++) {
+        bool moved = false;
+        for (size_t k = 0; k < OBSD_N_PERCENTILES; k++) {
+            uint64_t r = ranks[k];
+            uint32_t to;
+            if (r >= v->before[k] + v->in[k]) {
+                to = hist_next_nonempty(h, v->idx[k]);
+                v->before[k] += v->in[k];
+            } else if (r < v->before[k]) {
+                to = hist_prev_nonempty(h, v->idx[k]);
+            } else {
+                continue;
+            }
+            if (to == HIST_N_INDEX || round > 4 * SERIES_RECENT)
+                return false;
+            v->idx[k] = to;
+            v->in[k] = UINT64_MAX;      /* loaded below */
+            hist_prefetch_bucket(h, to);
+            moved = true;
+        }
+        if (!moved)
+            break;
+        for (size_t k = 0; k < OBSD_N_PERCENTILES; k++) {
+            if (v->in[k] != UINT64_MAX)
+                continue;
+            v->in[k] = hist_bucket_count(h, v->idx[k]);
+            if (ranks[k] < v->before[k]) {     /* stepped down: the bucket is below */
+                if (v->in[k] > v->before[k])
+                    return false;
+                v->before[k] -= v->in[k];
+            }
+        }
+    }
+    view_percentiles(h, v, ranks);
+    return true;
+}
+
+void series_prefetch_view(const struct series *s)
+{
+    const struct series_view *v = s->view;
+    if (!v)
+        return;
+    __builtin_prefetch(v);
+    __builtin_prefetch(&v->before[0]);
+    __builtin_prefetch(&v->in[0]);
+    __builtin_prefetch(&v->out.percentiles[4], 1);
+    __builtin_prefetch(&s->recent[0]);
+}
+
+const struct snap_series *series_live_view(struct series *s, uint32_t n_buckets)
+{
+    struct series_view *v = s->view;
+    if (!v) {
+        v = calloc(1, sizeof *v);
+        if (!v)
+            return NULL;
+        s->view = v;
+    }
+    if (v->n_buckets != n_buckets || (n_buckets && !v->buckets)) {
+        free(v->edges);
+        free(v->bins);
+        free(v->buckets);
+        v->edges = NULL;
+        v->bins = NULL;
+        v->buckets = NULL;
+        v->n_buckets = 0;
+        v->valid = v->edges_valid = false;
+        if (n_buckets) {
+            v->edges = malloc((n_buckets + 1) * sizeof *v->edges);
+            v->bins = malloc(n_buckets * sizeof *v->bins);
+            v->buckets = malloc(n_buckets * sizeof *v->buckets);
+            if (!v->edges || !v->bins || !v->buckets)
+                return NULL;
+        }
+        v->n_buckets = n_buckets;
+    }
+    const struct hist *h = &s->hist;
+    if (v->valid && v->count == h->count)
+        return &v->out;
+    uint64_t added = h->count - v->count;
+    if (h->count == 0) {
+        memset(&v->out, 0, sizeof v->out);   /* empty: all zeros, histogram [] */
+    } else {
+        bool inc = v->valid && v->count > 0 && added == s->n_recent && v->edges_valid &&
+                   v->min == h->min && v->max == h->max;
+        if (!inc || !view_update(s, v, (size_t)added))
+            view_full(s, v);
+        v->out.exact = false;
+        v->out.total = total_of(s);
+        v->out.min = (double)h->min;
+        v->out.max = (double)h->max;
+        v->out.sum_sq = s->sum_sq;
+        v->out.n_buckets = v->n_buckets;
+        v->out.buckets = v->n_buckets ? v->buckets : NULL;
+    }
+    v->out.name = s->name;
+    v->out.count = s->count;
+    v->count = h->count;
+    v->valid = true;
+    s->n_recent = 0;
+    return &v->out;
 }
 
 int series_restore(struct series *s, const struct snap_series *from)

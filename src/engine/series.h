@@ -28,6 +28,9 @@
 #include "publisher/snapshot.h"
 
 #define SERIES_MIN_BUFFER 64
+/* Values a series remembers since its live view was last brought up to date:
+ * up to this many, the view is updated from them instead of recomputed. */
+#define SERIES_RECENT 16
 
 /* Shared by the series of one owner: the raw-value memory cap and spill dir. */
 struct series_env {
@@ -40,11 +43,14 @@ struct series_env {
 
 void series_env_init(struct series_env *env, const char *spill_dir, uint64_t raw_memory_cap);
 
+struct series_view;
+
 struct series {
     char *name;
     bool exact;                  /* keeps raw values for exact final statistics */
     bool restored;               /* continued from a stored snapshot: raw values before
                                     the restart are gone, so the series is no longer exact */
+    uint8_t n_recent;            /* values in recent[] */
     uint64_t count;
     unsigned __int128 total;
     double sum_sq;
@@ -54,6 +60,8 @@ struct series {
     size_t n_raw, cap_raw;
     int spill_fd;                /* -1 until the first spill */
     uint64_t n_spilled;
+    struct series_view *view;    /* series_live_view's state; NULL until asked */
+    uint64_t recent[SERIES_RECENT];   /* the first values added since the view */
 };
 
 /* Returns 0, or -1 when out of memory. env is needed only when exact. */
@@ -72,6 +80,19 @@ int series_add(struct series *s, uint64_t v);
  * Returns 0, or -1 when out of memory or a spill file cannot be read. */
 int series_snapshot(struct series *s, bool final, uint32_t n_buckets, struct snap_series *out);
 void series_snap_release(struct snap_series *out);
+
+/* The live snapshot form of s (series_snapshot with final = false), kept
+ * from one call to the next: unchanged, it costs nothing; after at most
+ * SERIES_RECENT new values that moved neither min nor max, it is updated from
+ * those values (each percentile's bucket moves to a neighbour, each value is
+ * binned) instead of walking the histogram; otherwise it is recomputed, with
+ * the bin edges kept while min and max stay. Always identical to what
+ * series_snapshot(s, false, n_buckets) gives. name points into s; the result
+ * is valid until the next call, series_reset or series_destroy. NULL when out
+ * of memory. */
+const struct snap_series *series_live_view(struct series *s, uint32_t n_buckets);
+/* Prefetches what series_live_view reads first (for a loop over many series). */
+void series_prefetch_view(const struct series *s);
 
 /* Continues a series from a stored snapshot after a collector restart:
  * count, total, min, max and sum_sq are restored exactly, the histogram from

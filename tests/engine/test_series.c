@@ -3,7 +3,9 @@
  * percentiles over a wide range, exact final percentiles ("lower" method)
  * against values sorted here, memory that follows the range of values,
  * raw-value spill beyond a tiny cap giving identical final statistics,
- * empty series, snapshot histogram edges, restore, CPU list parsing.
+ * empty series, snapshot histogram edges, restore, CPU list parsing; the
+ * incrementally kept live view is identical to a fresh snapshot after every
+ * step of long random sequences.
  */
 #include <check.h>
 #include <math.h>
@@ -254,6 +256,117 @@ START_TEST(restore_keeps_exact_summary_and_drops_exactness)
 }
 END_TEST
 
+static void assert_same_snap(const struct snap_series *got, const struct snap_series *want,
+                             const char *what, int step)
+{
+    ck_assert_msg(got->count == want->count, "%s step %d: count %llu vs %llu", what, step,
+                  (unsigned long long)got->count, (unsigned long long)want->count);
+    ck_assert_str_eq(got->name, want->name);
+    ck_assert(got->exact == want->exact);
+    ck_assert_mem_eq(&got->total, &want->total, sizeof got->total);
+    ck_assert_mem_eq(&got->min, &want->min, sizeof got->min);
+    ck_assert_mem_eq(&got->max, &want->max, sizeof got->max);
+    ck_assert_mem_eq(&got->sum_sq, &want->sum_sq, sizeof got->sum_sq);
+    for (int i = 0; i < OBSD_N_PERCENTILES; i++)
+        ck_assert_msg(!memcmp(&got->percentiles[i], &want->percentiles[i], sizeof(double)),
+                      "%s step %d: p%g %.17g vs %.17g", what, step, obsd_percentile_grid[i],
+                      got->percentiles[i], want->percentiles[i]);
+    ck_assert_uint_eq(got->n_buckets, want->n_buckets);
+    for (size_t i = 0; i < want->n_buckets; i++) {
+        ck_assert_msg(got->buckets[i].count == want->buckets[i].count,
+                      "%s step %d: bucket %zu holds %llu vs %llu", what, step, i,
+                      (unsigned long long)got->buckets[i].count,
+                      (unsigned long long)want->buckets[i].count);
+        ck_assert_mem_eq(&got->buckets[i].lo, &want->buckets[i].lo, sizeof(double));
+        ck_assert_mem_eq(&got->buckets[i].hi, &want->buckets[i].hi, sizeof(double));
+    }
+}
+
+/* Values of one of several shapes: within 10% of 1 ms, log-uniform over
+ * 2^0..2^40, small integers (exact buckets, many ties), a constant, and
+ * values around 2^20 that cross a power of two (groups next to each other). */
+static uint64_t shaped_value(int shape)
+{
+    switch (shape) {
+    case 0:
+        return 950000 + rnd() % 100000;
+    case 1:
+        return wide_value();
+    case 2:
+        return rnd() % 40;
+    case 3:
+        return 777;
+    default:
+        return (UINT64_C(1) << 20) - 3000 + rnd() % 6000;
+    }
+}
+
+START_TEST(live_view_is_identical_to_a_fresh_snapshot)
+{
+    const uint32_t nbs[] = {30, 0, 7};
+    for (int shape = 0; shape < 5; shape++) {
+        for (size_t bi = 0; bi < sizeof nbs / sizeof nbs[0]; bi++) {
+            uint32_t nb = nbs[bi];
+            rng_state = 1234567 + (uint64_t)shape * 31 + bi;
+            struct series_env env;
+            series_env_init(&env, NULL, 0);
+            struct series s;
+            ck_assert_int_eq(series_init(&s, "view", false, &env), 0);
+            for (int step = 0; step < 1500; step++) {
+                /* mostly a few values (the incremental update), sometimes
+                 * more than it remembers, now and then a new extreme */
+                uint64_t r = rnd() % 100;
+                size_t k = r < 10 ? 0 : r < 80 ? 1 + rnd() % 4 : r < 95 ? rnd() % (SERIES_RECENT + 1)
+                                                                      : SERIES_RECENT + 1 + rnd() % 40;
+                for (size_t i = 0; i < k; i++) {
+                    uint64_t v = shaped_value(shape);
+                    if (rnd() % 500 == 0)
+                        v = rnd() % 2 ? v / 3 : v * 3 + 1;
+                    ck_assert_int_eq(series_add(&s, v), 0);
+                }
+                if (step == 700)
+                    series_reset(&s);          /* a new run: the view starts over */
+                const struct snap_series *got = series_live_view(&s, nb);
+                ck_assert_ptr_nonnull(got);
+                struct snap_series want;
+                ck_assert_int_eq(series_snapshot(&s, false, nb, &want), 0);
+                char what[32];
+                snprintf(what, sizeof what, "shape %d, %u bins", shape, nb);
+                assert_same_snap(got, &want, what, step);
+                series_snap_release(&want);
+            }
+            series_destroy(&s);
+        }
+    }
+}
+END_TEST
+
+START_TEST(live_view_of_a_restored_series_is_identical_too)
+{
+    struct series_env env;
+    series_env_init(&env, NULL, 0);
+    struct series a, b;
+    series_init(&a, "r", false, &env);
+    series_init(&b, "r", false, &env);
+    rng_state = 42;
+    for (int i = 0; i < 5000; i++)
+        series_add(&a, shaped_value(0));
+    const struct snap_series *va = series_live_view(&a, 30);
+    ck_assert_int_eq(series_restore(&b, va), 0);
+    for (int step = 0; step < 300; step++) {
+        for (uint64_t k = rnd() % 4; k > 0; k--)
+            series_add(&b, shaped_value(0));
+        const struct snap_series *got = series_live_view(&b, 30);
+        struct snap_series want;
+        ck_assert_int_eq(series_snapshot(&b, false, 30, &want), 0);
+        assert_same_snap(got, &want, "restored", step);
+        series_snap_release(&want);
+    }
+    series_destroy(&a);
+    series_destroy(&b);
+}
+END_TEST
+
 START_TEST(cpu_lists)
 {
     cpu_set_t set;
@@ -284,6 +397,8 @@ int main(void)
     tcase_add_test(tc, empty_series_is_all_zeros);
     tcase_add_test(tc, histogram_edges_are_clamped);
     tcase_add_test(tc, restore_keeps_exact_summary_and_drops_exactness);
+    tcase_add_test(tc, live_view_is_identical_to_a_fresh_snapshot);
+    tcase_add_test(tc, live_view_of_a_restored_series_is_identical_too);
     tcase_add_test(tc, cpu_lists);
     suite_add_tcase(s, tc);
     SRunner *sr = srunner_create(s);
