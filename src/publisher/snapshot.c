@@ -65,7 +65,7 @@ void snapshot_free(struct snapshot *s)
         return;
     for (size_t i = 0; i < s->n_counters; i++)
         free(s->counters[i].name);
-    for (size_t i = 0; i < s->n_series; i++) {
+    for (size_t i = s->n_borrowed; i < s->n_series; i++) {
         free(s->series[i].name);
         free(s->series[i].buckets);
     }
@@ -131,6 +131,58 @@ int snapshot_add_series(struct snapshot *s, const struct snap_series *series)
         memcpy(copy.buckets, series->buckets, series->n_buckets * sizeof *copy.buckets);
     }
     s->series[s->n_series++] = copy;
+    return 0;
+}
+
+void snapshot_truncate(struct snapshot *s, size_t n_counters, size_t n_series)
+{
+    for (size_t i = n_counters; i < s->n_counters; i++)
+        free(s->counters[i].name);
+    if (n_counters < s->n_counters)
+        s->n_counters = n_counters;
+    for (size_t i = n_series > s->n_borrowed ? n_series : s->n_borrowed; i < s->n_series; i++) {
+        free(s->series[i].name);
+        free(s->series[i].buckets);
+    }
+    if (n_series < s->n_series)
+        s->n_series = n_series;
+    if (n_series < s->n_borrowed)
+        s->n_borrowed = n_series;
+}
+
+int snapshot_update_series(struct snapshot *s, size_t i, const struct snap_series *from)
+{
+    if (i >= s->n_series || (from->n_buckets && !from->buckets))
+        return -1;
+    struct snap_series *to = &s->series[i];
+    if (i < s->n_borrowed) {
+        *to = *from;
+        return 0;
+    }
+    struct snap_bucket *b = to->buckets;
+    if (from->n_buckets != to->n_buckets) {
+        b = from->n_buckets ? malloc(from->n_buckets * sizeof *b) : NULL;
+        if (from->n_buckets && !b)
+            return -1;
+        free(to->buckets);
+    }
+    if (from->n_buckets)
+        memcpy(b, from->buckets, from->n_buckets * sizeof *b);
+    char *name = to->name;
+    *to = *from;
+    to->name = name;
+    to->buckets = b;
+    return 0;
+}
+
+int snapshot_add_series_ref(struct snapshot *s, const struct snap_series *series)
+{
+    if (!series || !series->name || s->n_series != s->n_borrowed ||
+        (series->n_buckets && !series->buckets) ||
+        grow((void **)&s->series, &s->cap_series, s->n_series, sizeof *s->series))
+        return -1;
+    s->series[s->n_series++] = *series;
+    s->n_borrowed++;
     return 0;
 }
 

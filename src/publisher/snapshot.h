@@ -9,7 +9,9 @@
  * sched, requests) add a named JSON section ("budget", "sched", ...).
  *
  * Ownership: a snapshot owns copies of every name and bucket array given to
- * it and a reference to every section.
+ * it and a reference to every section, except for the first n_borrowed
+ * series (snapshot_add_series_ref), whose name and buckets stay their
+ * owner's.
  */
 #ifndef OBSD_PUBLISHER_SNAPSHOT_H
 #define OBSD_PUBLISHER_SNAPSHOT_H
@@ -74,6 +76,7 @@ struct snapshot {
     struct snap_counter *counters;
     size_t n_series, cap_series;
     struct snap_series *series;
+    size_t n_borrowed;            /* series[0..n_borrowed): name and buckets not owned */
     json_t *sections;             /* object: module name -> JSON value; never NULL */
 };
 
@@ -84,6 +87,20 @@ void snapshot_free(struct snapshot *s);
 int snapshot_add_counter(struct snapshot *s, const char *name, int64_t value);
 int snapshot_add_gauge(struct snapshot *s, const char *name, double value);
 int snapshot_add_series(struct snapshot *s, const struct snap_series *series);
+/* Adds a series without copying its name and buckets: they must stay valid
+ * and unchanged while the snapshot may be read (the collector's kept
+ * snapshot refers to its series' live views so). Only before any series
+ * added by snapshot_add_series. Returns 0, or -1 (out of memory, or owned
+ * series exist). */
+int snapshot_add_series_ref(struct snapshot *s, const struct snap_series *series);
+/* For a snapshot kept from one publish to the next (the collector's): drops
+ * the counters from index n_counters on and the series from n_series on. */
+void snapshot_truncate(struct snapshot *s, size_t n_counters, size_t n_series);
+/* Overwrites series i with from: a borrowed series takes from as it is (its
+ * name and buckets, borrowed too), an owned one copies its statistics and
+ * buckets and keeps its name. Returns 0, or -1 when out of memory (series i
+ * is then unchanged). */
+int snapshot_update_series(struct snapshot *s, size_t i, const struct snap_series *from);
 /* Steals the reference to value. */
 int snapshot_set_section(struct snapshot *s, const char *name, json_t *value);
 
