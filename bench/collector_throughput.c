@@ -221,22 +221,35 @@ static int bench_records(int reps)
     return 0;
 }
 
-/* A snapshot of the table's series, built as the collector builds it at
- * every publish (metrics_snapshot: the series' cached live forms). */
-static struct snapshot *build(struct metric_table *t, uint64_t seq, double *build_ms)
+/* Brings the snapshot of the table's series up to date as the collector does
+ * at every publish (metrics_snapshot into the snapshot it keeps; *snap NULL:
+ * the first one). */
+static struct snapshot *build(struct metric_table *t, struct snapshot **snap, uint64_t seq,
+                              double *build_ms)
 {
     uint64_t t0 = now_ns();
-    struct snapshot *snap = snapshot_new("bench-run", seq, OBSD_RUN_LIVE);
-    snap->timestamp_ns = (uint64_t)time(NULL) * 1000000000ull + seq;
-    snapshot_add_counter(snap, "obsd_dropped_records", 0);
-    snapshot_add_counter(snap, "obsd_rejected_records", 0);
+    if (!*snap) {
+        *snap = snapshot_new("bench-run", seq, OBSD_RUN_LIVE);
+        snapshot_add_counter(*snap, "obsd_dropped_records", 0);
+        snapshot_add_counter(*snap, "obsd_rejected_records", 0);
+    }
+    struct snapshot *s = *snap;
+    s->seq = seq;
+    s->timestamp_ns = (uint64_t)time(NULL) * 1000000000ull + seq;
     size_t nc, ns;
-    if (metrics_snapshot(t, snap, false, 30, &nc, &ns) < 0) {
+    if (metrics_snapshot(t, s, 2, 30, &nc, &ns) < 0) {
         fprintf(stderr, "collector_throughput: metrics_snapshot failed\n");
         exit(1);
     }
     *build_ms = (double)(now_ns() - t0) / 1e6;
-    return snap;
+    return s;
+}
+
+/* One more value of series i, recorded as the collector records one. */
+static void add_value(struct metric_table *t, struct metric *m, uint64_t v)
+{
+    metrics_touch(t, m);
+    series_add(&m->series, v);
 }
 
 static uint64_t bench_value(size_t i, size_t k)
@@ -252,9 +265,8 @@ static void fill_table(struct metric_table *t, struct series_env *env, struct me
         char name[48];
         snprintf(name, sizeof name, "bench.series.%05zu", i);
         m[i] = metrics_get(t, name, METRIC_SERIES);
-        m[i]->touched = true;
         for (size_t k = 0; k < 50; k++)
-            series_add(&m[i]->series, bench_value(i, k));
+            add_value(t, m[i], bench_value(i, k));
     }
 }
 
@@ -273,12 +285,13 @@ static double commit_p50(const char *dir, const char *run, size_t n_series, bool
     fill_table(&t, &env, m, n_series);
     store_begin_run(st, run, "bench", (uint64_t)time(NULL) * 1000000000ull);
     double ms[64], bms[64], ignore;
-    snapshot_free(build(&t, 0, &ignore));   /* as a running collector: every series built once */
+    struct snapshot *snap = NULL;
+    build(&t, &snap, 0, &ignore);   /* as a running collector: every series built once */
+    snprintf(snap->run, sizeof snap->run, "%s", run);
     for (int r = 0; r < reps; r++) {
         for (size_t i = 0; i < n_series; i++)
-            series_add(&m[i]->series, bench_value(i, (size_t)r));
-        struct snapshot *snap = build(&t, (uint64_t)r, &bms[r]);
-        snprintf(snap->run, sizeof snap->run, "%s", run);
+            add_value(&t, m[i], bench_value(i, (size_t)r));
+        build(&t, &snap, (uint64_t)r, &bms[r]);
         uint64_t t0 = now_ns();
         int rc = store_persist(st, snap, false);
         ms[r] = (double)(now_ns() - t0) / 1e6;
@@ -286,8 +299,8 @@ static double commit_p50(const char *dir, const char *run, size_t n_series, bool
             fprintf(stderr, "collector_throughput: store_persist: %s\n", store_error(st));
             exit(1);
         }
-        snapshot_free(snap);
     }
+    snapshot_free(snap);
     free(m);
     metrics_free(&t);
     store_close(st);
@@ -305,14 +318,16 @@ static void build_p50(size_t n_series, int reps, double *unchanged_ms, double *b
     struct metric **m = calloc(n_series, sizeof *m);
     fill_table(&t, &env, m, n_series);
     double ums[64], bms[64], ignore;
-    snapshot_free(build(&t, 0, &ignore));
+    struct snapshot *snap = NULL;
+    build(&t, &snap, 0, &ignore);
     for (int r = 0; r < reps; r++) {
-        snapshot_free(build(&t, (uint64_t)r, &ums[r]));
+        build(&t, &snap, (uint64_t)r, &ums[r]);
         for (size_t i = 0; i < n_series; i++)
             for (size_t k = 0; k < 100; k++)
-                series_add(&m[i]->series, bench_value(i, 50 + (size_t)r * 100 + k));
-        snapshot_free(build(&t, (uint64_t)r, &bms[r]));
+                add_value(&t, m[i], bench_value(i, 50 + (size_t)r * 100 + k));
+        build(&t, &snap, (uint64_t)r, &bms[r]);
     }
+    snapshot_free(snap);
     free(m);
     metrics_free(&t);
     *unchanged_ms = median(ums, (size_t)reps);

@@ -153,6 +153,9 @@ struct obsd_collector {
     int64_t final_rejected;      /* records after a final, before the next run opened */
     size_t n_engine_counters, n_engine_series;
 
+    /* The snapshot, kept from one publish to the next and brought up to date
+     * in place (metrics_snapshot): between publishes, the latest published. */
+    struct snapshot *snap;
     char *last_line;            /* latest snapshot JSON line, for new watchers */
     size_t last_len;
 
@@ -451,21 +454,40 @@ static json_t *engine_section(struct obsd_collector *c, const struct shm_stats *
                      "cursors", cursors_json(c));
 }
 
+/* Brings c->snap up to date: the fixed fields and counters, the metric
+ * table's part (only what changed since the last publish is recomputed),
+ * then what the modules add, anew every time. */
 static struct snapshot *build_snapshot(struct obsd_collector *c, bool final)
 {
     struct shm_stats st;
     shm_get_stats(c->seg, &st);
-    struct snapshot *s = snapshot_new(c->run_id, c->seq, c->state);
-    if (!s)
-        return NULL;
+    if (!c->snap) {
+        c->snap = snapshot_new(c->run_id, c->seq, c->state);
+        if (!c->snap || snapshot_add_counter(c->snap, "obsd_dropped_records", 0) ||
+            snapshot_add_counter(c->snap, "obsd_rejected_records", 0)) {
+            snapshot_free(c->snap);
+            c->snap = NULL;
+            return NULL;
+        }
+        c->n_engine_counters = c->n_engine_series = 0;
+    }
+    struct snapshot *s = c->snap;
+    /* what the modules added last time goes; the table's part stays */
+    snapshot_truncate(s, 2 + c->n_engine_counters, c->n_engine_series);
+    json_object_clear(s->sections);
+    snprintf(s->run, sizeof s->run, "%s", c->run_id);
+    s->seq = c->seq;
+    s->state = c->state;
     s->timestamp_ns = now_ns(CLOCK_REALTIME);
     s->n_pending_tasks = pending_tasks(c);
-    int rc = 0;
-    rc |= snapshot_add_counter(s, "obsd_dropped_records",
-                               (int64_t)(st.dropped >= c->dropped_base ? st.dropped - c->dropped_base : 0));
-    rc |= snapshot_add_counter(s, "obsd_rejected_records", run_rejected(c, &st));
+    int64_t dropped = (int64_t)(st.dropped >= c->dropped_base ? st.dropped - c->dropped_base : 0);
+    int64_t rejected = run_rejected(c, &st);
+    s->counters[0].ivalue = dropped;
+    s->counters[0].fvalue = (double)dropped;
+    s->counters[1].ivalue = rejected;
+    s->counters[1].fvalue = (double)rejected;
     size_t nc = 0, ns = 0;
-    rc |= metrics_snapshot(&c->metrics, s, final, c->cfg.histogram_buckets, &nc, &ns);
+    int rc = metrics_snapshot(&c->metrics, s, 2, c->cfg.histogram_buckets, &nc, &ns);
     c->n_engine_counters = nc;
     c->n_engine_series = ns;
     for (size_t i = 0; i < c->n_mods; i++)
@@ -529,7 +551,6 @@ static void publish(struct obsd_collector *c, bool final)
             free(text);
         }
     }
-    snapshot_free(s);
 }
 
 /* The final snapshot, exactly once per run. */
@@ -685,7 +706,7 @@ static void restore_or_close_previous(struct obsd_collector *c)
             struct metric *m = metrics_get(&c->metrics, sc->name, sc->is_float ? METRIC_GAUGE : METRIC_COUNTER);
             if (!m)
                 continue;
-            m->touched = true;
+            metrics_touch(&c->metrics, m);
             if (sc->is_float)
                 m->gauge = sc->fvalue;
             else
@@ -694,7 +715,7 @@ static void restore_or_close_previous(struct obsd_collector *c)
         for (size_t i = 0; ns > 0 && i < snap->n_series && i < (size_t)ns; i++) {
             struct metric *m = metrics_get(&c->metrics, snap->series[i].name, METRIC_SERIES);
             if (m && series_restore(&m->series, &snap->series[i]) == 0)
-                m->touched = true;
+                metrics_touch(&c->metrics, m);
         }
         /* The rings' tails are at most as far as this snapshot's cursors
          * (released only after a commit); a kill between the commit and the
@@ -1623,6 +1644,7 @@ void obsd_collector_free(struct obsd_collector *c)
         if (c->mods[i].ops->destroy)
             c->mods[i].ops->destroy(c->mods[i].state);
     free(c->mods);
+    snapshot_free(c->snap);         /* it refers to the metric table's series */
     metrics_free(&c->metrics);
     if (c->store)
         store_close(c->store);

@@ -19,13 +19,14 @@ void metrics_free(struct metric_table *t)
     struct metric *m = t->first;
     while (m) {
         struct metric *next = m->order_next;
-        series_snap_release(&m->snap);
         series_destroy(&m->series);
         free(m);
         m = next;
     }
     free(t->buckets);
     free(t->by_key);
+    free(t->scratch);
+    free(t->dirty);
     struct series_env *env = t->env;
     metrics_init(t, env);
 }
@@ -34,12 +35,32 @@ void metrics_reset(struct metric_table *t)
 {
     for (struct metric *m = t->first; m; m = m->order_next) {
         m->touched = false;
+        m->dirty = false;
+        m->snap_pos = METRICS_NO_POS;
         m->counter = 0;
         m->gauge = 0;
         series_reset(&m->series);
-        series_snap_release(&m->snap);
-        m->snap_valid = false;
     }
+    t->n_dirty = 0;
+    t->dirty_lost = false;
+    t->snap = NULL;      /* the next snapshot starts a fresh layout */
+}
+
+void metrics_mark_dirty(struct metric_table *t, struct metric *m)
+{
+    m->dirty = true;
+    m->touched = true;
+    if (t->n_dirty == t->cap_dirty) {
+        size_t cap = t->cap_dirty ? 2 * t->cap_dirty : 256;
+        struct metric **p = realloc(t->dirty, cap * sizeof *p);
+        if (!p) {
+            t->dirty_lost = true;   /* the next snapshot lays out (and so visits) every entry */
+            return;
+        }
+        t->dirty = p;
+        t->cap_dirty = cap;
+    }
+    t->dirty[t->n_dirty++] = m;
 }
 
 void metrics_forget_keys(struct metric_table *t)
@@ -93,6 +114,8 @@ struct metric *metrics_get(struct metric_table *t, const char *name, enum metric
         return NULL;
     }
     m->kind = kind;
+    m->ord = t->n_entries;
+    m->snap_pos = METRICS_NO_POS;
     size_t i = hash_name(name, kind) & (t->n_buckets - 1);
     m->next = t->buckets[i];
     t->buckets[i] = m;
@@ -143,7 +166,7 @@ int metrics_core_record(struct metric_table *t, const struct shm_record *rec,
         memcpy(&pl, rec->payload, sizeof pl);
         if (pl.end_ns < pl.start_ns || !(m = metrics_by_key(t, rec->key, METRIC_SERIES, name_fn, ctx)))
             return -1;
-        m->touched = true;
+        metrics_touch(t, m);
         series_add(&m->series, pl.end_ns - pl.start_ns);
         return 0;
     }
@@ -152,7 +175,7 @@ int metrics_core_record(struct metric_table *t, const struct shm_record *rec,
         if (rec->len != sizeof pl || !(m = metrics_by_key(t, rec->key, METRIC_SERIES, name_fn, ctx)))
             return -1;
         memcpy(&pl, rec->payload, sizeof pl);
-        m->touched = true;
+        metrics_touch(t, m);
         series_add(&m->series, pl.value);
         return 0;
     }
@@ -161,7 +184,7 @@ int metrics_core_record(struct metric_table *t, const struct shm_record *rec,
         if (rec->len != sizeof pl || !(m = metrics_by_key(t, rec->key, METRIC_COUNTER, name_fn, ctx)))
             return -1;
         memcpy(&pl, rec->payload, sizeof pl);
-        m->touched = true;
+        metrics_touch(t, m);
         m->counter = (int64_t)((uint64_t)m->counter + (uint64_t)pl.delta);   /* wraps, never UB */
         return 0;
     }
@@ -172,7 +195,7 @@ int metrics_core_record(struct metric_table *t, const struct shm_record *rec,
         memcpy(&pl, rec->payload, sizeof pl);
         if (!isfinite(pl.value) || !(m = metrics_by_key(t, rec->key, METRIC_GAUGE, name_fn, ctx)))
             return -1;
-        m->touched = true;
+        metrics_touch(t, m);
         m->gauge = pl.value;
         return 0;
     }
@@ -202,7 +225,7 @@ void metrics_batch_flush(struct metric_table *t, struct metrics_batch *b,
             b->rejected++;
             continue;
         }
-        m[i]->touched = true;
+        metrics_touch(t, m[i]);
         series_add(&m[i]->series, b->value[i]);
     }
     b->n = 0;
@@ -242,40 +265,169 @@ int metrics_batch_record(struct metric_table *t, struct metrics_batch *b, const 
     return 0;
 }
 
-int metrics_snapshot(struct metric_table *t, struct snapshot *snap, bool final, uint32_t n_buckets,
+/* ---- the table's part of a kept snapshot ---- */
+
+static int class_of(const struct metric *m)
+{
+    return m->kind == METRIC_SERIES;
+}
+
+static void set_counter(struct snap_counter *e, const struct metric *m)
+{
+    if (m->kind == METRIC_GAUGE) {
+        e->is_float = true;
+        e->ivalue = 0;
+        e->fvalue = m->gauge;
+    } else {
+        e->is_float = false;
+        e->ivalue = m->counter;
+        e->fvalue = (double)m->counter;
+    }
+}
+
+/* Appends m's entry at the end of its part. */
+static int lay_out(struct metric_table *t, struct snapshot *snap, struct metric *m)
+{
+    int rc;
+    if (class_of(m)) {
+        const struct snap_series *v = series_live_view(&m->series, t->snap_nb);
+        rc = v ? snapshot_add_series_ref(snap, v) : -1;   /* the view stays until the next call */
+        if (rc == 0)
+            m->snap_pos = t->snap_ns++;
+    } else {
+        rc = m->kind == METRIC_GAUGE ? snapshot_add_gauge(snap, m->series.name, m->gauge)
+                                     : snapshot_add_counter(snap, m->series.name, m->counter);
+        if (rc == 0)
+            m->snap_pos = t->snap_base + t->snap_nc++;
+    }
+    if (rc == 0)
+        t->next_ord[class_of(m)] = m->ord + 1;
+    else
+        engine_log(1, "%s %s: cannot add it to the snapshot (out of memory)",
+                   class_of(m) ? "series" : "counter", m->series.name);
+    return rc;
+}
+
+static int update(struct metric_table *t, struct snapshot *snap, struct metric *m)
+{
+    if (!class_of(m)) {
+        set_counter(&snap->counters[m->snap_pos], m);
+        return 0;
+    }
+    const struct snap_series *v = series_live_view(&m->series, t->snap_nb);
+    if (v && snapshot_update_series(snap, m->snap_pos, v) == 0)
+        return 0;
+    engine_log(1, "series %s: cannot build its statistics (out of memory)", m->series.name);
+    return -1;
+}
+
+/* Every touched entry, in creation order: counters and gauges, then series. */
+static int full_layout(struct metric_table *t, struct snapshot *snap, size_t base, uint32_t n_buckets)
+{
+    snapshot_truncate(snap, base, 0);
+    t->snap = snap;
+    t->snap_base = base;
+    t->snap_nb = n_buckets;
+    t->snap_nc = t->snap_ns = 0;
+    t->next_ord[0] = t->next_ord[1] = 0;
+    int rc = 0;
+    for (int cls = 0; cls < 2; cls++)
+        for (struct metric *m = t->first; m; m = m->order_next) {
+            if (class_of(m) != cls)
+                continue;
+            m->snap_pos = METRICS_NO_POS;
+            if (m->touched && lay_out(t, snap, m) < 0)
+                rc = -1;
+        }
+    if (rc)
+        t->snap = NULL;     /* what is missing gets its place next time */
+    return rc;
+}
+
+static int by_ord(const void *a, const void *b)
+{
+    const struct metric *x = *(struct metric *const *)a, *y = *(struct metric *const *)b;
+    return (x->ord > y->ord) - (x->ord < y->ord);
+}
+
+/* The lines update() reads, a few entries ahead (the entries are cold: a
+ * publish visits each once). */
+static void prefetch_entry(const struct metric *m, const struct snapshot *snap, int stage)
+{
+    if (stage == 0) {
+        __builtin_prefetch(&m->snap_pos);
+        __builtin_prefetch(&m->series.count);
+        __builtin_prefetch(&m->series.view);
+        __builtin_prefetch(&m->series.hist.max);
+    } else if (m->snap_pos != METRICS_NO_POS && class_of(m)) {
+        series_prefetch_view(&m->series);
+        if (m->snap_pos < snap->n_series)
+            __builtin_prefetch(&snap->series[m->snap_pos], 1);
+    }
+}
+
+int metrics_snapshot(struct metric_table *t, struct snapshot *snap, size_t base, uint32_t n_buckets,
                      size_t *n_counters, size_t *n_series)
 {
+    bool fresh = t->snap != snap || t->snap_base != base || t->snap_nb != n_buckets ||
+                 t->dirty_lost || snap->n_counters < base + t->snap_nc ||
+                 snap->n_series < t->snap_ns;
     int rc = 0;
-    size_t nc = 0, ns = 0;
-    for (struct metric *m = t->first; m; m = m->order_next) {
-        if (!m->touched)
+    size_t n_new = 0;
+    if (!fresh)
+        snapshot_truncate(snap, base + t->snap_nc, t->snap_ns);
+    /* One pass: entries already laid out are brought up to date; the others
+     * (touched for the first time since) are collected, to be appended if
+     * they come after every laid-out one in creation order. */
+    enum { AHEAD = 8 };
+    for (size_t i = 0; i < t->n_dirty; i++) {
+        if (i + AHEAD < t->n_dirty)
+            prefetch_entry(t->dirty[i + AHEAD], snap, 0);
+        if (i + AHEAD / 2 < t->n_dirty)
+            prefetch_entry(t->dirty[i + AHEAD / 2], snap, 1);
+        struct metric *m = t->dirty[i];
+        m->dirty = false;
+        if (fresh)
             continue;
-        if (m->kind == METRIC_COUNTER) {
-            rc |= snapshot_add_counter(snap, m->series.name, m->counter);
-            nc++;
-        } else if (m->kind == METRIC_GAUGE) {
-            rc |= snapshot_add_gauge(snap, m->series.name, m->gauge);
-            nc++;
-        }
-    }
-    for (struct metric *m = t->first; m; m = m->order_next) {
-        if (!m->touched || m->kind != METRIC_SERIES)
-            continue;
-        /* an unchanged series is not recomputed (engine series: live == final) */
-        if (!m->snap_valid || m->snap.count != m->series.count || m->series.exact) {
-            series_snap_release(&m->snap);
-            m->snap_valid = false;
-            if (series_snapshot(&m->series, final, n_buckets, &m->snap) < 0) {
-                engine_log(1, "series %s: cannot build its statistics", m->series.name);
+        if (m->snap_pos != METRICS_NO_POS) {
+            if (update(t, snap, m) < 0)
                 rc = -1;
+            continue;
+        }
+        if (n_new == t->cap_scratch) {
+            size_t cap = t->cap_scratch ? 2 * t->cap_scratch : 64;
+            struct metric **p = realloc(t->scratch, cap * sizeof *p);
+            if (!p) {
+                fresh = true;
                 continue;
             }
-            m->snap_valid = true;
+            t->scratch = p;
+            t->cap_scratch = cap;
         }
-        rc |= snapshot_add_series(snap, &m->snap);
-        ns++;
+        t->scratch[n_new++] = m;
     }
-    *n_counters = nc;
-    *n_series = ns;
+    t->n_dirty = 0;
+    t->dirty_lost = false;
+    if (!fresh && n_new) {
+        qsort(t->scratch, n_new, sizeof *t->scratch, by_ord);
+        bool seen[2] = {false, false};
+        for (size_t i = 0; i < n_new && !fresh; i++) {
+            int cls = class_of(t->scratch[i]);
+            if (!seen[cls] && t->scratch[i]->ord < t->next_ord[cls])
+                fresh = true;
+            seen[cls] = true;
+        }
+    }
+    if (fresh) {
+        rc = full_layout(t, snap, base, n_buckets);
+    } else {
+        for (size_t i = 0; i < n_new; i++)      /* in creation order */
+            if (lay_out(t, snap, t->scratch[i]) < 0)
+                rc = -1;
+        if (rc)
+            t->snap = NULL;   /* a fresh layout next time brings everything in */
+    }
+    *n_counters = t->snap_nc;
+    *n_series = t->snap_ns;
     return rc ? -1 : 0;
 }

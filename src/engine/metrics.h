@@ -10,6 +10,13 @@
  * Entries live until the table is freed; a new run resets them in place (so
  * cached pointers stay valid) and a snapshot lists only entries touched in
  * the current run.
+ *
+ * Snapshots are kept up to date rather than rebuilt: the table lays its
+ * entries out in one snapshot that the caller keeps from publish to publish
+ * (metrics_snapshot), and an entry written since the previous publish is on
+ * the table's dirty list; only those are brought up to date, so a publish
+ * costs in proportion to what changed. Whoever writes an entry other than
+ * through the record functions below calls metrics_touch().
  */
 #ifndef OBSD_ENGINE_METRICS_H
 #define OBSD_ENGINE_METRICS_H
@@ -26,16 +33,17 @@ enum metric_kind { METRIC_COUNTER, METRIC_GAUGE, METRIC_SERIES, METRIC_KINDS };
 struct metric {
     enum metric_kind kind;
     bool touched;               /* written in the current run */
+    bool dirty;                 /* written since the last metrics_snapshot */
     int64_t counter;
     double gauge;
     struct series series;       /* name lives in series.name for every kind */
-    struct snap_series snap;    /* last snapshot form of the series (engine series are
-                                   histogram-only, so live == final): reused while
-                                   the series has not changed */
-    bool snap_valid;
+    size_t ord;                 /* creation index */
+    size_t snap_pos;            /* its entry in the table's snapshot (METRICS_NO_POS: none) */
     struct metric *next;        /* hash chain */
     struct metric *order_next;  /* creation order (snapshot order) */
 };
+
+#define METRICS_NO_POS ((size_t)-1)
 
 #define METRICS_MAX_CACHED_KEY 65536u
 
@@ -46,7 +54,27 @@ struct metric_table {
     struct metric *(*by_key)[METRIC_KINDS]; /* index = key id */
     size_t n_by_key;
     struct series_env *env;
+    struct metric **dirty;                  /* written since the last metrics_snapshot */
+    size_t n_dirty, cap_dirty;
+    bool dirty_lost;                        /* the list could not grow: lay out anew */
+    /* the layout of the table's entries in the caller's snapshot */
+    const struct snapshot *snap;            /* NULL: none yet (or forgotten) */
+    size_t snap_base;                       /* index of its first counter */
+    size_t snap_nc, snap_ns;                /* its counters and series */
+    uint32_t snap_nb;                       /* histogram buckets of its series */
+    size_t next_ord[2];                     /* 1 + highest laid-out creation index, for
+                                               counters/gauges [0] and series [1] */
+    struct metric **scratch;                /* newly touched entries (metrics_snapshot) */
+    size_t cap_scratch;
 };
+
+void metrics_mark_dirty(struct metric_table *t, struct metric *m);
+/* Marks m written in this run and since the last snapshot. */
+static inline void metrics_touch(struct metric_table *t, struct metric *m)
+{
+    if (__builtin_expect(!m->dirty, 0))
+        metrics_mark_dirty(t, m);
+}
 
 void metrics_init(struct metric_table *t, struct series_env *env);
 void metrics_free(struct metric_table *t);
@@ -89,12 +117,19 @@ void metrics_batch_flush(struct metric_table *t, struct metrics_batch *b,
 /* Forgets the key-id cache (after re-attaching to a segment). */
 void metrics_forget_keys(struct metric_table *t);
 
-/* Adds the entries touched in this run to snap, in creation order: counters
- * and gauges, then series (n_buckets: config histogram_buckets). What the
- * collector does at every publish; *n_counters and *n_series get how many
- * were added. Returns 0, or -1 if some series could not be built (out of
- * memory: the snapshot lacks them). */
-int metrics_snapshot(struct metric_table *t, struct snapshot *snap, bool final, uint32_t n_buckets,
+/* Brings the table's part of snap up to date: the entries touched in this
+ * run, in creation order, as counters from index base on (counters and
+ * gauges) and series from index 0 on (their live views, n_buckets: config
+ * histogram_buckets; engine series are histogram-only, so that is also the
+ * final form). What the collector does at every publish. snap is the same
+ * snapshot from call to call, the caller having added only its own first
+ * base counters and, after the table's part, whatever it adds after each call
+ * (dropped here first). Another snapshot, or one after a new run
+ * (metrics_reset), gets a fresh layout; so does an entry touched for the
+ * first time before one laid out later in creation order. *n_counters and
+ * *n_series get the size of the table's part. Returns 0, or -1 if some entry
+ * could not be brought up to date (out of memory: it is retried next time). */
+int metrics_snapshot(struct metric_table *t, struct snapshot *snap, size_t base, uint32_t n_buckets,
                      size_t *n_counters, size_t *n_series);
 
 #endif
