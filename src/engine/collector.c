@@ -156,7 +156,7 @@ struct obsd_collector {
     /* The snapshot, kept from one publish to the next and brought up to date
      * in place (metrics_snapshot): between publishes, the latest published. */
     struct snapshot *snap;
-    char *last_line;            /* latest snapshot JSON line, for new watchers */
+    char *last_line;            /* its JSON line, rendered once someone watches */
     size_t last_len;
 
     _Atomic bool stop_requested;
@@ -504,18 +504,55 @@ static struct snapshot *build_snapshot(struct obsd_collector *c, bool final)
 
 static void client_queue(struct obsd_collector *c, struct client *cl, const char *data, size_t len);
 
-static void push_to_watchers(struct obsd_collector *c, const char *line, size_t len)
+static bool have_watchers(struct obsd_collector *c)
 {
+    for (size_t i = 0; i < MAX_CLIENTS; i++)
+        if (c->clients[i] && c->clients[i]->mode == CL_WATCH)
+            return true;
+    return false;
+}
+
+/* The JSON line of the latest published snapshot, rendered only when a
+ * watcher wants it (large for many series, and nobody may be watching). */
+static const char *last_line(struct obsd_collector *c)
+{
+    if (c->last_line || !c->snap)
+        return c->last_line;
+    json_t *j = snapshot_to_json(c->snap);
+    char *text = j ? json_dumps(j, JSON_COMPACT) : NULL;
+    json_decref(j);
+    if (!text)
+        return NULL;
+    size_t len = strlen(text);
+    char *line = realloc(text, len + 2);
+    if (!line) {
+        free(text);
+        return NULL;
+    }
+    line[len] = '\n';
+    line[len + 1] = '\0';
+    c->last_line = line;
+    c->last_len = len + 1;
+    return line;
+}
+
+static void push_to_watchers(struct obsd_collector *c)
+{
+    if (!have_watchers(c) || !last_line(c))
+        return;
     for (size_t i = 0; i < MAX_CLIENTS; i++) {
         struct client *cl = c->clients[i];
         if (cl && cl->mode == CL_WATCH)
-            client_queue(c, cl, line, len);
+            client_queue(c, cl, c->last_line, c->last_len);
     }
 }
 
 static void publish(struct obsd_collector *c, bool final)
 {
     uint64_t t0 = now_ns(CLOCK_MONOTONIC);
+    free(c->last_line);          /* superseded by this publish */
+    c->last_line = NULL;
+    c->last_len = 0;
     struct snapshot *s = build_snapshot(c, final);
     if (!s) {
         engine_log(0, "cannot build snapshot: out of memory");
@@ -534,23 +571,7 @@ static void publish(struct obsd_collector *c, bool final)
         c->last_publish_ns = c->last_commit_ns - t0;
     }
     c->seq++;
-    json_t *j = snapshot_to_json(s);
-    char *text = j ? json_dumps(j, JSON_COMPACT) : NULL;
-    json_decref(j);
-    if (text) {
-        size_t len = strlen(text);
-        char *line = realloc(text, len + 2);
-        if (line) {
-            line[len] = '\n';
-            line[len + 1] = '\0';
-            free(c->last_line);
-            c->last_line = line;
-            c->last_len = len + 1;
-            push_to_watchers(c, line, len + 1);
-        } else {
-            free(text);
-        }
-    }
+    push_to_watchers(c);
 }
 
 /* The final snapshot, exactly once per run. */
@@ -992,7 +1013,7 @@ static void client_command(struct obsd_collector *c, uint32_t idx)
     } else if (!strcmp(cl->in, "watch")) {
         cl->mode = CL_WATCH;
         cl->n_in = 0;
-        if (c->last_line)
+        if (last_line(c))
             client_queue(c, cl, c->last_line, c->last_len);
         client_recv(c, idx);          /* only to notice the client closing */
     } else {

@@ -5,8 +5,9 @@
  * the final snapshot in the store has exact counts and the right state.
  * Also: stop() and SIGTERM interrupt, the INTERRUPTED marker is latched, runs
  * follow runs with one final each, malformed records are counted as rejected,
- * the control socket answers status/watch/unknown, and a collector restarted
- * after kill -9 continues the same run.
+ * the control socket answers status/watch/unknown, a watcher that connects
+ * after a run ended gets its final snapshot as stored, and a collector
+ * restarted after kill -9 continues the same run.
  */
 #include <jansson.h>
 #include <poll.h>
@@ -453,6 +454,63 @@ START_TEST(control_socket_status_watch_and_errors)
 }
 END_TEST
 
+/* Connects with "watch" and returns the first line, parsed. */
+static json_t *watch_first_line(const struct eng_fixture *f)
+{
+    char path[256];
+    snprintf(path, sizeof path, "%s/%s.sock", f->dir, f->name);
+    int fd = socket(AF_UNIX, SOCK_STREAM, 0);
+    struct sockaddr_un sa = {.sun_family = AF_UNIX};
+    ck_assert_uint_lt(strlen(path), sizeof sa.sun_path);
+    memcpy(sa.sun_path, path, strlen(path) + 1);
+    ck_assert_int_eq(connect(fd, (struct sockaddr *)&sa, sizeof sa), 0);
+    ck_assert_int_eq(write(fd, "watch\n", 6), 6);
+    FILE *in = fdopen(fd, "r");
+    char *line = NULL;
+    size_t cap = 0;
+    ck_assert_int_gt(getline(&line, &cap, in), 0);
+    json_error_t je;
+    json_t *j = json_loads(line, 0, &je);
+    ck_assert_msg(j != NULL, "watch line is not JSON: %s", je.text);
+    free(line);
+    fclose(in);
+    return j;
+}
+
+START_TEST(watch_after_the_run_gets_its_final_snapshot)
+{
+    struct eng_fixture f;
+    eng_fixture_init(&f, "w");
+    f.cfg.ring_full_block = true;
+    f.cfg.ring_block_timeout_ms = 10000;
+    struct obsd_collector *c = new_collector(&f);
+    struct eng_runner r;
+    eng_start(&r, c);
+    eng_wait_child(fork_producer(f.name, 300, P_START | P_END));
+    wait_status(&f, 1, "complete");
+    /* nobody watched while the run went on: the line is made on demand */
+    json_t *w = watch_first_line(&f);
+    json_t *again = watch_first_line(&f);
+    obsd_collector_stop(c);
+    eng_join(&r);
+    obsd_collector_free(c);
+
+    ck_assert_str_eq(json_string_value(json_object_get(w, "state")), "complete");
+    struct store_run_info info;
+    struct snapshot *fin = only_final(f.dir, &info);
+    ck_assert_int_eq(json_integer_value(json_object_get(w, "seq")), (json_int_t)info.final_seq);
+    check_work(fin, 300);
+    json_t *stored = snapshot_to_json(fin);
+    ck_assert_msg(json_equal(w, stored), "the watch line differs from the stored final snapshot");
+    ck_assert(json_equal(w, again));
+    json_decref(stored);
+    json_decref(w);
+    json_decref(again);
+    snapshot_free(fin);
+    eng_fixture_done(&f);
+}
+END_TEST
+
 START_TEST(restarted_collector_continues_the_run)
 {
     struct eng_fixture f;
@@ -547,6 +605,7 @@ int main(void)
     tcase_add_test(tc, malformed_records_are_rejected_and_counted);
     tcase_add_test(tc, runs_follow_runs_with_one_final_each);
     tcase_add_test(tc, control_socket_status_watch_and_errors);
+    tcase_add_test(tc, watch_after_the_run_gets_its_final_snapshot);
     tcase_add_test(tc, restarted_collector_continues_the_run);
     suite_add_tcase(s, tc);
     SRunner *sr = srunner_create(s);
