@@ -58,6 +58,7 @@ struct tok_ws {
     spanvec a, b;
     piece *pieces;
     size_t npieces, cappieces;
+    int split_kind; /* of the Split being run */
     arena_block *arena, *arena_cur;
     /* merge scratch */
     uint32_t *sym, *rank, *newid;
@@ -628,6 +629,20 @@ static int regex_pieces(struct tok_ws *ws, const pcre2_code *re, const span *s, 
     ws->npieces = 0;
     if (s->len == 0)
         return pieces_push(ws, 0, 0, invert);
+    if (ws->split_kind != TOK_SPLIT_REGEX) {
+        /* a hand-written matcher: its matches are never empty */
+        size_t prev = 0, ms, me;
+        while (tok_split_next(ws->split_kind, s->p, s->len, prev, &ms, &me)) {
+            if (prev != ms && pieces_push(ws, (uint32_t)prev, (uint32_t)ms, invert))
+                return TOKENIZER_ENOMEM;
+            if (pieces_push(ws, (uint32_t)ms, (uint32_t)me, !invert))
+                return TOKENIZER_ENOMEM;
+            prev = me;
+        }
+        if (prev != s->len && pieces_push(ws, (uint32_t)prev, s->len, invert))
+            return TOKENIZER_ENOMEM;
+        return 0;
+    }
     size_t pos = 0, prev = 0;
     size_t last_match_end = SIZE_MAX;
     PCRE2_SIZE *ov = pcre2_get_ovector_pointer(ws->md);
@@ -774,7 +789,7 @@ static int apply_behavior(struct tok_ws *ws, enum tok_behavior b, const span *s,
 
 static const uint8_t SPACE_CHAR = ' ';
 
-static int run_pretok(struct tok_ws *ws, const tok_pretok *pt, spanvec *in, spanvec *outv)
+static int run_pretok(const tokenizer *tok, struct tok_ws *ws, const tok_pretok *pt, spanvec *in, spanvec *outv)
 {
     outv->n = 0;
     for (size_t si = 0; si < in->n; si++) {
@@ -782,6 +797,7 @@ static int run_pretok(struct tok_ws *ws, const tok_pretok *pt, spanvec *in, span
         int rc = 0;
         switch (pt->kind) {
         case PT_SPLIT:
+            ws->split_kind = tok->regex_only ? TOK_SPLIT_REGEX : pt->split_kind;
             rc = pt->re ? regex_pieces(ws, pt->re, &s, pt->invert)
                         : literal_pieces(ws, pt->literal, pt->literal_len, &s, pt->invert);
             if (!rc)
@@ -798,6 +814,7 @@ static int run_pretok(struct tok_ws *ws, const tok_pretok *pt, spanvec *in, span
                 s.len++;
             }
             if (pt->re) {
+                ws->split_kind = TOK_SPLIT_REGEX;
                 rc = regex_pieces(ws, pt->re, &s, false);
                 if (!rc)
                     rc = apply_behavior(ws, B_ISOLATED, &s, outv);
@@ -865,7 +882,7 @@ static int pretok_and_bpe(const tokenizer *tok, struct tok_ws *ws, const uint8_t
     if (spanvec_push(in, p, n, at_origin))
         return TOKENIZER_ENOMEM;
     for (size_t i = 0; i < tok->npretoks; i++) {
-        int rc = run_pretok(ws, &tok->pretoks[i], in, o);
+        int rc = run_pretok(tok, ws, &tok->pretoks[i], in, o);
         if (rc)
             return rc;
         spanvec *t = in;

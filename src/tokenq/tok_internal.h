@@ -89,9 +89,13 @@ enum tok_pt_kind { PT_SPLIT, PT_BYTELEVEL, PT_DIGITS, PT_METASPACE };
 enum tok_behavior { B_REMOVED, B_ISOLATED, B_MERGED_PREV, B_MERGED_NEXT, B_CONTIGUOUS };
 enum tok_prepend { PREPEND_ALWAYS, PREPEND_FIRST, PREPEND_NEVER };
 
+/* Split patterns with a hand-written matcher (tok_split.c). */
+enum { TOK_SPLIT_REGEX, TOK_SPLIT_LLAMA3, TOK_SPLIT_QWEN, TOK_SPLIT_DIGITS3, TOK_SPLIT_CJK, TOK_SPLIT_DEEPSEEK };
+
 typedef struct {
     enum tok_pt_kind kind;
     pcre2_code *re;     /* Split with a regex; ByteLevel use_regex */
+    int split_kind;     /* TOK_SPLIT_*: a matcher that gives what re gives, faster */
     uint8_t *literal;   /* Split with a String pattern */
     size_t literal_len;
     enum tok_behavior behavior;
@@ -138,6 +142,7 @@ struct tokenizer {
     /* pre-tokenizers */
     tok_pretok *pretoks;
     size_t npretoks;
+    bool regex_only; /* tests: PCRE2 even where a hand-written matcher exists */
 
     /* workspaces, one per concurrent caller */
     pthread_mutex_t ws_lock;
@@ -149,6 +154,15 @@ struct tokenizer {
 /* Compiles an Oniguruma-dialect pattern (Hugging Face) or, with tiktoken set,
  * a fancy-regex one, rewriting what PCRE2 reads differently. */
 pcre2_code *tok_regex_compile(const char *pattern, size_t len, bool tiktoken, char *err, size_t errlen);
+
+/* tok_split.c */
+/* The TOK_SPLIT_* kind of a Split pattern (exact text of the known files). */
+int tok_split_kind(const char *pattern, size_t len);
+/* Builds the class table once per process; 0, or -1 if out of memory. */
+int tok_split_init(void);
+/* The first match of a hand-written kind in p[pos..n): true and its bounds,
+ * or false if there is none. p is valid UTF-8. */
+bool tok_split_next(int kind, const uint8_t *p, size_t n, size_t pos, size_t *ms, size_t *me);
 
 /* tok_bpe.c */
 struct tok_ws *tok_ws_acquire(const tokenizer *tok);

@@ -444,6 +444,11 @@ static bool parse_pretok(tokenizer *t, json_t *n, const char *path, ctx *c)
                 fail(c->err, c->errlen, "%s.pattern.Regex: %s", path, e);
                 return false;
             }
+            p->split_kind = tok_split_kind(json_string_value(rx), json_string_length(rx));
+            if (p->split_kind != TOK_SPLIT_REGEX && tok_split_init()) {
+                fail(c->err, c->errlen, "out of memory");
+                return false;
+            }
         } else if (json_is_string(st)) {
             p->literal_len = json_string_length(st);
             p->literal = malloc(p->literal_len + 1);

@@ -1,0 +1,119 @@
+/*
+ * test_tokenizer_split.c: the hand-written matchers of the Llama-3, Qwen3 and
+ * DeepSeek-V3 split patterns (tok_split.c) give the same ids as the PCRE2
+ * path on random texts drawn from the characters that decide the splits:
+ * every Unicode 16.0 category (new ones included), the white space of
+ * Oniguruma's \s and its neighbours, CR/LF, apostrophes and contraction
+ * letters, digits of several scripts, the CJK ranges of DeepSeek's second
+ * split and ASCII punctuation before letters.
+ */
+#include "tok_testutil.h"
+#include "tokenq/tok_internal.h"
+
+static const char *const NAMES[] = {"llama3", "qwen3", "deepseek_v3"};
+
+static uint64_t rng_state = 0x9E3779B97F4A7C15ull;
+static uint32_t rnd(uint32_t n)
+{
+    rng_state ^= rng_state << 13;
+    rng_state ^= rng_state >> 7;
+    rng_state ^= rng_state << 17;
+    return (uint32_t)(rng_state % n);
+}
+
+/* A code point of general category gc, or of any category if gc < 0
+ * (surrogates excepted: they cannot be in UTF-8). */
+static uint32_t cp_of_category(int gc)
+{
+    if (gc == TOK_GC_CS)
+        gc = -1;
+    for (;;) {
+        size_t r = rnd((uint32_t)tok_ucd_gc_nruns);
+        if (gc >= 0 && (int)(tok_ucd_gc_runs[r] & 31) != gc)
+            continue;
+        uint32_t lo = tok_ucd_gc_runs[r] >> 5;
+        uint32_t hi = r + 1 < tok_ucd_gc_nruns ? tok_ucd_gc_runs[r + 1] >> 5 : 0x110000;
+        uint32_t cp = lo + rnd(hi - lo);
+        if (cp < 0xD800 || cp > 0xDFFF)
+            return cp;
+    }
+}
+
+static uint32_t interesting_cp(void)
+{
+    static const uint32_t SPECIAL[] = {
+        ' ',    '\t',   '\n',   '\r',   '\v',    '\f',    0x85,    0xA0,    0x1680,  0x180E,  0x2000,  0x200A,
+        0x200B, 0x2028, 0x2029, 0x202F, 0x205F,  0x3000,  0xFEFF,  0x1C,    0,       '\'',    0x2019,  's',
+        'S',    't',    'T',    'r',    'R',     'e',     'E',     'v',     'V',     'm',     'M',     'l',
+        'L',    'd',    'D',    0x17F,  0x212A,  '0',     '7',     0x663,   0x967,   0xFF15,  0x2163,  0xBD,
+        0x4E00, 0x9FA5, 0x9FA6, 0x3040, 0x309F,  0x30A0,  0x30FF,  0x3100,  0x3005,  0x30FC,  0x301,   0x1AC0,
+        0xFE0F, 0x200D, 0x1F600, 0x1FAE8, 0x138E5, 0x31350, 0x11F50, 0xE000, 0x10FFFF, 0xFFFE, '.', '-',
+        '!',    '~',    '`',    '[',    '\\',    'a',     'Z',     'x',     0xE9,    0x44F,   0x5D0,   0x627};
+    unsigned r = rnd(10);
+    if (r < 5)
+        return SPECIAL[rnd(sizeof SPECIAL / sizeof SPECIAL[0])];
+    if (r < 7)
+        return 0x20 + rnd(0x5F); /* printable ASCII */
+    return cp_of_category(r < 9 ? (int)rnd(TOK_GC_COUNT) : -1);
+}
+
+static size_t random_text(uint8_t *buf)
+{
+    size_t n = 0, len = 1 + rnd(rnd(2) ? 8 : 48);
+    for (size_t i = 0; i < len; i++) {
+        uint32_t cp = interesting_cp();
+        size_t rep = rnd(6) == 0 ? 1 + rnd(5) : 1; /* runs of the same character */
+        for (size_t k = 0; k < rep; k++)
+            n += tok_utf8_encode(cp, buf + n);
+    }
+    return n;
+}
+
+START_TEST(hand_written_splits_equal_pcre2)
+{
+    char file[256], err[512];
+    snprintf(file, sizeof file, "%s.tokenizer.json.gz", NAMES[_i]);
+    tokenizer *fast = tokenizer_load_file(tt_path(file), err, sizeof err);
+    ck_assert_msg(fast != NULL, "%s", err);
+    tokenizer *slow = tokenizer_load_file(tt_path(file), err, sizeof err);
+    ck_assert_msg(slow != NULL, "%s", err);
+    slow->regex_only = true;
+    size_t known = 0;
+    for (size_t i = 0; i < fast->npretoks; i++)
+        known += fast->pretoks[i].split_kind != TOK_SPLIT_REGEX;
+    ck_assert_uint_eq(known, _i == 2 ? 3 : 1); /* every Split of these files has a matcher */
+    tokenizer_ids a = {0}, b = {0};
+    uint8_t buf[48 * 6 * 4];
+    for (int k = 0; k < 30000; k++) {
+        size_t n = random_text(buf);
+        ck_assert_int_eq(tokenizer_encode(fast, (const char *)buf, n, &a), 0);
+        ck_assert_int_eq(tokenizer_encode(slow, (const char *)buf, n, &b), 0);
+        bool same = a.len == b.len && (a.len == 0 || memcmp(a.ids, b.ids, a.len * sizeof *a.ids) == 0);
+        if (!same) {
+            fprintf(stderr, "%s: text", NAMES[_i]);
+            for (size_t j = 0; j < n; j++)
+                fprintf(stderr, " %02x", buf[j]);
+            fprintf(stderr, "\n");
+        }
+        ck_assert_msg(same, "%s: hand-written split differs from PCRE2 (%zu vs %zu ids)", NAMES[_i], a.len, b.len);
+    }
+    tokenizer_ids_free(&a);
+    tokenizer_ids_free(&b);
+    tokenizer_free(fast);
+    tokenizer_free(slow);
+}
+END_TEST
+
+int main(void)
+{
+    Suite *s = suite_create("tokenizer_split");
+    TCase *tc = tcase_create("split");
+    tcase_set_timeout(tc, 300);
+    tcase_add_loop_test(tc, hand_written_splits_equal_pcre2, 0, 3);
+    suite_add_tcase(s, tc);
+    SRunner *r = srunner_create(s);
+    srunner_run_all(r, CK_NORMAL);
+    int failed = srunner_ntests_failed(r);
+    srunner_free(r);
+    return failed ? 1 : 0;
+}
