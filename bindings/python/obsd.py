@@ -6,7 +6,17 @@
         with h.timed("kernel.gemm"):
             work()
         h.counter_add("batches", 1)
+        with h.budget(2_000_000_000, namespace="estimator") as b:   # FLOP budget
+            with b.dispatch("matmul"):
+                b.charge("matmul", obsd.flops_matmul(m, k, n, "float32"))
+                with b.kernel("matmul"):
+                    gemm()
+        print(b.summary.residual_ns)
         h.session("ended")
+
+What it covers: obsd.h (Obsd: spans, values, counters, gauges, sessions,
+requests, stats) and obsd_budget.h (BudgetContext, budget_op, flops_*: see
+"FLOP budgets" below).
 
 libobsd.so is found, in this order:
   1. the path in $OBSD_LIBRARY, if set;
@@ -24,13 +34,25 @@ No compiled extension, no third-party packages.
 import contextlib
 import ctypes
 import ctypes.util
+import dataclasses
 import glob
 import os
+import threading
 
-__all__ = ["Obsd", "ObsdError", "now", "load_library"]
+__all__ = [
+    "Obsd", "ObsdError", "now", "load_library",
+    "BudgetContext", "BudgetSummary", "OpSummary", "BudgetRefused", "BudgetExhausted",
+    "WallTimeExceeded", "budget_op", "budget_op_name", "budget_is_open",
+    "set_progress_interval_ms", "flops_matmul", "flops_elementwise", "flops_fft",
+    "flops_reduce", "flops_reduce_to", "flops_sort",
+]
 
 OBSD_OK = 0
 OBSD_DROPPED = 1
+OBSD_EINVAL = -1
+OBSD_ESTATE = -5
+OBSD_EBUDGET = -6
+OBSD_EWALL = -7
 
 SESSION_EVENTS = {
     "started": 1,
@@ -55,6 +77,58 @@ class _Stats(ctypes.Structure):
         ("records_dropped", ctypes.c_uint64),
         ("records_refused", ctypes.c_uint64),
     ]
+
+
+_BUDGET_LABEL_MAX = 255
+
+
+class _Refusal(ctypes.Structure):
+    # struct obsd_budget_refusal
+    _fields_ = [
+        ("op", ctypes.c_char_p),
+        ("flop_cost", ctypes.c_uint64),
+        ("flops_remaining", ctypes.c_uint64),
+        ("wall_ns", ctypes.c_uint64),
+        ("wall_limit_ns", ctypes.c_uint64),
+    ]
+
+
+class _Summary(ctypes.Structure):
+    # struct obsd_budget_summary
+    _fields_ = [
+        ("ns", ctypes.c_char * (_BUDGET_LABEL_MAX + 1)),
+        ("flop_budget", ctypes.c_uint64),
+        ("flops_used", ctypes.c_uint64),
+        ("flops_remaining", ctypes.c_uint64),
+        ("exhausted", ctypes.c_bool),
+        ("wall_exceeded", ctypes.c_bool),
+        ("open", ctypes.c_bool),
+        ("refused_charges", ctypes.c_uint64),
+        ("participant_spans", ctypes.c_uint64),
+        ("wall_ns", ctypes.c_uint64),
+        ("dispatch_ns", ctypes.c_uint64),
+        ("backend_ns", ctypes.c_uint64),
+        ("overhead_ns", ctypes.c_uint64),
+        ("residual_ns", ctypes.c_uint64),
+        ("n_ops", ctypes.c_size_t),
+        ("n_namespaces", ctypes.c_size_t),
+    ]
+
+
+class _OpSummary(ctypes.Structure):
+    # struct obsd_budget_op_summary
+    _fields_ = [
+        ("name", ctypes.c_char_p),
+        ("flop_cost", ctypes.c_uint64),
+        ("calls", ctypes.c_uint64),
+        ("backend_ns", ctypes.c_uint64),
+        ("overhead_ns", ctypes.c_uint64),
+    ]
+
+
+# The layouts above must match obsd_budget.h (x86-64 and aarch64 LP64 ABIs).
+assert ctypes.sizeof(_Refusal) == 40 and ctypes.sizeof(_OpSummary) == 40
+assert ctypes.sizeof(_Summary) == 360 and _Summary.refused_charges.offset == 288
 
 
 def _candidates():
@@ -86,7 +160,8 @@ def _sanitized(build_dir):
 
 
 def _declare(lib):
-    u64, i64, u32 = ctypes.c_uint64, ctypes.c_int64, ctypes.c_uint32
+    u64, i64, u32, u16 = ctypes.c_uint64, ctypes.c_int64, ctypes.c_uint32, ctypes.c_uint16
+    dbl = ctypes.c_double
     vp, cp, sz, c_int = ctypes.c_void_p, ctypes.c_char_p, ctypes.c_size_t, ctypes.c_int
     sigs = {
         "obsd_open": ([cp], vp),
@@ -109,11 +184,50 @@ def _declare(lib):
         "obsd_request_error": ([vp, u64, u64, cp, sz], c_int),
         "obsd_request_complete": ([vp, u64, u64, cp, cp, sz], c_int),
         "obsd_stats": ([vp, ctypes.POINTER(_Stats)], None),
+        # obsd_budget.h
+        "obsd_budget_op": ([cp], u16),
+        "obsd_budget_op_name": ([u16], cp),
+        "obsd_budget_open": ([vp, u64, dbl, cp], c_int),
+        "obsd_budget_open_at": ([vp, u64, dbl, cp, u64], c_int),
+        "obsd_budget_is_open": ([], ctypes.c_bool),
+        "obsd_budget_charge": ([u16, u64, ctypes.POINTER(_Refusal)], c_int),
+        "obsd_budget_charge_at": ([u16, u64, u64, ctypes.POINTER(_Refusal)], c_int),
+        "obsd_budget_namespace_push": ([cp], c_int),
+        "obsd_budget_namespace_pop": ([], c_int),
+        "obsd_budget_namespace": ([], cp),
+        "obsd_budget_dispatch_begin": ([u16, ctypes.c_uint], c_int),
+        "obsd_budget_dispatch_end": ([], c_int),
+        "obsd_budget_dispatch_begin_at": ([u16, ctypes.c_uint, u64], c_int),
+        "obsd_budget_dispatch_end_at": ([u64], c_int),
+        "obsd_budget_kernel_begin": ([u16], c_int),
+        "obsd_budget_kernel_end": ([], c_int),
+        "obsd_budget_kernel_begin_at": ([u16, u64], c_int),
+        "obsd_budget_kernel_end_at": ([u64], c_int),
+        "obsd_budget_close": ([ctypes.POINTER(_Summary)], c_int),
+        "obsd_budget_close_at": ([ctypes.POINTER(_Summary), u64], c_int),
+        "obsd_budget_status": ([ctypes.POINTER(_Summary)], c_int),
+        "obsd_budget_summary_op": ([sz, ctypes.POINTER(_OpSummary)], c_int),
+        "obsd_budget_summary_namespace": ([sz, ctypes.POINTER(_OpSummary)], c_int),
+        "obsd_budget_flush": ([], c_int),
+        "obsd_budget_set_progress_interval_ms": ([u32], None),
+        "obsd_flops_matmul": ([u64, u64, u64, c_int], u64),
+        "obsd_flops_elementwise": ([c_int, u64, c_int], u64),
+        "obsd_flops_fft": ([u64, c_int], u64),
+        "obsd_flops_reduce": ([u64, c_int], u64),
+        "obsd_flops_reduce_to": ([u64, u64, c_int], u64),
+        "obsd_flops_sort": ([u64, c_int], u64),
     }
     for name, (args, res) in sigs.items():
         fn = getattr(lib, name)
         fn.argtypes = args
         fn.restype = res
+    # The budget hot paths without argtypes: converting arguments through
+    # argtypes costs more than the call itself, so their callers pass ctypes
+    # objects of the exact parameter types (c_uint16 op ids, c_uint flags,
+    # c_uint64 costs, a byref of the refusal), made once and cached.
+    lib.fast_charge = lib["obsd_budget_charge"]
+    lib.fast_dispatch_begin = lib["obsd_budget_dispatch_begin"]
+    lib.fast_kernel_begin = lib["obsd_budget_kernel_begin"]
     return lib
 
 
@@ -160,6 +274,7 @@ class Obsd:
     def __init__(self, name):
         self._lib = load_library()
         self._keys = {}
+        self._contexts = set()   # open BudgetContexts writing to this handle
         self._h = self._lib.obsd_open(_bytes(name))
         if not self._h:
             raise OSError("obsd_open(%r): %s" % (name, _last_error(self._lib)))
@@ -172,10 +287,27 @@ class Obsd:
         return False
 
     def close(self):
-        """Flushes and unmaps; must not race with other calls on this handle."""
-        if self._h:
-            self._lib.obsd_close(self._h)
-            self._h = None
+        """Flushes and unmaps; must not race with other calls on this handle.
+
+        Budget contexts of the calling thread still open on this handle are
+        closed first (their .summary is kept). Raises
+        ObsdError, leaving the handle open, while another thread still has a
+        budget context open on it (libobsd would write its close record
+        through a freed handle).
+        """
+        if not self._h:
+            return
+        me = threading.get_ident()
+        # A thread that exited took its context with it (libobsd frees it).
+        self._contexts = {c for c in self._contexts if c._thread.is_alive()}
+        others = [c for c in self._contexts if c._tid != me]
+        if others:
+            raise ObsdError(OBSD_ESTATE, "obsd handle still has %d budget context(s) open in "
+                            "other threads; close them first" % len(others))
+        for c in list(self._contexts):
+            c.close()
+        self._lib.obsd_close(self._h)
+        self._h = None
 
     def _handle(self):
         if not self._h:
@@ -277,3 +409,530 @@ class Obsd:
         s = _Stats()
         self._lib.obsd_stats(self._handle(), ctypes.byref(s))
         return {name: getattr(s, name) for name, _ in _Stats._fields_}
+
+    def budget(self, flop_budget, wall_time_limit_s=None, namespace=None, now_ns=None):
+        """Opens the calling thread's FLOP budget context on this handle.
+
+        Same as BudgetContext(self, ...): usable as a context manager that
+        closes it and keeps the summary in .summary.
+        """
+        return BudgetContext(self, flop_budget, wall_time_limit_s, namespace, now_ns)
+
+
+# ---------------------------------------------------------------------------
+# FLOP budgets (obsd_budget.h)
+#
+# A budget context lives in the calling thread (libobsd keeps it in
+# thread-local memory), so a BudgetContext object belongs to the thread that
+# opened it: its methods raise ObsdError when called from another thread or
+# after close, instead of acting on whatever context that thread has.
+
+SPAN_PARTICIPANT = 1            # OBSD_SPAN_PARTICIPANT
+_SPAN_FLAGS = (ctypes.c_uint(0), ctypes.c_uint(SPAN_PARTICIPANT))
+_U64_MAX = (1 << 64) - 1
+_get_ident = threading.get_ident
+_ops = {}                       # op name -> id (libobsd interns per process)
+_op_args = {}                   # op name or id -> c_uint16 (the hot paths' argument)
+
+
+def budget_op(name):
+    """Interns an op name ("matmul") for the whole process and returns its
+    id (an int, never 0); cached, so later calls cost a dict lookup. Names
+    are 1..120 bytes of [A-Za-z0-9_.:-]. Every method taking an op accepts
+    the name or the id."""
+    op = _ops.get(name)
+    if op is None:
+        lib = load_library()
+        op = lib.obsd_budget_op(_bytes(name))
+        if op == 0:
+            raise ObsdError(OBSD_EINVAL, _last_error(lib))
+        _ops[name] = op
+    return op
+
+
+def budget_op_name(op):
+    """The name of an op id, None if unknown."""
+    s = load_library().obsd_budget_op_name(op)
+    return s.decode("utf-8") if s is not None else None
+
+
+def _op_id(op):
+    if op is None:
+        return 0
+    if isinstance(op, int):
+        return op
+    return budget_op(op)
+
+
+def _op_arg(op):
+    """The c_uint16 argument of op (a name, an id or None), cached."""
+    a = _op_args.get(op)
+    if a is None:
+        v = _op_id(op)
+        if not 0 <= v < 1 << 16:
+            raise ObsdError(OBSD_EINVAL, "op id %r out of range" % (op,))
+        a = _op_args[op] = ctypes.c_uint16(v)
+    return a
+
+
+def budget_is_open():
+    """Whether the calling thread has an open budget context."""
+    return bool(load_library().obsd_budget_is_open())
+
+
+def set_progress_interval_ms(ms):
+    """Minimum time between the progress records sent from the hot paths,
+    for every thread of the process (default 100 ms; 0: only open, flush and
+    close send records)."""
+    load_library().obsd_budget_set_progress_interval_ms(int(ms))
+
+
+class BudgetRefused(ObsdError):
+    """A charge refused before anything was charged or recorded.
+
+    Carries struct obsd_budget_refusal: .op (name), .flop_cost (the refused
+    charge), .flops_remaining (unchanged by the refusal), .wall_ns and
+    .wall_limit_ns (time since open and the limit, for a wall refusal).
+    """
+
+    def __init__(self, status, message, op, flop_cost, flops_remaining, wall_ns, wall_limit_ns):
+        super().__init__(status, message)
+        self.op = op
+        self.flop_cost = flop_cost
+        self.flops_remaining = flops_remaining
+        self.wall_ns = wall_ns
+        self.wall_limit_ns = wall_limit_ns
+
+
+class BudgetExhausted(BudgetRefused):
+    """OBSD_EBUDGET: the charge would exceed the remaining budget (the
+    context is now marked exhausted)."""
+
+
+class WallTimeExceeded(BudgetRefused):
+    """OBSD_EWALL: the context's wall-time limit has passed."""
+
+
+@dataclasses.dataclass(frozen=True)
+class OpSummary:
+    """A row of struct obsd_budget_op_summary: per op, or per namespace
+    label (name "" for work outside any namespace)."""
+    name: str
+    flop_cost: int      # FLOPs charged
+    calls: int          # charges accepted
+    backend_ns: int     # kernel time
+    overhead_ns: int    # max(0, dispatch - kernel)
+
+
+@dataclasses.dataclass(frozen=True)
+class BudgetSummary:
+    """Every field of struct obsd_budget_summary (times in ns), plus the
+    per-op rows (obsd_budget_summary_op) in .operations and the
+    per-namespace rows (obsd_budget_summary_namespace) in .by_namespace,
+    both dicts in first-use order. as_dict() gives plain dicts."""
+    ns: str                 # root namespace, "" if none
+    flop_budget: int
+    flops_used: int
+    flops_remaining: int
+    exhausted: bool         # a charge was refused, or nothing remains
+    wall_exceeded: bool     # a charge was refused by the wall-time limit
+    open: bool              # from status(): still open
+    refused_charges: int
+    participant_spans: int
+    wall_ns: int
+    dispatch_ns: int
+    backend_ns: int
+    overhead_ns: int
+    residual_ns: int
+    n_ops: int
+    n_namespaces: int
+    operations: dict
+    by_namespace: dict
+
+    wall_s = property(lambda self: self.wall_ns / 1e9)
+    dispatch_s = property(lambda self: self.dispatch_ns / 1e9)
+    backend_s = property(lambda self: self.backend_ns / 1e9)
+    overhead_s = property(lambda self: self.overhead_ns / 1e9)
+    residual_s = property(lambda self: self.residual_ns / 1e9)
+
+    def as_dict(self):
+        return dataclasses.asdict(self)
+
+
+def _rows(lib, fn, n):
+    out = {}
+    row = _OpSummary()
+    for i in range(n):
+        rc = fn(i, ctypes.byref(row))
+        if rc != OBSD_OK:
+            raise ObsdError(rc, _last_error(lib))
+        name = row.name.decode("utf-8") if row.name is not None else ""
+        out[name] = OpSummary(name, row.flop_cost, row.calls, row.backend_ns, row.overhead_ns)
+    return out
+
+
+def _summary(lib, s):
+    # Reads the thread's rows right after the close/status call that made them.
+    return BudgetSummary(
+        ns=s.ns.decode("utf-8"), flop_budget=s.flop_budget, flops_used=s.flops_used,
+        flops_remaining=s.flops_remaining, exhausted=bool(s.exhausted),
+        wall_exceeded=bool(s.wall_exceeded), open=bool(s.open),
+        refused_charges=s.refused_charges, participant_spans=s.participant_spans,
+        wall_ns=s.wall_ns, dispatch_ns=s.dispatch_ns, backend_ns=s.backend_ns,
+        overhead_ns=s.overhead_ns, residual_ns=s.residual_ns, n_ops=s.n_ops,
+        n_namespaces=s.n_namespaces,
+        operations=_rows(lib, lib.obsd_budget_summary_op, s.n_ops),
+        by_namespace=_rows(lib, lib.obsd_budget_summary_namespace, s.n_namespaces))
+
+
+def _u64(what, v):
+    if not isinstance(v, int) or not 0 <= v <= _U64_MAX:
+        raise ValueError("%s must be an int in 0..2**64-1, got %r" % (what, v))
+    return v
+
+
+class _Span:
+    """A reusable with-block for a dispatch or kernel span (spans nest in
+    libobsd; the object keeps no state of its own)."""
+    __slots__ = ("_ctx", "_begin", "_args", "_end")
+
+    def __init__(self, ctx, begin, args, end):
+        self._ctx, self._begin, self._args, self._end = ctx, begin, args, end
+
+    def __enter__(self):
+        c = self._ctx
+        if c._tid != _get_ident():
+            c._not_mine()
+        rc = self._begin(*self._args)
+        if rc:
+            raise ObsdError(rc, _last_error(c._lib))
+        return c
+
+    def __exit__(self, et, ev, tb):
+        c = self._ctx
+        if c._tid is None:       # closed inside the block: close ended the span
+            return False
+        rc = self._end()
+        if rc and et is None:
+            raise ObsdError(rc, _last_error(c._lib))
+        return False
+
+
+class _Namespace:
+    __slots__ = ("_ctx", "_segment")
+
+    def __init__(self, ctx, segment):
+        self._ctx, self._segment = ctx, segment
+
+    def __enter__(self):
+        self._ctx.namespace_push(self._segment)
+        return self._ctx.current_namespace
+
+    def __exit__(self, et, ev, tb):
+        if self._ctx._tid is not None:
+            rc = self._ctx._lib.obsd_budget_namespace_pop()
+            if rc and et is None:
+                raise ObsdError(rc, _last_error(self._ctx._lib))
+        return False
+
+
+class BudgetContext:
+    """The calling thread's FLOP budget context (obsd_budget_open).
+
+        with h.budget(2_000_000_000, wall_time_limit_s=30, namespace="estimator") as b:
+            with b.dispatch("matmul"):                    # framework work
+                b.charge("matmul", obsd.flops_matmul(m, k, n, "float32"))
+                with b.kernel("matmul"):                  # the computation
+                    gemm()
+        print(b.summary.residual_ns, b.summary.operations["matmul"].calls)
+
+    handle: an Obsd (receives the context's records) or None (accounting
+    only). flop_budget > 0 (an int, or an integral float such as 2e9);
+    wall_time_limit_s None or 0 for none; namespace the root label (dotted
+    segments of [A-Za-z0-9_:-]) or None. now_ns opens at that
+    CLOCK_MONOTONIC time (obsd_budget_open_at; so do the now_ns arguments
+    below). One context per thread: opening a second one raises ObsdError
+    (status OBSD_ESTATE).
+
+    Leaving the with-block closes the context (also when the block raises)
+    and keeps the summary in .summary; close() returns it.
+    """
+
+    def __init__(self, handle, flop_budget, wall_time_limit_s=None, namespace=None, now_ns=None):
+        lib = self._lib = load_library()
+        if isinstance(flop_budget, float) and flop_budget.is_integer():
+            flop_budget = int(flop_budget)
+        if not isinstance(flop_budget, int) or not 0 < flop_budget <= _U64_MAX:
+            raise ValueError("flop_budget must be an integer in 1..2**64-1, got %r" % (flop_budget,))
+        limit = 0.0 if wall_time_limit_s is None else float(wall_time_limit_s)
+        h = handle._handle() if handle is not None else None
+        ns = _bytes(namespace)
+        if now_ns is None:
+            rc = lib.obsd_budget_open(h, flop_budget, limit, ns)
+        else:
+            rc = lib.obsd_budget_open_at(h, flop_budget, limit, ns, now_ns)
+        if rc != OBSD_OK:
+            raise ObsdError(rc, _last_error(lib))
+        self._tid = _get_ident()
+        self._thread = threading.current_thread()
+        self._obsd = handle
+        self._why = _Refusal()
+        self._why_ref = ctypes.byref(self._why)
+        self._cost = ctypes.c_uint64()
+        self._charge = lib.fast_charge
+        self._spans = {}
+        self.ns = namespace or ""
+        self.summary = None
+        if handle is not None:
+            handle._contexts.add(self)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, et, ev, tb):
+        if self._tid is not None:
+            self.close()
+        return False
+
+    @property
+    def is_open(self):
+        return self._tid is not None
+
+    def _not_mine(self):
+        if self._tid is None:
+            raise ObsdError(OBSD_ESTATE, "budget context is closed")
+        raise ObsdError(OBSD_ESTATE, "budget context belongs to thread %d, not the calling "
+                        "thread %d (contexts are per thread)" % (self._tid, _get_ident()))
+
+    def charge(self, op, flop_cost, now_ns=None):
+        """Charges flop_cost FLOPs for one call of op in the current
+        namespace, decided synchronously as in C. Raises BudgetExhausted
+        (nothing charged or recorded, the context marked exhausted) or
+        WallTimeExceeded (after the wall-time limit) with the refusal's
+        fields; ObsdError for an unknown op."""
+        if self._tid != _get_ident():
+            self._not_mine()
+        a = _op_args.get(op) or _op_arg(op)
+        if not 0 <= flop_cost <= _U64_MAX:     # (a float fails at cost.value below)
+            _u64("flop_cost", flop_cost)
+        if now_ns is None:
+            cost = self._cost          # this context's thread only: no race
+            cost.value = flop_cost
+            rc = self._charge(a, cost, self._why_ref)
+        else:
+            rc = self._lib.obsd_budget_charge_at(a.value, flop_cost, now_ns, self._why_ref)
+        if rc:
+            self._refused(rc)
+
+    def _refused(self, rc):
+        msg = _last_error(self._lib)
+        if rc not in (OBSD_EBUDGET, OBSD_EWALL):
+            raise ObsdError(rc, msg)
+        w = self._why
+        cls = BudgetExhausted if rc == OBSD_EBUDGET else WallTimeExceeded
+        raise cls(rc, msg, w.op.decode("utf-8") if w.op is not None else None, w.flop_cost,
+                  w.flops_remaining, w.wall_ns, w.wall_limit_ns)
+
+    def _call(self, rc):
+        if rc != OBSD_OK:
+            raise ObsdError(rc, _last_error(self._lib))
+
+    # -- namespaces
+
+    def namespace(self, segment):
+        """with b.namespace("layer1"): appends ".layer1" to the current
+        label for the block (push, then pop at exit); the with-target is the
+        new label. Labels only: the budget is one pool."""
+        return _Namespace(self, segment)
+
+    def namespace_push(self, segment):
+        if self._tid != _get_ident():
+            self._not_mine()
+        self._call(self._lib.obsd_budget_namespace_push(_bytes(segment)))
+
+    def namespace_pop(self):
+        if self._tid != _get_ident():
+            self._not_mine()
+        self._call(self._lib.obsd_budget_namespace_pop())
+
+    @property
+    def current_namespace(self):
+        """The current label ("" when none)."""
+        if self._tid != _get_ident():
+            self._not_mine()
+        return self._lib.obsd_budget_namespace().decode("utf-8")
+
+    # -- spans
+
+    def dispatch(self, op=None, participant=False):
+        """with b.dispatch("tolist"): a dispatch span, the framework's own
+        work (marshaling, round trips, reconstructing results). Spans nest
+        and each instant counts once (only the outermost span reads the
+        clock; its op gets the time). participant=True
+        (OBSD_SPAN_PARTICIPANT): the span adds nothing and is counted in
+        participant_spans, so participant code cannot shave its residual.
+        The span ends also when the block raises."""
+        key = (op, bool(participant))
+        sp = self._spans.get(key)
+        if sp is None:
+            sp = self._spans[key] = _Span(self, self._lib.fast_dispatch_begin,
+                                          (_op_arg(op), _SPAN_FLAGS[bool(participant)]),
+                                          self._lib.obsd_budget_dispatch_end)
+        return sp
+
+    def kernel(self, op=None):
+        """with b.kernel("matmul"): a kernel span, the pure computation of op
+        (its backend time). Nests like dispatch spans."""
+        key = ("kernel", op)
+        sp = self._spans.get(key)
+        if sp is None:
+            sp = self._spans[key] = _Span(self, self._lib.fast_kernel_begin,
+                                          (_op_arg(op),), self._lib.obsd_budget_kernel_end)
+        return sp
+
+    def dispatch_begin(self, op=None, participant=False, now_ns=None):
+        if self._tid != _get_ident():
+            self._not_mine()
+        flags = _SPAN_FLAGS[bool(participant)]
+        if now_ns is None:
+            self._call(self._lib.fast_dispatch_begin(_op_arg(op), flags))
+        else:
+            self._call(self._lib.obsd_budget_dispatch_begin_at(_op_arg(op).value, flags.value,
+                                                               now_ns))
+
+    def dispatch_end(self, now_ns=None):
+        if self._tid != _get_ident():
+            self._not_mine()
+        if now_ns is None:
+            self._call(self._lib.obsd_budget_dispatch_end())
+        else:
+            self._call(self._lib.obsd_budget_dispatch_end_at(now_ns))
+
+    def kernel_begin(self, op=None, now_ns=None):
+        if self._tid != _get_ident():
+            self._not_mine()
+        if now_ns is None:
+            self._call(self._lib.fast_kernel_begin(_op_arg(op)))
+        else:
+            self._call(self._lib.obsd_budget_kernel_begin_at(_op_arg(op).value, now_ns))
+
+    def kernel_end(self, now_ns=None):
+        if self._tid != _get_ident():
+            self._not_mine()
+        if now_ns is None:
+            self._call(self._lib.obsd_budget_kernel_end())
+        else:
+            self._call(self._lib.obsd_budget_kernel_end_at(now_ns))
+
+    # -- summaries
+
+    def status(self):
+        """The summary so far (live wall and split, open=True)."""
+        if self._tid != _get_ident():
+            self._not_mine()
+        s = _Summary()
+        self._call(self._lib.obsd_budget_status(ctypes.byref(s)))
+        return _summary(self._lib, s)
+
+    def flush(self):
+        """Sends a progress record of the context now and flushes the ring."""
+        if self._tid != _get_ident():
+            self._not_mine()
+        rc = self._lib.obsd_budget_flush()
+        if rc < 0:
+            raise ObsdError(rc, _last_error(self._lib))
+        return rc == OBSD_OK
+
+    def close(self, now_ns=None):
+        """Closes the context (spans still open end now), sends its close
+        record and returns the BudgetSummary (also kept in .summary). A
+        second close returns the same summary."""
+        if self._tid is None:
+            return self.summary
+        if self._tid != _get_ident():
+            self._not_mine()
+        s = _Summary()
+        if now_ns is None:
+            rc = self._lib.obsd_budget_close(ctypes.byref(s))
+        else:
+            rc = self._lib.obsd_budget_close_at(ctypes.byref(s), now_ns)
+        self._tid = None
+        if self._obsd is not None:
+            self._obsd._contexts.discard(self)
+        self._call(rc)
+        self.summary = _summary(self._lib, s)
+        return self.summary
+
+
+# -- cost helpers (obsd_flops_*: FMA = 2, 64-bit types at rate 2, complex
+# add/multiply/divide 2/6/11, transcendentals 16, sorts 4; saturating)
+
+_DTYPES = {
+    "bool": 0, "int8": 1, "int16": 2, "int32": 3, "int64": 4,
+    "uint8": 5, "uint16": 6, "uint32": 7, "uint64": 8,
+    "float16": 9, "float32": 10, "float64": 11, "complex64": 12, "complex128": 13,
+    # Python's own types, as numpy maps them
+    "int": 4, "float": 11, "complex": 13,
+}
+_EW_OPS = {"add": 0, "multiply": 1, "divide": 2, "transcendental": 3, "copy": 4}
+
+
+def _dtype(dt):
+    """A dtype name ("float32"), a numpy dtype or scalar type (by its name),
+    a Python type (int, float, complex, bool) or the enum value."""
+    if isinstance(dt, int) and not isinstance(dt, bool) and 0 <= dt <= 13:
+        return dt
+    name = dt if isinstance(dt, str) else getattr(dt, "name", None) or getattr(dt, "__name__", None)
+    try:
+        return _DTYPES[name]
+    except (KeyError, TypeError):
+        raise ValueError("unknown dtype %r (one of %s)" % (dt, ", ".join(_DTYPES))) from None
+
+
+def _sizes(*v):
+    for x in v:
+        _u64("size", x)
+
+
+def flops_matmul(m, k, n, dtype):
+    """(m x k) @ (k x n): 2mkn - mn (complex: 6mkn + 2mn(k-1))."""
+    _sizes(m, k, n)
+    return load_library().obsd_flops_matmul(m, k, n, _dtype(dtype))
+
+
+def flops_elementwise(op, n, dtype):
+    """n output elements of one ufunc; op is "add" (also subtract, compare,
+    min/max), "multiply", "divide", "transcendental" (sin, exp, log, ...)
+    or "copy"."""
+    _sizes(n)
+    try:
+        code = op if isinstance(op, int) else _EW_OPS[op]
+    except KeyError:
+        raise ValueError("unknown elementwise op %r (one of %s)" % (op, ", ".join(_EW_OPS))) from None
+    return load_library().obsd_flops_elementwise(code, n, _dtype(dtype))
+
+
+def flops_fft(n, dtype):
+    """Complex FFT of length n: 5 n ceil(log2 n) (integer and 64-bit inputs
+    are computed in complex128)."""
+    _sizes(n)
+    return load_library().obsd_flops_fft(n, _dtype(dtype))
+
+
+def flops_reduce(n, dtype):
+    """A reduction of n elements to one: n - 1 additions in the accumulator
+    type (integers narrower than 64 bits accumulate in int64)."""
+    _sizes(n)
+    return load_library().obsd_flops_reduce(n, _dtype(dtype))
+
+
+def flops_reduce_to(n_in, n_out, dtype):
+    """A reduction along axes, n_in elements to n_out."""
+    _sizes(n_in, n_out)
+    return load_library().obsd_flops_reduce_to(n_in, n_out, _dtype(dtype))
+
+
+def flops_sort(n, dtype):
+    """Sort of n elements: n ceil(log2 n) at weight 4."""
+    _sizes(n)
+    return load_library().obsd_flops_sort(n, _dtype(dtype))
