@@ -12,11 +12,16 @@
                 with b.kernel("matmul"):
                     gemm()
         print(b.summary.residual_ns)
+        w = h.sched_worker()                # scheduler counters (in each worker)
+        w.inc("popped_local")
+        w.completed()
         h.session("ended")
 
 What it covers: obsd.h (Obsd: spans, values, counters, gauges, sessions,
-requests, stats) and obsd_budget.h (BudgetContext, budget_op, flops_*: see
-"FLOP budgets" below).
+requests, stats), obsd_budget.h (BudgetContext, budget_op, flops_*: see
+"FLOP budgets" below) and obsd_sched.h (SchedWorker, SchedQueue: see
+"Scheduler counter blocks" below, which says what the Python side
+guarantees about memory ordering).
 
 libobsd.so is found, in this order:
   1. the path in $OBSD_LIBRARY, if set;
@@ -37,7 +42,9 @@ import ctypes.util
 import dataclasses
 import glob
 import os
+import platform
 import threading
+import time
 
 __all__ = [
     "Obsd", "ObsdError", "now", "load_library",
@@ -45,6 +52,7 @@ __all__ = [
     "WallTimeExceeded", "budget_op", "budget_op_name", "budget_is_open",
     "set_progress_interval_ms", "flops_matmul", "flops_elementwise", "flops_fft",
     "flops_reduce", "flops_reduce_to", "flops_sort",
+    "SchedWorker", "SchedQueue", "SCHED_COUNTERS",
 ]
 
 OBSD_OK = 0
@@ -216,6 +224,10 @@ def _declare(lib):
         "obsd_flops_reduce": ([u64, c_int], u64),
         "obsd_flops_reduce_to": ([u64, u64, c_int], u64),
         "obsd_flops_sort": ([u64, c_int], u64),
+        # obsd_sched.h (the claim functions; counting is done in Python)
+        "obsd_sched_worker": ([vp, c_int], vp),
+        "obsd_sched_queue": ([vp, cp], vp),
+        "obsd_sched_release": ([vp], None),
     }
     for name, (args, res) in sigs.items():
         fn = getattr(lib, name)
@@ -275,6 +287,7 @@ class Obsd:
         self._lib = load_library()
         self._keys = {}
         self._contexts = set()   # open BudgetContexts writing to this handle
+        self._blocks = set()     # claimed SchedWorker/SchedQueue blocks
         self._h = self._lib.obsd_open(_bytes(name))
         if not self._h:
             raise OSError("obsd_open(%r): %s" % (name, _last_error(self._lib)))
@@ -290,7 +303,9 @@ class Obsd:
         """Flushes and unmaps; must not race with other calls on this handle.
 
         Budget contexts of the calling thread still open on this handle are
-        closed first (their .summary is kept). Raises
+        closed first (their .summary is kept). Scheduler blocks claimed
+        through it are released (they keep their values) and their objects
+        refuse further use: the memory they point at is unmapped. Raises
         ObsdError, leaving the handle open, while another thread still has a
         budget context open on it (libobsd would write its close record
         through a freed handle).
@@ -306,6 +321,8 @@ class Obsd:
                             "other threads; close them first" % len(others))
         for c in list(self._contexts):
             c.close()
+        for b in list(self._blocks):
+            b.release()
         self._lib.obsd_close(self._h)
         self._h = None
 
@@ -417,6 +434,36 @@ class Obsd:
         closes it and keeps the summary in .summary.
         """
         return BudgetContext(self, flop_budget, wall_time_limit_s, namespace, now_ns)
+
+    def sched_worker(self, index=None):
+        """Claims a worker counter block for the calling worker thread.
+
+        index: the worker's index in its runtime (reported as worker_index),
+        or None for the next index of this process (OBSD_SCHED_AUTO). Claim
+        after session("started"). Raises ObsdError when no block is free.
+        """
+        if not SCHED_DIRECT_STORES:
+            _atomics()  # before claiming: stores go through libatomic here
+        b = self._lib.obsd_sched_worker(self._handle(), -1 if index is None else int(index))
+        if not b:
+            raise ObsdError(OBSD_EINVAL, _last_error(self._lib))
+        return self._block(_make_worker, b)
+
+    def _block(self, make, addr):
+        try:
+            return make(self, addr)
+        except BaseException:
+            self._lib.obsd_sched_release(addr)
+            raise
+
+    def sched_queue(self, tag):
+        """Claims a queue counter block for the message queue named tag
+        (1..47 printable ASCII bytes); any thread may count on it."""
+        _atomics()  # before claiming: a queue block needs libatomic's fetch-add
+        b = self._lib.obsd_sched_queue(self._handle(), _bytes(tag))
+        if not b:
+            raise ObsdError(OBSD_EINVAL, _last_error(self._lib))
+        return self._block(SchedQueue, b)
 
 
 # ---------------------------------------------------------------------------
@@ -936,3 +983,342 @@ def flops_sort(n, dtype):
     """Sort of n elements: n ceil(log2 n) at weight 4."""
     _sizes(n)
     return load_library().obsd_flops_sort(n, _dtype(dtype))
+
+
+# ---------------------------------------------------------------------------
+# Scheduler counter blocks (obsd_sched.h)
+#
+# The counting functions of obsd_sched.h are static inline, not symbols of
+# libobsd, so the binding claims blocks through libobsd (obsd_sched_worker,
+# obsd_sched_queue, obsd_sched_release) and then writes the block's memory
+# itself, with the header's layout and memory-ordering contract:
+#
+#   - Single-writer fields (add, inc, steal, completed): a relaxed load and a
+#     relaxed store of the aligned 64-bit word, no read-modify-write, as in C.
+#     On x86-64 (SCHED_DIRECT_STORES) the words are ctypes arrays mapped on
+#     the block: CPython's c_uint64 setter stores the 8 bytes with one
+#     aligned move (what ctypes does in practice, checked on CPython 3.11;
+#     not a documented CPython promise), which x86-64 never tears, so the
+#     collector's atomic loads never see a torn value. completed() keeps the
+#     header's sequence protocol (sequence odd, count, first/last time,
+#     sequence even): each store is a separate call into ctypes, so no
+#     compiler moves one past another, and x86-64 makes stores visible in
+#     program order, i.e. every store is a release store there, which is all
+#     the header's release stores compile to on x86-64. On other
+#     architectures, where plain stores may be reordered, every load and
+#     store goes through libatomic's __atomic_load_8 / __atomic_store_8
+#     with the header's exact orders (relaxed, release).
+#   - Shared fields (add_shared, queue blocks): a relaxed fetch-add through
+#     libatomic's __atomic_fetch_add_8 (lock xadd on x86-64), the same
+#     lock-free instruction the inline C uses, so Python threads, C threads,
+#     sub-interpreters and free-threaded builds may count on one field
+#     together without losing increments. Without libatomic.so.1 these raise
+#     OSError (a Python lock would not exclude C writers).
+#
+# What the Python side does not change: a field written with add, inc,
+# steal or completed must have one writing thread (the block's worker), as
+# in C; the GIL is no substitute (it does not exist in free-threaded builds
+# or across sub-interpreters with their own GIL). Reads across counters are
+# not a point-in-time view; the completion group is read consistently.
+
+SCHED_COUNTERS = (
+    "pushed_local", "dispatched_to_pending", "pushed_remote", "popped_local",
+    "popped_via_steal", "enqueue_cas_retries", "dequeue_cas_retries", "batch_resets",
+    "steal_attempts", "steal_failures", "parked", "fairness_arm_fires",
+)
+(SCHED_PUSHED_LOCAL, SCHED_DISPATCHED_TO_PENDING, SCHED_PUSHED_REMOTE, SCHED_POPPED_LOCAL,
+ SCHED_POPPED_VIA_STEAL, SCHED_ENQUEUE_CAS_RETRIES, SCHED_DEQUEUE_CAS_RETRIES,
+ SCHED_BATCH_RESETS, SCHED_STEAL_ATTEMPTS, SCHED_STEAL_FAILURES, SCHED_PARKED,
+ SCHED_FAIRNESS_ARM_FIRES) = range(len(SCHED_COUNTERS))
+_CIDX = {n: i for i, n in enumerate(SCHED_COUNTERS)}
+_CIDX.update({i: i for i in range(len(SCHED_COUNTERS))})
+
+# Whether single-writer stores go straight through ctypes memory (x86-64),
+# else through libatomic. Read when a block is claimed.
+SCHED_DIRECT_STORES = platform.machine().lower() in ("x86_64", "amd64")
+
+_N = len(SCHED_COUNTERS)
+_LAST_STEAL, _SEQ, _COMPLETED, _FIRST, _LAST = _N, _N + 1, _N + 2, _N + 3, _N + 4
+_WORDS_OFF = 64        # offsetof(struct obsd_sched_block, u)
+_Q_TAG_LEN = 48        # OBSD_SCHED_TAG_MAX + 1
+_Q_PUSHED, _Q_POPPED, _Q_ENQ, _Q_DEQ = 0, 1, 2, 3
+_RELAXED, _ACQUIRE, _RELEASE = 0, 2, 3   # __ATOMIC_* memory orders
+_ONE = ctypes.c_uint64(1)
+_monotonic_ns = time.monotonic_ns   # CLOCK_MONOTONIC on Linux: obsd_now()'s clock
+
+
+class _BlockHead(ctypes.Structure):
+    # the identity cache line of struct obsd_sched_block
+    _fields_ = [
+        ("state", ctypes.c_uint32), ("magic", ctypes.c_uint32),
+        ("version", ctypes.c_uint16), ("kind", ctypes.c_uint16),
+        ("generation", ctypes.c_uint32), ("owner_pid", ctypes.c_int32),
+        ("owner_tid", ctypes.c_int32), ("index", ctypes.c_int64),
+        ("claim_ns", ctypes.c_uint64), ("release_ns", ctypes.c_uint64),
+    ]
+
+
+assert _BlockHead.index.offset == 24 and ctypes.sizeof(_BlockHead) == 48
+
+_atomic = None
+
+
+class _Atomics:
+    """The three libatomic entry points the binding uses."""
+    __slots__ = ("load", "store", "fetch_add")
+
+
+def _atomics():
+    """libatomic.so.1's 64-bit load, store and fetch-add, loaded once
+    (through PyDLL: these calls never block, so they keep the GIL)."""
+    global _atomic
+    if _atomic is None:
+        tried = []
+        for name in ("libatomic.so.1", ctypes.util.find_library("atomic")):
+            if not name:
+                continue
+            try:
+                lib = ctypes.PyDLL(name)
+            except OSError as e:
+                tried.append("%s (%s)" % (name, e))
+                continue
+            # No argtypes (their conversion costs more than the call):
+            # callers pass c_void_p addresses, c_uint64 values and int
+            # memory orders, the exact parameter types.
+            a = _Atomics()
+            a.load = getattr(lib, "__atomic_load_8")
+            a.load.restype = ctypes.c_uint64
+            a.store = getattr(lib, "__atomic_store_8")
+            a.store.restype = None
+            a.fetch_add = getattr(lib, "__atomic_fetch_add_8")
+            a.fetch_add.restype = ctypes.c_uint64
+            _atomic = a
+            break
+        else:
+            raise OSError("libatomic.so.1 not found (tried: %s): shared scheduler counters "
+                          "need its atomic fetch-add" % ("; ".join(tried) or "nothing"))
+    return _atomic
+
+
+class _Released:
+    """Stands in for a block's memory once it is released or unmapped."""
+    __slots__ = ("why",)
+
+    def __init__(self, why):
+        self.why = why
+
+    def __getitem__(self, i):
+        raise ObsdError(OBSD_ESTATE, self.why)
+
+    __setitem__ = __getitem__
+
+
+def _counter(c):
+    try:
+        return _CIDX[c]
+    except (KeyError, TypeError):
+        raise ValueError("unknown scheduler counter %r (one of %s)"
+                         % (c, ", ".join(SCHED_COUNTERS))) from None
+
+
+class _Block:
+    def __init__(self, obsd, addr, nwords, words_off):
+        self._obsd = obsd
+        self._lib = obsd._lib
+        self.address = addr
+        head = _BlockHead.from_address(addr)
+        self.index = head.index
+        self.generation = head.generation
+        base = addr + words_off
+        # _p: the address of every 64-bit word (for libatomic); _w: the
+        # same words as a ctypes array (direct stores and loads).
+        self._p = [ctypes.c_void_p(base + 8 * i) for i in range(nwords)]
+        self._w = (ctypes.c_uint64 * nwords).from_address(base)
+        self._direct = SCHED_DIRECT_STORES and not isinstance(self, _AtomicSchedWorker)
+        obsd._blocks.add(self)
+
+    def _load(self, i):
+        if self._direct:
+            return self._w[i]
+        return _atomics().load(self._p[i], _ACQUIRE)
+
+    def release(self):
+        """obsd_sched_release: the block keeps its values (the collector
+        still reads them) until a later claim reuses it; this object refuses
+        further use. Also done by the with-block's end and by Obsd.close()."""
+        if isinstance(self._w, _Released):
+            return
+        self._lib.obsd_sched_release(self.address)
+        self._w = self._p = _Released("scheduler block %#x was released" % self.address)
+        self._obsd._blocks.discard(self)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.release()
+        return False
+
+
+class SchedWorker(_Block):
+    """A worker counter block (obsd_sched_worker): Obsd.sched_worker().
+
+    Counters are named as in SCHED_COUNTERS ("popped_local", ...) or given by
+    their SCHED_* index. Timestamps default to time.monotonic_ns(), the
+    CLOCK_MONOTONIC clock of obsd.now(). Only the block's worker thread may
+    call add/inc/steal/completed (single writer per field, as in C);
+    add_shared is for a field every thread bumps (pushed_remote).
+    """
+
+    def __init__(self, obsd, addr):
+        super().__init__(obsd, addr, _N + 5, _WORDS_OFF)
+
+    def add(self, counter, n=1):
+        """obsd_sched_add: a relaxed load and store, single writer."""
+        c = _CIDX.get(counter)
+        if c is None or n < 0:
+            self._bad(counter, n)
+        w = self._w
+        w[c] = w[c] + n
+
+    def inc(self, counter):
+        """obsd_sched_inc."""
+        c = _CIDX.get(counter)
+        if c is None:
+            self._bad(counter, 1)
+        w = self._w
+        w[c] = w[c] + 1
+
+    def _bad(self, counter, n):
+        _counter(counter)
+        _u64("n", n)
+
+    def add_shared(self, counter, n=1):
+        """obsd_sched_add_shared: a relaxed fetch-add (libatomic), for a
+        field bumped by several threads; bump that field only this way."""
+        c = _CIDX.get(counter)
+        if c is None or n < 0:
+            self._bad(counter, n)
+        _atomics().fetch_add(self._p[c], _ONE if n == 1 else ctypes.c_uint64(n), _RELAXED)
+
+    def steal(self, got, now_ns=None):
+        """obsd_sched_steal: one steal try at now_ns: steal_attempts,
+        last_steal_attempt_ns, and popped_via_steal (got) or steal_failures."""
+        w = self._w
+        w[SCHED_STEAL_ATTEMPTS] = w[SCHED_STEAL_ATTEMPTS] + 1
+        c = SCHED_POPPED_VIA_STEAL if got else SCHED_STEAL_FAILURES
+        w[c] = w[c] + 1
+        w[_LAST_STEAL] = _monotonic_ns() if now_ns is None else now_ns
+
+    def completed(self, now_ns=None):
+        """obsd_sched_completed: one behavior completed at now_ns; count,
+        first and last completion time under the block's sequence counter
+        (odd while updating), so the collector reads them consistently."""
+        if now_ns is None:
+            now_ns = _monotonic_ns()
+        w = self._w
+        seq = w[_SEQ]
+        w[_SEQ] = seq + 1
+        n = w[_COMPLETED]
+        w[_COMPLETED] = n + 1
+        if n == 0:
+            w[_FIRST] = now_ns
+        w[_LAST] = now_ns
+        w[_SEQ] = seq + 2
+
+    @property
+    def last_steal_attempt_ns(self):
+        """The time of the last steal() (0 = never)."""
+        return self._load(_LAST_STEAL)
+
+    def counters(self):
+        """The block's values now: every counter, last_steal_attempt_ns,
+        behaviors_completed, first_completion_ns, last_completion_ns (the
+        completion group read consistently, retried while a write is in
+        progress). Not a point-in-time view across counters."""
+        out = {name: self._load(i) for i, name in enumerate(SCHED_COUNTERS)}
+        out["last_steal_attempt_ns"] = self._load(_LAST_STEAL)
+        for _ in range(64):
+            s0 = self._load(_SEQ)
+            group = (self._load(_COMPLETED), self._load(_FIRST), self._load(_LAST))
+            if s0 % 2 == 0 and self._load(_SEQ) == s0:
+                break
+        else:
+            raise ObsdError(OBSD_ESTATE, "completion group of block %#x is mid-update"
+                            % self.address)
+        out["behaviors_completed"], out["first_completion_ns"], out["last_completion_ns"] = group
+        return out
+
+
+class _AtomicSchedWorker(SchedWorker):
+    """SchedWorker whose single-writer stores go through libatomic (every
+    architecture other than x86-64): the header's exact orders."""
+
+    def __init__(self, obsd, addr):
+        at = _atomics()
+        super().__init__(obsd, addr)
+        self._ld, self._st = at.load, at.store
+
+    def add(self, counter, n=1):
+        c = _CIDX.get(counter)
+        if c is None or n < 0:
+            self._bad(counter, n)
+        p = self._p[c]
+        self._st(p, ctypes.c_uint64(self._ld(p, _RELAXED) + n), _RELAXED)
+
+    def inc(self, counter):
+        self.add(counter, 1)
+
+    def steal(self, got, now_ns=None):
+        self.add(SCHED_STEAL_ATTEMPTS, 1)
+        self.add(SCHED_POPPED_VIA_STEAL if got else SCHED_STEAL_FAILURES, 1)
+        self._st(self._p[_LAST_STEAL],
+                 ctypes.c_uint64(_monotonic_ns() if now_ns is None else now_ns), _RELAXED)
+
+    def completed(self, now_ns=None):
+        if now_ns is None:
+            now_ns = _monotonic_ns()
+        p, ld, st, u64 = self._p, self._ld, self._st, ctypes.c_uint64
+        seq = ld(p[_SEQ], _RELAXED)
+        st(p[_SEQ], u64(seq + 1), _RELAXED)
+        n = ld(p[_COMPLETED], _RELAXED)
+        st(p[_COMPLETED], u64(n + 1), _RELEASE)
+        t = u64(now_ns)
+        if n == 0:
+            st(p[_FIRST], t, _RELEASE)
+        st(p[_LAST], t, _RELEASE)
+        st(p[_SEQ], u64(seq + 2), _RELEASE)
+
+
+def _make_worker(obsd, addr):
+    return (SchedWorker if SCHED_DIRECT_STORES else _AtomicSchedWorker)(obsd, addr)
+
+
+class SchedQueue(_Block):
+    """A queue counter block (obsd_sched_queue): Obsd.sched_queue(tag).
+    Any thread may count on it: relaxed fetch-adds through libatomic."""
+
+    def __init__(self, obsd, addr):
+        at = _atomics()
+        super().__init__(obsd, addr, 4, _WORDS_OFF + _Q_TAG_LEN)
+        self._fa = at.fetch_add
+        self.tag = ctypes.string_at(addr + _WORDS_OFF).decode("ascii")
+
+    def pushed(self, cas_retries=0):
+        """obsd_sched_queue_pushed: one push after cas_retries failed CAS."""
+        p = self._p
+        self._fa(p[_Q_PUSHED], _ONE, _RELAXED)
+        if cas_retries:
+            self._fa(p[_Q_ENQ], ctypes.c_uint64(_u64("cas_retries", cas_retries)), _RELAXED)
+
+    def popped(self, cas_retries=0):
+        """obsd_sched_queue_popped: one pop after cas_retries failed CAS."""
+        p = self._p
+        self._fa(p[_Q_POPPED], _ONE, _RELAXED)
+        if cas_retries:
+            self._fa(p[_Q_DEQ], ctypes.c_uint64(_u64("cas_retries", cas_retries)), _RELAXED)
+
+    def counters(self):
+        """pushed_total, popped_total, enqueue_cas_retries, dequeue_cas_retries now."""
+        return {name: self._load(i) for i, name in enumerate(
+            ("pushed_total", "popped_total", "enqueue_cas_retries", "dequeue_cas_retries"))}
