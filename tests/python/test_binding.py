@@ -4,72 +4,19 @@ Starts obsd on a per-process segment and store, writes a session from Python
 (spans from two threads, a counter, request records), waits for obsd to end
 the run, and checks what obsctl show --final reads back from the store.
 """
-import json
 import os
-import shutil
-import signal
-import subprocess
 import sys
-import tempfile
 import threading
-import time
 import unittest
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path.insert(0, os.path.join(HERE, "..", "..", "bindings", "python"))
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from harness import DaemonTestCase, metric  # noqa: E402
 import obsd  # noqa: E402
 
-BUILD = os.environ.get("OBSD_BUILD_DIR", "")
 SPANS_PER_THREAD = 500
 
 
-def tool_env():
-    """obsd and obsctl read OBSD_<KEY> variables as config: give them none."""
-    return {k: v for k, v in os.environ.items() if not k.startswith("OBSD_")}
-
-
-def metric(snapshot, name):
-    for m in snapshot["metrics"]:
-        if m["name"] == name:
-            return m
-    raise AssertionError("metric %s not in snapshot" % name)
-
-
-class BindingTest(unittest.TestCase):
-    def setUp(self):
-        self.assertTrue(BUILD, "OBSD_BUILD_DIR is not set")
-        self.name = "pytest-%d" % os.getpid()
-        self.shm = "/dev/shm/obsd." + self.name
-        self.store = tempfile.mkdtemp(prefix="obsd-pytest-")
-        self.daemon = None
-        self.addCleanup(self.cleanup)
-
-    def cleanup(self):
-        if self.daemon is not None and self.daemon.poll() is None:
-            self.daemon.send_signal(signal.SIGKILL)
-            self.daemon.wait()
-        if self.daemon is not None:
-            self.daemon.stderr.close()
-        shutil.rmtree(self.store, ignore_errors=True)
-        try:
-            os.unlink(self.shm)
-        except FileNotFoundError:
-            pass
-
-    def start_daemon(self):
-        self.daemon = subprocess.Popen(
-            [os.path.join(BUILD, "src", "daemon", "obsd"), "--foreground",
-             "--name", self.name, "--store", self.store,
-             "--set", "exit_after_run=true"],
-            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=tool_env())
-        for _ in range(300):
-            if os.path.exists(self.shm):
-                return
-            if self.daemon.poll() is not None:
-                self.fail("obsd exited early: %s" % self.daemon.stderr.read().decode())
-            time.sleep(0.02)
-        self.fail("obsd did not create %s" % self.shm)
-
+class BindingTest(DaemonTestCase):
     def test_session_round_trip(self):
         self.start_daemon()
         with obsd.Obsd(self.name) as h:
@@ -112,13 +59,9 @@ class BindingTest(unittest.TestCase):
         self.assertEqual(drops, 0)
         self.assertEqual(stats["records_dropped"], 0)
         self.assertEqual(stats["records_refused"], 1)
-        self.daemon.wait(timeout=60)
-        self.assertEqual(self.daemon.returncode, 0, self.daemon.stderr.read().decode())
+        self.wait_daemon()
 
-        out = subprocess.run(
-            [os.path.join(BUILD, "src", "cli", "obsctl"), "show", "--final", "--json",
-             "--store", self.store], check=True, capture_output=True, env=tool_env())
-        snap = json.loads(out.stdout)
+        snap = self.obsctl("show", "--final", "--json")
         self.assertEqual(snap["state"], "complete")
         self.assertEqual(metric(snap, "py.span")["count"], 2 * SPANS_PER_THREAD - drops)
         self.assertEqual(metric(snap, "py.count")["value"], 42)
