@@ -17,8 +17,10 @@ void hist_reset(struct hist *h)
         struct hist_group *grp = h->groups[g];
         if (!grp)
             continue;
-        for (unsigned c = 0; c < HIST_CHUNKS_PER_GROUP; c++)
+        for (unsigned c = 0; c < HIST_CHUNKS_PER_GROUP; c++) {
             free(grp->ck[c].counts);
+            free(grp->ck[c].high);
+        }
         free(grp);
     }
     hist_init(h);
@@ -57,17 +59,26 @@ int hist_record_n(struct hist *h, uint64_t v, uint64_t n)
         h->groups[g] = grp;
         h->bytes += sizeof *grp;
     }
-    uint64_t *chunk = grp->ck[c].counts;
-    if (__builtin_expect(!chunk, 0)) {
-        chunk = calloc(HIST_CHUNK, sizeof *chunk);
-        if (!chunk)
+    struct hist_chunk *ck = &grp->ck[c];
+    if (__builtin_expect(!ck->counts, 0)) {
+        ck->counts = calloc(HIST_CHUNK, sizeof *ck->counts);
+        if (!ck->counts)
             return -1;
-        grp->ck[c].counts = chunk;
-        h->bytes += HIST_CHUNK * sizeof *chunk;
+        h->bytes += HIST_CHUNK * sizeof *ck->counts;
     }
-    chunk[idx & (HIST_CHUNK - 1)] += n;
-    grp->ck[c].total += n;
-    grp->ck[c].occupied |= UINT64_C(1) << (idx & (HIST_CHUNK - 1));
+    uint32_t i = idx & (HIST_CHUNK - 1);
+    uint64_t now = hist_chunk_count(ck, i) + n;
+    if ((now >> 32) && !ck->high) {
+        ck->high = calloc(HIST_CHUNK, sizeof *ck->high);
+        if (!ck->high)
+            return -1;
+        h->bytes += HIST_CHUNK * sizeof *ck->high;
+    }
+    ck->counts[i] = (uint32_t)now;
+    if (ck->high)
+        ck->high[i] = (uint32_t)(now >> 32);
+    ck->total += n;
+    ck->occupied |= UINT64_C(1) << i;
     if (h->count == 0 || v < h->min)
         h->min = v;
     if (h->count == 0 || v > h->max)
@@ -83,8 +94,8 @@ uint64_t hist_bucket_count(const struct hist *h, uint32_t index)
     const struct hist_group *grp = h->groups[index >> HIST_SUB_BITS];
     if (!grp)
         return 0;
-    const uint64_t *chunk = grp->ck[(index >> HIST_CHUNK_BITS) & (HIST_CHUNKS_PER_GROUP - 1)].counts;
-    return chunk ? chunk[index & (HIST_CHUNK - 1)] : 0;
+    const struct hist_chunk *ck = &grp->ck[(index >> HIST_CHUNK_BITS) & (HIST_CHUNKS_PER_GROUP - 1)];
+    return ck->counts ? hist_chunk_count(ck, index & (HIST_CHUNK - 1)) : 0;
 }
 
 int hist_foreach(const struct hist *h, hist_bucket_fn fn, void *ctx)
@@ -94,13 +105,13 @@ int hist_foreach(const struct hist *h, hist_bucket_fn fn, void *ctx)
         if (!grp)
             continue;
         for (uint32_t c = 0; c < HIST_CHUNKS_PER_GROUP; c++) {
-            const uint64_t *chunk = grp->ck[c].counts;
-            if (!chunk || grp->ck[c].total == 0)
+            const struct hist_chunk *ck = &grp->ck[c];
+            if (!ck->counts || ck->total == 0)
                 continue;
             uint32_t base = g * HIST_SUB_BUCKETS + c * HIST_CHUNK;
-            for (uint64_t occ = grp->ck[c].occupied; occ; occ &= occ - 1) {
+            for (uint64_t occ = ck->occupied; occ; occ &= occ - 1) {
                 uint32_t i = (uint32_t)__builtin_ctzll(occ);
-                int rc = fn(ctx, base + i, chunk[i]);
+                int rc = fn(ctx, base + i, hist_chunk_count(ck, i));
                 if (rc)
                     return rc;
             }
@@ -216,16 +227,17 @@ void hist_locate_ranks(const struct hist *h, const uint64_t *ranks, size_t n,
                 seen += total;
                 continue;
             }
-            const uint64_t *chunk = grp->ck[c].counts;
+            const struct hist_chunk *ck = &grp->ck[c];
             uint32_t base = g * HIST_SUB_BUCKETS + c * HIST_CHUNK;
-            for (uint64_t occ = grp->ck[c].occupied; occ && next < n; occ &= occ - 1) {
+            for (uint64_t occ = ck->occupied; occ && next < n; occ &= occ - 1) {
                 uint32_t i = (uint32_t)__builtin_ctzll(occ);
-                while (next < n && ranks[order[next]] < seen + chunk[i]) {
+                uint64_t in = hist_chunk_count(ck, i);
+                while (next < n && ranks[order[next]] < seen + in) {
                     out_index[order[next]] = base + i;
                     out_before[order[next]] = seen;
                     next++;
                 }
-                seen += chunk[i];
+                seen += in;
             }
         }
     }
@@ -305,10 +317,10 @@ void hist_bin(const struct hist *h, size_t n, const double *edges, uint64_t *cou
                 counts[first] += total;
                 continue;
             }
-            const uint64_t *chunk = grp->ck[c].counts;
-            for (uint64_t occ = grp->ck[c].occupied; occ; occ &= occ - 1) {
+            const struct hist_chunk *ck = &grp->ck[c];
+            for (uint64_t occ = ck->occupied; occ; occ &= occ - 1) {
                 uint32_t i = (uint32_t)__builtin_ctzll(occ);
-                counts[hist_bin_of(edges, n, hist_bucket_value(h, base + i))] += chunk[i];
+                counts[hist_bin_of(edges, n, hist_bucket_value(h, base + i))] += hist_chunk_count(ck, i);
             }
         }
     }

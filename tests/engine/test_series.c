@@ -112,6 +112,48 @@ static void fill(struct series *s, uint64_t seed, size_t n, uint64_t *copy)
     }
 }
 
+/* Counts are kept in 32 bits until one passes 2^32; then exactly in 64. */
+START_TEST(counts_past_2_to_the_32_stay_exact)
+{
+    struct series_env env;
+    series_env_init(&env, NULL, 0);
+    struct series s;
+    ck_assert_int_eq(series_init(&s, "big", false, &env), 0);
+    const uint64_t v = 123456, w = 5;
+    uint32_t iv = hist_index(v);
+    ck_assert_int_eq(series_add(&s, w), 0);
+    ck_assert_int_eq(hist_record_n(&s.hist, v, UINT32_MAX - 2), 0);
+    for (int i = 0; i < 4; i++)
+        ck_assert_int_eq(series_add(&s, v), 0);
+    uint64_t want = (uint64_t)UINT32_MAX - 2 + 4;
+    ck_assert_uint_gt(want, UINT32_MAX);
+    ck_assert_uint_eq(hist_bucket_count(&s.hist, iv), want);
+    ck_assert_uint_eq(hist_bucket_count(&s.hist, hist_index(w)), 1);
+    ck_assert_uint_eq(s.hist.count, want + 1);
+    ck_assert_int_eq(hist_record_n(&s.hist, v, UINT64_C(3) << 33), 0);
+    want += UINT64_C(3) << 33;
+    ck_assert_uint_eq(hist_bucket_count(&s.hist, iv), want);
+    uint64_t seen = 0;
+    ck_assert_uint_eq(hist_next_nonempty(&s.hist, hist_index(w)), iv);
+    ck_assert_uint_eq(hist_prev_nonempty(&s.hist, iv), hist_index(w));
+    uint64_t ranks[2] = {0, 1};
+    uint32_t idx[2];
+    uint64_t before[2];
+    hist_locate_ranks(&s.hist, ranks, 2, idx, before);
+    ck_assert_uint_eq(idx[0], hist_index(w));
+    ck_assert_uint_eq(idx[1], iv);
+    ck_assert_uint_eq(before[1], 1);
+    uint64_t bins[4];
+    double e[5];
+    hist_log_edges(1, 1e6, 4, e);
+    hist_bin(&s.hist, 4, e, bins);
+    for (int i = 0; i < 4; i++)
+        seen += bins[i];
+    ck_assert_uint_eq(seen, want + 1);
+    series_destroy(&s);
+}
+END_TEST
+
 START_TEST(exact_final_percentiles_are_observed_values)
 {
     enum { N = 20021 };
@@ -392,6 +434,7 @@ int main(void)
     tcase_add_test(tc, index_roundtrip_and_bucket_width);
     tcase_add_test(tc, live_percentiles_have_three_significant_digits);
     tcase_add_test(tc, memory_follows_the_range_seen);
+    tcase_add_test(tc, counts_past_2_to_the_32_stay_exact);
     tcase_add_test(tc, exact_final_percentiles_are_observed_values);
     tcase_add_test(tc, spilled_raw_values_give_identical_final_stats);
     tcase_add_test(tc, empty_series_is_all_zeros);
