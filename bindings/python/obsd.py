@@ -23,6 +23,17 @@ requests, stats), obsd_budget.h (BudgetContext, budget_op, flops_*: see
 "Scheduler counter blocks" below, which says what the Python side
 guarantees about memory ordering).
 
+Cost per call from Python (tests/python/bench_binding.py, best of 7 rounds,
+six runs on a 2-vCPU VM shared with other builds; in the same runs an empty
+Python call took 20-28 ns and a ctypes call without arguments, obsd.now(),
+176-262 ns): charge 0.42-0.61 us; a dispatch or kernel with-block
+0.62-1.3 us; a namespace with-block 1.2-1.7 us; status() 9-18 us; open +
+close 8-28 us; a scheduler inc or add 0.12-0.35 us, steal 0.19-0.55 us,
+completed 0.23-0.53 us, add_shared or a queue push 0.26-0.77 us (with
+libatomic stores, as on non-x86-64: inc 0.6-0.97 us, completed 1.7-2.5 us).
+libobsd's own work is 1-60 ns of that (bench/RESULTS.md); the rest is the
+interpreter and ctypes, so charge per op, not per element.
+
 libobsd.so is found, in this order:
   1. the path in $OBSD_LIBRARY, if set;
   2. ctypes.util.find_library("obsd") (an installed libobsd.so.0);
