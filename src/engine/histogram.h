@@ -87,25 +87,32 @@ uint64_t hist_bucket_hi(uint32_t index);     /* inclusive */
 int hist_record_n(struct hist *h, uint64_t v, uint64_t n);
 static inline int hist_record(struct hist *h, uint64_t v) { return hist_record_n(h, v, 1); }
 
-/* Prefetch hints for batched recording (the collector resolves a batch of
- * records in stages so their cache misses overlap): stage 0 the group
- * pointer, 1 the chunk pointer, 2 the count itself. */
-static inline void hist_prefetch(const struct hist *h, uint64_t v, int stage)
+/* One observation of v, whose index is idx, when its chunk exists (the
+ * common case, inlined into batched recording): returns false, counting
+ * nothing, when the chunk must first be allocated or the count carries past
+ * 32 bits (hist_record_n does both). */
+static inline bool hist_record_existing(struct hist *h, uint64_t v, uint32_t idx)
 {
-    uint32_t idx = hist_index(v);
-    const struct hist_group *grp;
-    if (stage == 0) {
-        __builtin_prefetch(&h->groups[idx >> HIST_SUB_BITS], 0);
-        return;
-    }
-    grp = h->groups[idx >> HIST_SUB_BITS];
-    if (!grp)
-        return;
+    struct hist_group *grp = h->groups[idx >> HIST_SUB_BITS];
+    if (__builtin_expect(!grp, 0))
+        return false;
     uint32_t c = (idx >> HIST_CHUNK_BITS) & (HIST_CHUNKS_PER_GROUP - 1);
-    if (stage == 1)
-        __builtin_prefetch(&grp->ck[c], 1);
-    else if (grp->ck[c].counts)
-        __builtin_prefetch(&grp->ck[c].counts[idx & (HIST_CHUNK - 1)], 1);
+    uint32_t *count = grp->ck[c].counts;
+    if (__builtin_expect(!count, 0))
+        return false;
+    count += idx & (HIST_CHUNK - 1);
+    if (__builtin_expect(*count == UINT32_MAX, 0))
+        return false;                 /* the carry into the high bits: hist_record_n */
+    ++*count;
+    grp->ck[c].total++;
+    grp->ck[c].occupied |= UINT64_C(1) << (idx & (HIST_CHUNK - 1));
+    /* a chunk exists only once something was counted: min and max are set */
+    if (v < h->min)
+        h->min = v;
+    if (v > h->max)
+        h->max = v;
+    h->count++;
+    return true;
 }
 
 /* Prefetch of one bucket's count (for a read of several cold buckets). */

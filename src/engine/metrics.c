@@ -204,29 +204,50 @@ int metrics_core_record(struct metric_table *t, const struct shm_record *rec,
     }
 }
 
+/* The cached entry of a series key, or NULL (then metrics_by_key). */
+static inline struct metric *cached_series(const struct metric_table *t, uint32_t key)
+{
+    return key < t->n_by_key ? t->by_key[key][METRIC_SERIES] : NULL;
+}
+
 void metrics_batch_flush(struct metric_table *t, struct metrics_batch *b,
                          metrics_key_name_fn name_fn, void *ctx)
 {
     struct metric *m[METRICS_BATCH];
-    size_t n = b->n;
-    for (size_t i = 0; i < n; i++) {
-        m[i] = metrics_by_key(t, b->key[i], METRIC_SERIES, name_fn, ctx);
-        if (m[i])
-            hist_prefetch(&m[i]->series.hist, b->value[i], 0);
+    uint32_t idx[METRICS_BATCH];
+    uint32_t n = b->n;
+    for (uint32_t i = 0; i < n; i++) {
+        struct metric *e = cached_series(t, b->key[i]);
+        if (__builtin_expect(!e, 0))
+            e = metrics_by_key(t, b->key[i], METRIC_SERIES, name_fn, ctx);
+        m[i] = e;
+        idx[i] = hist_index(b->value[i]);
+        if (e) {
+            __builtin_prefetch(&e->dirty);
+            __builtin_prefetch(&e->series.sum_sq, 1);
+            __builtin_prefetch(&e->series.hist.max, 1);
+            __builtin_prefetch(&e->series.hist.groups[idx[i] >> HIST_SUB_BITS]);
+        }
     }
-    for (size_t i = 0; i < n; i++)
+    for (uint32_t i = 0; i < n; i++) {
+        if (!m[i])
+            continue;
+        const struct hist_group *grp = m[i]->series.hist.groups[idx[i] >> HIST_SUB_BITS];
+        if (grp)
+            __builtin_prefetch(&grp->ck[(idx[i] >> HIST_CHUNK_BITS) & (HIST_CHUNKS_PER_GROUP - 1)], 1);
+    }
+    for (uint32_t i = 0; i < n; i++)
         if (m[i])
-            hist_prefetch(&m[i]->series.hist, b->value[i], 1);
-    for (size_t i = 0; i < n; i++)
-        if (m[i])
-            hist_prefetch(&m[i]->series.hist, b->value[i], 2);
-    for (size_t i = 0; i < n; i++) {
-        if (!m[i]) {
+            hist_prefetch_bucket(&m[i]->series.hist, idx[i]);
+    for (uint32_t i = 0; i < n; i++) {
+        struct metric *e = m[i];
+        if (!e) {
             b->rejected++;
             continue;
         }
-        metrics_touch(t, m[i]);
-        series_add(&m[i]->series, b->value[i]);
+        metrics_touch(t, e);
+        if (__builtin_expect(!series_add_existing(&e->series, b->value[i], idx[i]), 0))
+            series_add(&e->series, b->value[i]);
     }
     b->n = 0;
 }
@@ -235,26 +256,21 @@ int metrics_batch_record(struct metric_table *t, struct metrics_batch *b, const 
                          metrics_key_name_fn name_fn, void *ctx)
 {
     uint64_t v;
-    if (rec->type == OBSD_REC_SPAN) {
+    if (rec->type == OBSD_REC_SPAN && rec->len == sizeof(struct obsd_pl_span)) {
         struct obsd_pl_span pl;
-        if (rec->len != sizeof pl) {
-            b->rejected++;
-            return 0;
-        }
         memcpy(&pl, rec->payload, sizeof pl);
         if (pl.end_ns < pl.start_ns) {
             b->rejected++;
             return 0;
         }
         v = pl.end_ns - pl.start_ns;
-    } else if (rec->type == OBSD_REC_VALUE) {
+    } else if (rec->type == OBSD_REC_VALUE && rec->len == sizeof(struct obsd_pl_value)) {
         struct obsd_pl_value pl;
-        if (rec->len != sizeof pl) {
-            b->rejected++;
-            return 0;
-        }
         memcpy(&pl, rec->payload, sizeof pl);
         v = pl.value;
+    } else if (rec->type == OBSD_REC_SPAN || rec->type == OBSD_REC_VALUE) {
+        b->rejected++;       /* wrong length */
+        return 0;
     } else {
         return -2;
     }

@@ -98,20 +98,24 @@ int metrics_core_record(struct metric_table *t, const struct shm_record *rec,
                         metrics_key_name_fn name_fn, void *ctx);
 
 /* Batched spans and values: the hot path. Records are queued (key, value)
- * and applied in stages that prefetch each record's metric, histogram group
- * and count before touching them, so the cache misses of a batch overlap.
- * Flush before handling any record that must be seen in order after them. */
-#define METRICS_BATCH 32
+ * in two halves: when one is full, its records' entries are resolved and
+ * their metric, histogram group, chunk entry and count prefetched, then the
+ * other half (prefetched a whole half earlier, so its cache misses are over)
+ * is applied. Flush before handling any record that must be seen in order
+ * after them. */
+#define METRICS_BATCH 64
 struct metrics_batch {
-    size_t n;
+    uint32_t n;
     uint32_t key[METRICS_BATCH];
     uint64_t value[METRICS_BATCH];
-    uint64_t rejected;           /* unknown keys, malformed spans/values */
+    uint64_t rejected;
 };
-/* Queues a span or value. Returns 0, or -2 for another type (not queued). */
-int metrics_batch_record(struct metric_table *t, struct metrics_batch *b, const struct shm_record *rec,
-                         metrics_key_name_fn name_fn, void *ctx);
 void metrics_batch_flush(struct metric_table *t, struct metrics_batch *b,
+                         metrics_key_name_fn name_fn, void *ctx);
+
+/* Queues a span or value (a malformed one is counted as rejected). Returns
+ * 0, or -2 for another type (not queued). */
+int metrics_batch_record(struct metric_table *t, struct metrics_batch *b, const struct shm_record *rec,
                          metrics_key_name_fn name_fn, void *ctx);
 
 /* Forgets the key-id cache (after re-attaching to a segment). */

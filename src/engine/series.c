@@ -179,11 +179,7 @@ int series_add(struct series *s, uint64_t v)
     }
     if (s->exact)
         s->raw[s->n_raw++] = v;
-    if (s->n_recent < SERIES_RECENT)
-        s->recent[s->n_recent++] = v;
-    s->count++;
-    s->total += v;
-    s->sum_sq += (double)v * (double)v;
+    series_count_value(s, v);
     return 0;
 }
 

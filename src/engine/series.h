@@ -74,6 +74,27 @@ void series_destroy(struct series *s);
  * env->errors for exact series). */
 int series_add(struct series *s, uint64_t v);
 
+/* The summary part of an observation already in the histogram (and raw). */
+static inline void series_count_value(struct series *s, uint64_t v)
+{
+    if (s->n_recent < SERIES_RECENT)
+        s->recent[s->n_recent++] = v;
+    s->count++;
+    s->total += v;
+    s->sum_sq += (double)v * (double)v;
+}
+
+/* series_add inlined for the hot path (idx = hist_index(v)): a histogram-only
+ * series whose chunk for v exists. Returns false, having changed nothing,
+ * when series_add must do it. */
+static inline bool series_add_existing(struct series *s, uint64_t v, uint32_t idx)
+{
+    if (s->exact || !hist_record_existing(&s->hist, v, idx))
+        return false;
+    series_count_value(s, v);
+    return true;
+}
+
 /* Fills out (name points into s; buckets are malloc'ed, free them with
  * series_snap_release). final selects exact statistics for exact series.
  * n_buckets is the snapshot histogram size (config histogram_buckets).
