@@ -60,6 +60,10 @@ def main():
         daemon.send_signal(signal.SIGTERM)
         daemon.wait()
         shutil.rmtree(store, ignore_errors=True)
+        try:
+            os.unlink("/dev/shm/obsd." + name)   # segments outlive their collector
+        except FileNotFoundError:
+            pass
 
 
 def run(name):
