@@ -428,9 +428,8 @@ static int initial_symbols_general(const tokenizer *tok, struct tok_ws *ws, cons
 
 static inline void pair_at(const tokenizer *tok, struct tok_ws *ws, size_t i)
 {
-    const tok_pair *pr = tok_pairmap_get(&tok->pairs, ws->sym[i], ws->sym[i + 1]);
-    ws->rank[i] = pr ? pr->rank : UINT32_MAX;
-    ws->newid[i] = pr ? pr->new_id : 0;
+    if (!tok_pair_find(tok, ws->sym[i], ws->sym[i + 1], &ws->rank[i], &ws->newid[i]))
+        ws->rank[i] = UINT32_MAX;
 }
 
 /* Lowest rank first, leftmost among equals: what Hugging Face's heap does. */
@@ -484,8 +483,8 @@ static int merge_heap(const tokenizer *tok, struct tok_ws *ws, size_t *pm)
         ws->rank[i] = 1; /* alive */
     }
     for (size_t i = 0; i + 1 < m; i++) {
-        const tok_pair *pr = tok_pairmap_get(&tok->pairs, id[i], id[i + 1]);
-        if (pr && heap_push(ws, ((uint64_t)pr->rank << 32) | i))
+        uint32_t r, nid;
+        if (tok_pair_find(tok, id[i], id[i + 1], &r, &nid) && heap_push(ws, ((uint64_t)r << 32) | i))
             return TOKENIZER_ENOMEM;
     }
     while (ws->nheap) {
@@ -494,22 +493,21 @@ static int merge_heap(const tokenizer *tok, struct tok_ws *ws, size_t *pm)
         if (!ws->rank[pos] || next[pos] < 0)
             continue;
         int32_t nx = next[pos];
-        const tok_pair *pr = tok_pairmap_get(&tok->pairs, id[pos], id[nx]);
-        if (!pr || pr->rank != rank)
+        uint32_t r, nid;
+        if (!tok_pair_find(tok, id[pos], id[nx], &r, &nid) || r != rank)
             continue;
-        id[pos] = pr->new_id;
+        id[pos] = nid;
         ws->rank[nx] = 0;
         next[pos] = next[nx];
         if (next[nx] >= 0)
             prev[next[nx]] = (int32_t)pos;
         if (prev[pos] >= 0) {
-            const tok_pair *pp = tok_pairmap_get(&tok->pairs, id[prev[pos]], id[pos]);
-            if (pp && heap_push(ws, ((uint64_t)pp->rank << 32) | (uint32_t)prev[pos]))
+            if (tok_pair_find(tok, id[prev[pos]], id[pos], &r, &nid) &&
+                heap_push(ws, ((uint64_t)r << 32) | (uint32_t)prev[pos]))
                 return TOKENIZER_ENOMEM;
         }
         if (next[pos] >= 0) {
-            const tok_pair *pn = tok_pairmap_get(&tok->pairs, id[pos], id[next[pos]]);
-            if (pn && heap_push(ws, ((uint64_t)pn->rank << 32) | pos))
+            if (tok_pair_find(tok, id[pos], id[next[pos]], &r, &nid) && heap_push(ws, ((uint64_t)r << 32) | pos))
                 return TOKENIZER_ENOMEM;
         }
     }
@@ -566,16 +564,16 @@ int tok_bpe_piece(const tokenizer *tok, struct tok_ws *ws, const uint8_t *p, siz
 {
     if (n == 0)
         return 0;
-    /* the cache (small, hot) first; results never depend on it */
-    uint32_t h = 0;
+    /* the cache (small, hot) first; results never depend on it. The vocab
+     * is hashed the same way. */
+    uint32_t h = tok_hash(p, n);
     if (n <= CACHE_MAX_KEY) {
-        h = tok_hash(p, n);
         const cache_slot *s = cache_find(ws, p, n, h);
         if (s)
             return emit(out, count, ws->cache_ids + s->ids_off, s->ids_len);
     }
     if (tok->ignore_merges || tok->whole_ok) {
-        uint32_t id = tok_strmap_get(&tok->vocab, p, n);
+        uint32_t id = tok_strmap_get_hashed(&tok->vocab, p, n, h);
         bool whole = id != TOK_NONE && (tok->ignore_merges || (id < tok->whole_ok_bits &&
                                                                (tok->whole_ok[id >> 3] & (1u << (id & 7)))));
         if (whole) {

@@ -110,6 +110,8 @@ void tokenizer_free(tokenizer *t)
     free(t->nfc_barrier);
     free(t->whole_ok);
     free(t->byte_pair);
+    free(t->pair8);
+    free(t->rank_newid);
     for (size_t i = 0; i < t->npretoks; i++) {
         pcre2_code_free(t->pretoks[i].re);
         free(t->pretoks[i].literal);
@@ -848,6 +850,50 @@ static bool parse_added(tokenizer *t, json_t *arr, ctx *c)
     return true;
 }
 
+/* Builds pair8 and rank_newid when every id fits 18 bits and every rank 20,
+ * then drops the 16-byte table. Returns -1 only if out of memory. */
+static int pack_pairs(tokenizer *t)
+{
+    const tok_pairmap *m = &t->pairs;
+    uint32_t max_rank = 0;
+    for (uint64_t i = 0; i <= m->mask; i++) {
+        const tok_pair *p = &m->slots[i];
+        if (p->key == UINT64_MAX)
+            continue;
+        if ((p->key >> 32) >= 1u << 18 || (p->key & 0xFFFFFFFF) >= 1u << 18 || p->rank >= 1u << 20)
+            return 0; /* does not fit: keep the wide table */
+        if (p->rank > max_rank)
+            max_rank = p->rank;
+    }
+    uint64_t cap = 1024;
+    while (cap * 3 < m->count * 5) /* load at most 0.6 */
+        cap *= 2;
+    uint64_t *slots = malloc(cap * sizeof *slots);
+    uint32_t *newid = malloc(((size_t)max_rank + 1) * sizeof *newid);
+    if (!slots || !newid) {
+        free(slots);
+        free(newid);
+        return -1;
+    }
+    memset(slots, 0xFF, cap * sizeof *slots);
+    for (uint64_t i = 0; i <= m->mask; i++) {
+        const tok_pair *p = &m->slots[i];
+        if (p->key == UINT64_MAX)
+            continue;
+        uint64_t key = (p->key >> 32) << 18 | (p->key & 0xFFFFFFFF);
+        uint64_t j = (key * 0x9E3779B97F4A7C15ull) >> 24;
+        while (slots[j & (cap - 1)] != UINT64_MAX)
+            j++;
+        slots[j & (cap - 1)] = key << 20 | p->rank;
+        newid[p->rank] = p->new_id;
+    }
+    t->pair8 = slots;
+    t->pair8_mask = cap - 1;
+    t->rank_newid = newid;
+    tok_pairmap_free(&t->pairs);
+    return 0;
+}
+
 static bool finish_model(tokenizer *t, ctx *c)
 {
     bool all_bytes = true;
@@ -871,6 +917,10 @@ static bool finish_model(tokenizer *t, ctx *c)
             const tok_pair *pr = tok_pairmap_get(&t->pairs, t->byte_id[k >> 8], t->byte_id[k & 0xFF]);
             t->byte_pair[k] = pr ? ((uint64_t)pr->rank << 32 | pr->new_id) : UINT64_MAX;
         }
+    }
+    if (pack_pairs(t)) {
+        fail(c->err, c->errlen, "out of memory");
+        return false;
     }
     if (tok_mark_whole_tokens(t)) {
         fail(c->err, c->errlen, "out of memory");

@@ -314,7 +314,11 @@ int tok_strmap_put(tok_strmap *m, const uint8_t *key, size_t len, uint32_t id)
 
 uint32_t tok_strmap_get(const tok_strmap *m, const uint8_t *key, size_t len)
 {
-    uint32_t h = tok_hash(key, len);
+    return tok_strmap_get_hashed(m, key, len, tok_hash(key, len));
+}
+
+uint32_t tok_strmap_get_hashed(const tok_strmap *m, const uint8_t *key, size_t len, uint32_t h)
+{
     for (uint32_t i = h & m->mask;; i = (i + 1) & m->mask) {
         const tok_slot *s = &m->slots[i];
         if (s->len == UINT32_MAX)
