@@ -721,7 +721,8 @@ class BudgetContext:
         if isinstance(flop_budget, float) and flop_budget.is_integer():
             flop_budget = int(flop_budget)
         if not isinstance(flop_budget, int) or not 0 < flop_budget <= _U64_MAX:
-            raise ValueError("flop_budget must be an integer in 1..2**64-1, got %r" % (flop_budget,))
+            raise ValueError("flop_budget must be an integer in 1..2**64-1, got %r"
+                             % (flop_budget,))
         limit = 0.0 if wall_time_limit_s is None else float(wall_time_limit_s)
         h = handle._handle() if handle is not None else None
         ns = _bytes(namespace)
@@ -966,7 +967,8 @@ def flops_elementwise(op, n, dtype):
     try:
         code = op if isinstance(op, int) else _EW_OPS[op]
     except KeyError:
-        raise ValueError("unknown elementwise op %r (one of %s)" % (op, ", ".join(_EW_OPS))) from None
+        raise ValueError("unknown elementwise op %r (one of %s)"
+                         % (op, ", ".join(_EW_OPS))) from None
     return load_library().obsd_flops_elementwise(code, n, _dtype(dtype))
 
 

@@ -192,9 +192,9 @@ class BudgetTest(DaemonTestCase):
 
         snap = self.obsctl("show", "--final", "--json")
         full = {c["namespace"]: c for c in snap["budget"]["contexts"]}
-        self.assertEqual((full["py.exact"]["refused_charges"], full["py.exact"]["participant_spans"],
-                          full["py.exact"]["dispatch_s"], full["py.exact"]["open"]),
-                         (1, 1, 1000 / 1e9, False))
+        ex = full["py.exact"]
+        self.assertEqual((ex["refused_charges"], ex["participant_spans"], ex["dispatch_s"],
+                          ex["open"]), (1, 1, 1000 / 1e9, False))
         self.assertEqual(full["py.cm"]["participant_spans"], 1)
         self.assertEqual((full["py.wall"]["wall_exceeded"], full["py.wall"]["wall_time_limit_s"]),
                          (True, 0.001))
