@@ -47,8 +47,6 @@ typedef struct {
     uint16_t key_len, ids_len; /* key_len 0xFFFF: empty */
 } cache_slot;
 
-/* Pieces longer than this use the heap merge; shorter ones rescan. */
-#define LINEAR_MAX 48
 
 struct tok_ws {
     struct tok_ws *next_free, *next_all;
@@ -65,6 +63,13 @@ struct tok_ws {
     int32_t *prev, *next;
     uint64_t *heap;
     size_t nheap, capsym, capheap;
+    /* long-piece merge: the queued positions of each pending rank */
+    struct mgroup *grp;
+    struct mnode *node;
+    struct mslot *gmap;
+    uint32_t *gpos;
+    size_t ngrp, nnode, capgrp, capnode, gmap_mask, gmap_used, capgpos;
+    uint32_t lowest_queued;
     /* added-token matches */
     uint32_t *match_start, *match_end, *match_tok;
     size_t nmatch, capmatch;
@@ -124,6 +129,10 @@ void tok_ws_destroy(struct tok_ws *ws)
     free(ws->prev);
     free(ws->next);
     free(ws->heap);
+    free(ws->grp);
+    free(ws->node);
+    free(ws->gmap);
+    free(ws->gpos);
     free(ws->match_start);
     free(ws->match_end);
     free(ws->match_tok);
@@ -293,20 +302,31 @@ static int scratch_reserve(struct tok_ws *ws, size_t n)
     return 0;
 }
 
+/* A 4-ary min-heap of (rank << 32 | position): half the depth of a binary
+ * one, and the four children share a cache line. */
+static int heap_reserve(struct tok_ws *ws, size_t n)
+{
+    if (n <= ws->capheap)
+        return 0;
+    size_t c = ws->capheap ? ws->capheap * 2 : 256;
+    while (c < n)
+        c *= 2;
+    uint64_t *h = realloc(ws->heap, c * sizeof *h);
+    if (!h)
+        return -1;
+    ws->heap = h;
+    ws->capheap = c;
+    return 0;
+}
+
 static int heap_push(struct tok_ws *ws, uint64_t key)
 {
-    if (ws->nheap == ws->capheap) {
-        size_t c = ws->capheap ? ws->capheap * 2 : 256;
-        uint64_t *h = realloc(ws->heap, c * sizeof *h);
-        if (!h)
-            return -1;
-        ws->heap = h;
-        ws->capheap = c;
-    }
+    if (ws->nheap == ws->capheap && heap_reserve(ws, ws->nheap + 1))
+        return -1;
     uint64_t *h = ws->heap;
     size_t i = ws->nheap++;
     while (i > 0) {
-        size_t p = (i - 1) / 2;
+        size_t p = (i - 1) / 4;
         if (h[p] <= key)
             break;
         h[i] = h[p];
@@ -316,24 +336,31 @@ static int heap_push(struct tok_ws *ws, uint64_t key)
     return 0;
 }
 
+static void heap_sift_down(uint64_t *h, size_t n, size_t i, uint64_t key)
+{
+    for (;;) {
+        size_t c = 4 * i + 1;
+        if (c >= n)
+            break;
+        size_t best = c;
+        size_t end = c + 4 < n ? c + 4 : n;
+        for (size_t k = c + 1; k < end; k++)
+            if (h[k] < h[best])
+                best = k;
+        if (key <= h[best])
+            break;
+        h[i] = h[best];
+        i = best;
+    }
+    h[i] = key;
+}
+
 static uint64_t heap_pop(struct tok_ws *ws)
 {
     uint64_t *h = ws->heap;
     uint64_t top = h[0], last = h[--ws->nheap];
-    size_t n = ws->nheap, i = 0;
-    for (;;) {
-        size_t c = 2 * i + 1;
-        if (c >= n)
-            break;
-        if (c + 1 < n && h[c + 1] < h[c])
-            c++;
-        if (last <= h[c])
-            break;
-        h[i] = h[c];
-        i = c;
-    }
-    if (n)
-        h[i] = last;
+    if (ws->nheap)
+        heap_sift_down(h, ws->nheap, 0, last);
     return top;
 }
 
@@ -469,46 +496,179 @@ static size_t merge_linear(const tokenizer *tok, struct tok_ws *ws, size_t m, bo
     return m;
 }
 
-/* O(n log n) for long pieces: a heap of (rank << 32 | position) with stale
- * entries skipped when the pair at that position no longer has that rank. */
-static int merge_heap(const tokenizer *tok, struct tok_ws *ws, size_t *pm)
+/* Long pieces (long runs of one character above all) merge by rank groups:
+ * each pending rank has the list of positions where its pair was queued, and
+ * a heap orders the ranks only. Popping a rank merges its positions left to
+ * right, which is the (rank, position) order of Hugging Face's heap: a merge
+ * never makes a pair of its own rank (the new symbol is neither half of it).
+ * If a merge queues a lower rank, Hugging Face would take that one next, so
+ * the rest of the group goes back into the queue. rank[i] and newid[i]
+ * describe the live pair starting at symbol i (rank UINT32_MAX: none, or i
+ * is merged away); a queued position whose pair changed is skipped. With
+ * bytes set, sym holds the piece's bytes' ids and the first pairs come from
+ * the byte grid. */
+struct mgroup {
+    uint32_t rank, sorted;
+    int32_t head, tail;
+};
+struct mnode {
+    uint32_t pos;
+    int32_t next;
+};
+struct mslot {
+    uint32_t rank;  /* UINT32_MAX: empty */
+    int32_t group;  /* the open group of this rank, or -1 */
+};
+
+static int grow_array(void **p, size_t *cap, size_t need, size_t elem)
+{
+    if (need <= *cap)
+        return 0;
+    size_t c = *cap ? *cap : 1024;
+    while (c < need)
+        c *= 2;
+    void *q = realloc(*p, c * elem);
+    if (!q)
+        return -1;
+    *p = q;
+    *cap = c;
+    return 0;
+}
+
+static struct mslot *gmap_slot(struct tok_ws *ws, uint32_t rank)
+{
+    for (size_t i = (rank * 0x9E3779B1u) & ws->gmap_mask;; i = (i + 1) & ws->gmap_mask)
+        if (ws->gmap[i].rank == rank || ws->gmap[i].rank == UINT32_MAX)
+            return &ws->gmap[i];
+}
+
+static int gmap_init(struct tok_ws *ws, size_t cap)
+{
+    struct mslot *m = malloc(cap * sizeof *m);
+    if (!m)
+        return -1;
+    for (size_t i = 0; i < cap; i++)
+        m[i] = (struct mslot){UINT32_MAX, -1};
+    struct mslot *old = ws->gmap;
+    size_t oldcap = old ? ws->gmap_mask + 1 : 0;
+    ws->gmap = m;
+    ws->gmap_mask = cap - 1;
+    for (size_t i = 0; i < oldcap; i++)
+        if (old[i].rank != UINT32_MAX)
+            *gmap_slot(ws, old[i].rank) = old[i];
+    free(old);
+    return 0;
+}
+
+static int queue_pair(struct tok_ws *ws, uint32_t r, uint32_t pos)
+{
+    if ((ws->gmap_used + 1) * 2 > ws->gmap_mask + 1 && gmap_init(ws, (ws->gmap_mask + 1) * 2))
+        return -1;
+    if (grow_array((void **)&ws->grp, &ws->capgrp, ws->ngrp + 1, sizeof *ws->grp) ||
+        grow_array((void **)&ws->node, &ws->capnode, ws->nnode + 1, sizeof *ws->node))
+        return -1;
+    struct mslot *s = gmap_slot(ws, r);
+    if (s->rank == UINT32_MAX) {
+        s->rank = r;
+        ws->gmap_used++;
+    }
+    if (s->group < 0) {
+        if (heap_push(ws, (uint64_t)r << 32 | ws->ngrp))
+            return -1;
+        s->group = (int32_t)ws->ngrp;
+        ws->grp[ws->ngrp++] = (struct mgroup){r, 1, -1, -1};
+    }
+    struct mgroup *g = &ws->grp[s->group];
+    int32_t k = (int32_t)ws->nnode++;
+    ws->node[k] = (struct mnode){pos, -1};
+    if (g->tail >= 0) {
+        ws->node[g->tail].next = k;
+        if (ws->node[g->tail].pos > pos)
+            g->sorted = 0;
+    } else {
+        g->head = k;
+    }
+    g->tail = k;
+    if (r < ws->lowest_queued)
+        ws->lowest_queued = r;
+    return 0;
+}
+
+static int cmp_u32(const void *a, const void *b)
+{
+    uint32_t x = *(const uint32_t *)a, y = *(const uint32_t *)b;
+    return x < y ? -1 : x > y;
+}
+
+static int merge_heap(const tokenizer *tok, struct tok_ws *ws, size_t *pm, const uint8_t *bytes)
 {
     size_t m = *pm;
-    uint32_t *id = ws->sym;
+    uint32_t *id = ws->sym, *rank = ws->rank, *newid = ws->newid;
     int32_t *prev = ws->prev, *next = ws->next;
-    ws->nheap = 0;
+    ws->nheap = ws->ngrp = ws->nnode = ws->gmap_used = 0;
+    size_t mapcap = 1024;
+    while (mapcap < 2 * m && mapcap < 65536)
+        mapcap *= 2;
+    free(ws->gmap);
+    ws->gmap = NULL;
+    if (gmap_init(ws, mapcap) || grow_array((void **)&ws->gpos, &ws->capgpos, m, sizeof *ws->gpos))
+        return TOKENIZER_ENOMEM;
     for (size_t i = 0; i < m; i++) {
         prev[i] = (int32_t)i - 1;
         next[i] = i + 1 < m ? (int32_t)(i + 1) : -1;
-        ws->rank[i] = 1; /* alive */
-    }
-    for (size_t i = 0; i + 1 < m; i++) {
-        uint32_t r, nid;
-        if (tok_pair_find(tok, id[i], id[i + 1], &r, &nid) && heap_push(ws, ((uint64_t)r << 32) | i))
+        rank[i] = UINT32_MAX;
+        if (i + 1 >= m)
+            break;
+        if (bytes) {
+            uint64_t e = tok->byte_pair[(size_t)bytes[i] << 8 | bytes[i + 1]];
+            if (e != UINT64_MAX) {
+                rank[i] = (uint32_t)(e >> 32);
+                newid[i] = (uint32_t)e;
+            }
+        } else if (!tok_pair_find(tok, id[i], id[i + 1], &rank[i], &newid[i])) {
+            rank[i] = UINT32_MAX;
+        }
+        if (rank[i] != UINT32_MAX && queue_pair(ws, rank[i], (uint32_t)i))
             return TOKENIZER_ENOMEM;
     }
     while (ws->nheap) {
         uint64_t top = heap_pop(ws);
-        uint32_t rank = (uint32_t)(top >> 32), pos = (uint32_t)top;
-        if (!ws->rank[pos] || next[pos] < 0)
-            continue;
-        int32_t nx = next[pos];
-        uint32_t r, nid;
-        if (!tok_pair_find(tok, id[pos], id[nx], &r, &nid) || r != rank)
-            continue;
-        id[pos] = nid;
-        ws->rank[nx] = 0;
-        next[pos] = next[nx];
-        if (next[nx] >= 0)
-            prev[next[nx]] = (int32_t)pos;
-        if (prev[pos] >= 0) {
-            if (tok_pair_find(tok, id[prev[pos]], id[pos], &r, &nid) &&
-                heap_push(ws, ((uint64_t)r << 32) | (uint32_t)prev[pos]))
+        uint32_t r = (uint32_t)(top >> 32);
+        struct mgroup g = ws->grp[(uint32_t)top];
+        gmap_slot(ws, r)->group = -1; /* closed: rank r again opens a new group */
+        size_t k = 0;
+        for (int32_t x = g.head; x >= 0; x = ws->node[x].next)
+            ws->gpos[k++] = ws->node[x].pos;
+        if (!g.sorted)
+            qsort(ws->gpos, k, sizeof *ws->gpos, cmp_u32);
+        for (size_t j = 0; j < k; j++) {
+            uint32_t pos = ws->gpos[j];
+            if (rank[pos] != r)
+                continue;
+            ws->lowest_queued = UINT32_MAX;
+            int32_t nx = next[pos];
+            id[pos] = newid[pos];
+            rank[nx] = UINT32_MAX; /* merged away */
+            next[pos] = next[nx];
+            if (next[nx] >= 0)
+                prev[next[nx]] = (int32_t)pos;
+            if (prev[pos] >= 0) {
+                int32_t pv = prev[pos];
+                if (!tok_pair_find(tok, id[pv], id[pos], &rank[pv], &newid[pv]))
+                    rank[pv] = UINT32_MAX;
+                else if (queue_pair(ws, rank[pv], (uint32_t)pv))
+                    return TOKENIZER_ENOMEM;
+            }
+            if (next[pos] < 0 || !tok_pair_find(tok, id[pos], id[next[pos]], &rank[pos], &newid[pos]))
+                rank[pos] = UINT32_MAX;
+            else if (queue_pair(ws, rank[pos], pos))
                 return TOKENIZER_ENOMEM;
-        }
-        if (next[pos] >= 0) {
-            if (tok_pair_find(tok, id[pos], id[next[pos]], &r, &nid) && heap_push(ws, ((uint64_t)r << 32) | pos))
-                return TOKENIZER_ENOMEM;
+            if (ws->lowest_queued < r) {
+                for (size_t q = j + 1; q < k; q++)
+                    if (queue_pair(ws, r, ws->gpos[q]))
+                        return TOKENIZER_ENOMEM;
+                break;
+            }
         }
     }
     size_t o = 0;
@@ -589,7 +749,7 @@ int tok_bpe_piece(const tokenizer *tok, struct tok_ws *ws, const uint8_t *p, siz
         for (size_t i = 0; i < n; i++)
             ws->sym[i] = tok->byte_id[p[i]];
         m = n;
-        if (m <= LINEAR_MAX && tok->byte_pair) {
+        if (m <= tok->linear_max && tok->byte_pair) {
             /* first-round pairs from the dense byte grid: no hash probes */
             for (size_t i = 0; i + 1 < m; i++) {
                 uint64_t e = tok->byte_pair[(size_t)p[i] << 8 | p[i + 1]];
@@ -606,10 +766,10 @@ int tok_bpe_piece(const tokenizer *tok, struct tok_ws *ws, const uint8_t *p, siz
         if (rc)
             return rc;
     }
-    if (m <= LINEAR_MAX) {
+    if (m <= tok->linear_max) {
         m = merge_linear(tok, ws, m, false);
     } else {
-        int rc = merge_heap(tok, ws, &m);
+        int rc = merge_heap(tok, ws, &m, tok->simple_bytes && m == n ? p : NULL);
         if (rc)
             return rc;
     }
@@ -1204,10 +1364,10 @@ int tok_mark_whole_tokens(tokenizer *tok)
         for (size_t k = 0; k < s->len; k++)
             ws->sym[k] = tok->byte_id[p[k]];
         size_t m = s->len;
-        if (m <= LINEAR_MAX)
+        if (m <= tok->linear_max)
             m = merge_linear(tok, ws, m, false);
         else
-            rc = merge_heap(tok, ws, &m);
+            rc = merge_heap(tok, ws, &m, NULL);
         if (!rc && m == 1 && ws->sym[0] == s->id)
             ok[s->id >> 3] |= (uint8_t)(1u << (s->id & 7));
     }

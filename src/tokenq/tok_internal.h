@@ -15,6 +15,7 @@
 #include "tokenq/tokenizer.h"
 
 #define TOK_NONE UINT32_MAX
+#define TOK_LINEAR_MAX 48
 
 /* ---- byte-string -> id hash (vocab, pre-token cache) ---- */
 typedef struct {
@@ -151,6 +152,9 @@ struct tokenizer {
     tok_pretok *pretoks;
     size_t npretoks;
     bool regex_only; /* tests: PCRE2 even where a hand-written matcher exists */
+    /* pieces of up to this many symbols merge by rescanning, longer ones by
+     * rank groups (TOK_LINEAR_MAX; tests move it to compare the two) */
+    size_t linear_max;
 
     /* workspaces, one per concurrent caller */
     pthread_mutex_t ws_lock;

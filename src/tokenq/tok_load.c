@@ -82,6 +82,7 @@ static tokenizer *tok_new(void)
         return NULL;
     pthread_mutex_init(&t->ws_lock, NULL);
     t->unk_id = TOK_NONE;
+    t->linear_max = TOK_LINEAR_MAX;
     for (int i = 0; i < 256; i++)
         t->fallback_byte[i] = TOK_NONE;
     return t;

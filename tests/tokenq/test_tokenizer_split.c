@@ -1,11 +1,15 @@
 /*
- * test_tokenizer_split.c: the hand-written matchers of the Llama-3, Qwen3 and
- * DeepSeek-V3 split patterns (tok_split.c) give the same ids as the PCRE2
- * path on random texts drawn from the characters that decide the splits:
- * every Unicode 16.0 category (new ones included), the white space of
- * Oniguruma's \s and its neighbours, CR/LF, apostrophes and contraction
- * letters, digits of several scripts, the CJK ranges of DeepSeek's second
- * split and ASCII punctuation before letters.
+ * test_tokenizer_split.c: the fast paths against the plain ones, for the
+ * three real tokenizers.
+ * - The hand-written matchers of the Llama-3, Qwen3 and DeepSeek-V3 split
+ *   patterns (tok_split.c) give the same ids as the PCRE2 path on random
+ *   texts drawn from the characters that decide the splits: every Unicode
+ *   16.0 category (new ones included), the white space of Oniguruma's \s and
+ *   its neighbours, CR/LF, apostrophes and contraction letters, digits of
+ *   several scripts, the CJK ranges of DeepSeek's second split and ASCII
+ *   punctuation before letters.
+ * - The rank-group merge of long pieces gives what rescanning gives, on
+ *   concatenated vocabulary entries and long runs of a repeated unit.
  */
 #include "tok_testutil.h"
 #include "tokenq/tok_internal.h"
@@ -104,12 +108,114 @@ START_TEST(hand_written_splits_equal_pcre2)
 }
 END_TEST
 
+/* Random vocabulary entries (those that are valid UTF-8) end to end, or a
+ * unit of one to four of them repeated, perturbed now and then. */
+static size_t vocab_text(const tokenizer *t, uint8_t *buf, size_t cap)
+{
+    const tok_strmap *v = &t->vocab;
+    uint8_t unit[256];
+    size_t ul = 0, n = 0;
+    bool repeat = rnd(2);
+    size_t parts = repeat ? 1 + rnd(4) : 5 + rnd(60);
+    while (parts) {
+        const tok_slot *sl = &v->slots[rnd(v->mask + 1)];
+        if (sl->len == UINT32_MAX || sl->len == 0 || sl->len > 32 ||
+            tok_utf8_valid_prefix(v->bytes + sl->off, sl->len) != sl->len)
+            continue;
+        memcpy(unit + ul, v->bytes + sl->off, sl->len);
+        ul += sl->len;
+        parts--;
+    }
+    if (!repeat) {
+        memcpy(buf, unit, ul < cap ? ul : cap);
+        return ul < cap ? ul : cap;
+    }
+    size_t times = 10 + rnd(300);
+    for (size_t k = 0; k < times && n + ul + 1 <= cap; k++) {
+        memcpy(buf + n, unit, ul);
+        n += ul;
+        if (rnd(50) == 0)
+            buf[n++] = (uint8_t)('a' + rnd(26));
+    }
+    return n;
+}
+
+START_TEST(rank_group_merge_equals_rescanning)
+{
+    char file[256], err[512];
+    snprintf(file, sizeof file, "%s.tokenizer.json.gz", NAMES[_i]);
+    tokenizer *groups = tokenizer_load_file(tt_path(file), err, sizeof err);
+    ck_assert_msg(groups != NULL, "%s", err);
+    tokenizer *rescan = tokenizer_load_file(tt_path(file), err, sizeof err);
+    ck_assert_msg(rescan != NULL, "%s", err);
+    groups->linear_max = 0;
+    rescan->linear_max = SIZE_MAX;
+    tokenizer_ids a = {0}, b = {0};
+    static uint8_t buf[1 << 16];
+    for (int k = 0; k < 3000; k++) {
+        size_t n = vocab_text(groups, buf, sizeof buf);
+        ck_assert_int_eq(tokenizer_encode(groups, (const char *)buf, n, &a), 0);
+        ck_assert_int_eq(tokenizer_encode(rescan, (const char *)buf, n, &b), 0);
+        bool same = a.len == b.len && (a.len == 0 || memcmp(a.ids, b.ids, a.len * sizeof *a.ids) == 0);
+        ck_assert_msg(same, "%s: rank-group merge differs from rescanning on '%.*s' (%zu vs %zu ids)", NAMES[_i],
+                      (int)(n < 200 ? n : 200), buf, a.len, b.len);
+    }
+    tokenizer_ids_free(&a);
+    tokenizer_ids_free(&b);
+    tokenizer_free(groups);
+    tokenizer_free(rescan);
+}
+END_TEST
+
+/* Merges whose rank order differs from the order the tokens can form in
+ * (rank 0 needs the token of rank 1), as in files converted from tiktoken:
+ * merging a pair of rank 1 queues one of rank 0, which Hugging Face takes
+ * before the next pair of rank 1. Expected ids from Hugging Face. */
+START_TEST(rank_group_merge_takes_a_newly_lower_rank_first)
+{
+    static const char JSON[] =
+        "{\"version\":\"1.0\",\"truncation\":null,\"padding\":null,\"added_tokens\":[],\"normalizer\":null,"
+        "\"pre_tokenizer\":null,\"post_processor\":null,\"decoder\":null,\"model\":{\"type\":\"BPE\","
+        "\"dropout\":null,\"unk_token\":null,\"continuing_subword_prefix\":null,\"end_of_word_suffix\":null,"
+        "\"fuse_unk\":false,\"byte_fallback\":false,\"ignore_merges\":false,\"vocab\":{\"a\":0,\"b\":1,"
+        "\"ab\":2,\"aba\":3,\"c\":4,\"bc\":5,\"abc\":6},\"merges\":[\"ab a\",\"a b\",\"b c\",\"a bc\"]}}";
+    static const struct {
+        const char *text;
+        uint32_t ids[8];
+        size_t n;
+    } CASES[] = {{"abab", {3, 1}, 2},
+                 {"ababab", {3, 1, 2}, 3},
+                 {"abababababab", {3, 1, 3, 1, 3, 1}, 6},
+                 {"abcabab", {2, 4, 3, 1}, 4},
+                 {"ababcab", {3, 5, 2}, 3}};
+    char err[512];
+    tokenizer_ids v = {0};
+    for (int pass = 0; pass < 2; pass++) {
+        /* a tokenizer for each: the pre-token cache would answer the second */
+        tokenizer *t = tokenizer_load_json(JSON, sizeof JSON - 1, err, sizeof err);
+        ck_assert_msg(t != NULL, "%s", err);
+        t->linear_max = pass ? 0 : SIZE_MAX;
+        for (size_t c = 0; c < sizeof CASES / sizeof CASES[0]; c++) {
+            ck_assert_int_eq(tokenizer_encode(t, CASES[c].text, strlen(CASES[c].text), &v), 0);
+            ck_assert_msg(v.len == CASES[c].n, "%s (%s): %zu ids", CASES[c].text, pass ? "groups" : "rescan", v.len);
+            for (size_t k = 0; k < v.len; k++)
+                ck_assert_msg(v.ids[k] == CASES[c].ids[k], "%s (%s) id %zu: %u", CASES[c].text,
+                              pass ? "groups" : "rescan", k, v.ids[k]);
+        }
+        tokenizer_free(t);
+    }
+    tokenizer_ids_free(&v);
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("tokenizer_split");
     TCase *tc = tcase_create("split");
     tcase_set_timeout(tc, 300);
     tcase_add_loop_test(tc, hand_written_splits_equal_pcre2, 0, 3);
+    tcase_add_loop_test(tc, rank_group_merge_equals_rescanning, 0, 3);
+    tcase_add_test(tc, rank_group_merge_takes_a_newly_lower_rank_first);
     suite_add_tcase(s, tc);
     SRunner *r = srunner_create(s);
     srunner_run_all(r, CK_NORMAL);
