@@ -3,10 +3,22 @@
  * are specified in man/obsd-store.5; keep the two in step and bump
  * OBSD_STORE_SCHEMA_VERSION when either changes incompatibly.
  *
- * Writer: one write transaction per persist. The handle remembers, per metric
- * of the current run, a fingerprint of what it last persisted (count, total,
- * min, max for a series; the value for a counter), so a persist writes time
- * series points and history entries only for metrics that changed.
+ * Writer: one write transaction per persist, whose cost must follow what
+ * changed and must not scatter over the B-trees (each dirty leaf is a 4 KiB
+ * page copied and written). So a persist writes a few large values rather
+ * than one row per metric:
+ *   - the latest snapshot is a base row per metric, rewritten rarely, plus
+ *     one header row that carries, for every metric whose state differs
+ *     from its base row, a compact record of the difference (the fields that
+ *     differ, raw; the bucket counts; the edges only when they moved);
+ *   - time series points go into the persist's history entry (durable at
+ *     once: the write-ahead form) and, per window of 64 metric ids, into a
+ *     chunk row written at most every FLUSH_ROUNDS persists, so one metric's
+ *     series is one range scan plus a bounded tail of history entries.
+ * The handle remembers, per metric of the current run, a fingerprint of what
+ * it last persisted (count, total, min, max for a series; the value for a
+ * counter), what its base row holds, its previous time series point (points
+ * are encoded as differences from it) and its points not yet in a chunk.
  *
  * Readers: a short read transaction per call; every value is decoded with
  * bounds checks, because a store file is input like any other.
@@ -17,6 +29,7 @@
 #include <lmdb.h>
 #include <math.h>
 #include <stdarg.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -34,17 +47,53 @@
 #define HIST_KEYFRAME 0
 #define HIST_DELTA 1
 
-/* Point kinds in the series DB. */
+/* First byte of a time series point: the kind in the low two bits, then
+ * flags. An absolute point does not depend on the previous one. */
 #define POINT_INT 0
 #define POINT_FLOAT 1
 #define POINT_SERIES 2
+#define POINT_KIND_MASK 0x03
+#define POINT_ABSOLUTE 0x04
+#define POINT_EXACT 0x08
+#define POINT_FIELDS 8          /* count, total, min, max, p99.9, p99, p90, p50 */
+#define POINT_MAX_BYTES (2 + 10 + (POINT_FIELDS - 1) * 9)
 
 /* Metric classes in the names DB. */
 #define CLASS_COUNTER 'c'
 #define CLASS_SERIES 's'
 
+/* Time series chunks: metric ids per chunk row, and the number of persists
+ * within which every window with pending points gets its row. The second
+ * bounds the history tail a reader merges and the points held in memory. */
+#define WINDOW 64
+#define FLUSH_ROUNDS 64
+/* History points are indexed every INDEX_STRIDE points (binary search, then
+ * at most INDEX_STRIDE - 1 points skipped). */
+#define INDEX_STRIDE 16
+/* A metric whose record no longer changes is folded into its base row within
+ * REBASE_ROUNDS persists, so the header row does not carry it forever. */
+#define REBASE_ROUNDS 16
+
+/* Latest records: flags byte. */
+#define REC_SERIES 0x80
+#define REC_FLAG 0x01           /* counter: float; series: exact */
+#define REC_HIST_SHIFT 1
+#define REC_HIST_SAME 0         /* the base row's buckets */
+#define REC_HIST_COUNTS 1       /* the base row's edges, these counts */
+#define REC_HIST_FULL 2         /* edges and counts follow */
+#define N_SUMMARY 17            /* count, total, min, max, sum_sq, 12 percentiles */
+
 /* Grid indexes of the percentiles kept in time series points. */
 static const int point_pct_grid[STORE_POINT_NPCT] = {0, 1, 4, 7}; /* 99.9 99 90 50 */
+
+/* The summary of a series is read as 17 consecutive 8-byte words. */
+_Static_assert(offsetof(struct snap_series, total) == offsetof(struct snap_series, count) + 8 &&
+                   offsetof(struct snap_series, min) == offsetof(struct snap_series, count) + 16 &&
+                   offsetof(struct snap_series, max) == offsetof(struct snap_series, count) + 24 &&
+                   offsetof(struct snap_series, sum_sq) == offsetof(struct snap_series, count) + 32 &&
+                   offsetof(struct snap_series, percentiles) == offsetof(struct snap_series, count) + 40 &&
+                   OBSD_N_PERCENTILES + 5 == N_SUMMARY,
+               "snap_series summary layout");
 
 /* ---------------------------------------------------------------- buffers */
 
@@ -71,6 +120,62 @@ static bool buf_reserve(struct buf *b, size_t more)
     return true;
 }
 
+/* Room for up to `more` bytes written through the returned pointer; the
+ * writer sets b->len = end - b->p when done. NULL (and oom) on failure. */
+static uint8_t *buf_tail(struct buf *b, size_t more)
+{
+    return buf_reserve(b, more) ? b->p + b->len : NULL;
+}
+
+static inline uint8_t *wr_varint(uint8_t *p, uint64_t v)
+{
+    while (v >= 0x80) {
+        *p++ = (uint8_t)(v | 0x80);
+        v >>= 7;
+    }
+    *p++ = (uint8_t)v;
+    return p;
+}
+
+static inline uint8_t *wr_le64(uint8_t *p, uint64_t v)
+{
+#if __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+    memcpy(p, &v, 8);
+#else
+    for (int i = 0; i < 8; i++)
+        p[i] = (uint8_t)(v >> (8 * i));
+#endif
+    return p + 8;
+}
+
+static inline uint64_t ld_le64(const uint8_t *p)
+{
+#if __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+    uint64_t v;
+    memcpy(&v, p, 8);
+    return v;
+#else
+    uint64_t v = 0;
+    for (int i = 0; i < 8; i++)
+        v |= (uint64_t)p[i] << (8 * i);
+    return v;
+#endif
+}
+
+static inline uint64_t dbits(double d)
+{
+    uint64_t u;
+    memcpy(&u, &d, 8);
+    return u;
+}
+
+static inline double bitsd(uint64_t u)
+{
+    double d;
+    memcpy(&d, &u, 8);
+    return d;
+}
+
 static void put_bytes(struct buf *b, const void *p, size_t n)
 {
     if (!buf_reserve(b, n))
@@ -89,11 +194,13 @@ static void put_varint(struct buf *b, uint64_t v)
 {
     if (!buf_reserve(b, 10))
         return;
-    while (v >= 0x80) {
-        b->p[b->len++] = (uint8_t)(v | 0x80);
-        v >>= 7;
-    }
-    b->p[b->len++] = (uint8_t)v;
+    b->len = (size_t)(wr_varint(b->p + b->len, v) - b->p);
+}
+
+static void put_le32(struct buf *b, uint32_t v)
+{
+    uint8_t x[4] = {(uint8_t)v, (uint8_t)(v >> 8), (uint8_t)(v >> 16), (uint8_t)(v >> 24)};
+    put_bytes(b, x, 4);
 }
 
 static uint64_t zigzag(int64_t v) { return ((uint64_t)v << 1) ^ (uint64_t)(v >> 63); }
@@ -104,15 +211,7 @@ static void put_f64(struct buf *b, double d)
 {
     if (!buf_reserve(b, 8))
         return;
-#if __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
-    memcpy(b->p + b->len, &d, 8);
-    b->len += 8;
-#else
-    uint64_t u;
-    memcpy(&u, &d, 8);
-    for (int i = 0; i < 8; i++)
-        b->p[b->len++] = (uint8_t)(u >> (8 * i));
-#endif
+    b->len = (size_t)(wr_le64(b->p + b->len, dbits(d)) - b->p);
 }
 
 /* A number: integral values (the common case: ns, counts) as a zigzag varint
@@ -173,24 +272,29 @@ static uint64_t get_varint(struct rd *r, const char *what)
     return 0;
 }
 
-static double get_f64(struct rd *r, const char *what)
+static uint64_t get_le64(struct rd *r, const char *what)
 {
     if (r->end - r->p < 8) {
         rd_fail(r, what);
         return 0;
     }
-    double d;
-#if __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
-    memcpy(&d, r->p, 8);
-#else
-    uint64_t u = 0;
-    for (int i = 0; i < 8; i++)
-        u |= (uint64_t)r->p[i] << (8 * i);
-    memcpy(&d, &u, 8);
-#endif
+    uint64_t v = ld_le64(r->p);
     r->p += 8;
-    return d;
+    return v;
 }
+
+static uint32_t get_le32(struct rd *r, const char *what)
+{
+    if (r->end - r->p < 4) {
+        rd_fail(r, what);
+        return 0;
+    }
+    const uint8_t *p = r->p;
+    r->p += 4;
+    return p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
+}
+
+static double get_f64(struct rd *r, const char *what) { return bitsd(get_le64(r, what)); }
 
 static double get_num(struct rd *r, const char *what)
 {
@@ -258,30 +362,83 @@ static uint32_t rd_be32(const uint8_t *p)
     return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3];
 }
 
+static bool grow_array(void **arr, size_t *cap, size_t need, size_t elem)
+{
+    if (need <= *cap)
+        return true;
+    void *p = realloc(*arr, need * elem);
+    if (!p)
+        return false;
+    *arr = p;
+    *cap = need;
+    return true;
+}
+
 /* ------------------------------------------------------------ name map */
 
-/* What the store knows of one metric of a run. */
+/* The previous time series point of a metric: a point is encoded as the
+ * fields that differ from it. */
+struct chain {
+    bool have;
+    uint8_t kind;                /* POINT_* */
+    uint64_t v[POINT_FIELDS];    /* count, then bit patterns of the doubles */
+};
+
+/* The points of one persist, kept in memory until every window has a chunk
+ * row past its seq: the history entry's point data and, per point, its
+ * metric id, the offset and the length of its bytes. A window due gathers
+ * its metrics' points from these. */
+struct ptab {
+    uint32_t id, off;
+    uint16_t len;
+};
+struct psrc;
+struct ring_entry {
+    uint64_t seq, ts;
+    struct buf data;
+    struct ptab *tab;
+    size_t n, tcap;
+};
+
+/* What a metric's base row in the latest table holds, so that a persist can
+ * encode the difference. One allocation: edges and packed counts follow. */
+struct base {
+    uint8_t cls;
+    bool flag;                   /* counter: float; series: exact */
+    bool contiguous;
+    uint32_t n_buckets, n_edges, counts_len;
+    uint64_t v[N_SUMMARY];       /* counter: v[0] (bits of the double when float) */
+    uint64_t *edges;             /* n_edges bit patterns: lo, then each hi (contiguous) or lo, hi pairs */
+    uint8_t *counts;             /* packed counts */
+};
+
+/* What the store knows of one metric of a run. The fields a persist touches
+ * for every metric come first. */
 struct metric_entry {
-    char *name;
+    uint32_t gen;                /* the persist that last saw it */
+    uint32_t pos;                /* its index in that snapshot's counters or series */
     uint32_t id;
-    uint8_t cls;             /* CLASS_COUNTER or CLASS_SERIES */
+    uint8_t cls;                 /* CLASS_COUNTER or CLASS_SERIES */
     bool fp_valid;
-    bool in_latest;          /* has a row in the latest table */
-    bool changed_now;        /* changed in the persist being prepared */
-    bool point_dirty;        /* changed since its last time series point */
+    bool in_latest;              /* has a base row in the latest table */
+    bool changed_now;            /* changed in the persist being prepared */
+    bool point_dirty;            /* changed since its last time series point */
     bool has_point;
-    uint32_t gen;            /* the persist that last saw it */
-    uint32_t pos;            /* its index in that snapshot's counters or series */
-    uint64_t last_point_ns;  /* timestamp of its last time series point */
-    uint64_t fp[5];          /* fingerprint of the last persisted state */
+    uint32_t name_off;           /* its name in the table's arena */
+    uint64_t last_point_ns;      /* timestamp of its last time series point */
+    uint64_t fp[5];              /* fingerprint of the last persisted state */
+    struct base *base;           /* NULL: its base row is unknown to this handle */
 };
 
 struct metric_table {
     struct metric_entry *e;
     size_t n, cap;
-    uint32_t *slots;         /* open addressing: entry index + 1, 0 = empty */
+    uint32_t *slots;             /* open addressing: entry index + 1, 0 = empty */
     size_t nslots;
+    char *arena;                 /* the names, NUL-terminated, in id order */
+    size_t alen, acap;
 };
+#define MT_NAME(t, e) ((t)->arena + (e)->name_off)
 
 static uint64_t name_hash(uint8_t cls, const char *s)
 {
@@ -294,9 +451,10 @@ static uint64_t name_hash(uint8_t cls, const char *s)
 static void mt_free(struct metric_table *t)
 {
     for (size_t i = 0; i < t->n; i++)
-        free(t->e[i].name);
+        free(t->e[i].base);
     free(t->e);
     free(t->slots);
+    free(t->arena);
     memset(t, 0, sizeof *t);
 }
 
@@ -310,7 +468,7 @@ static long mt_find(const struct metric_table *t, uint8_t cls, const char *name)
         if (!s)
             return -1;
         const struct metric_entry *e = &t->e[s - 1];
-        if (e->cls == cls && !strcmp(e->name, name))
+        if (e->cls == cls && !strcmp(MT_NAME(t, e), name))
             return (long)(s - 1);
     }
 }
@@ -321,7 +479,7 @@ static int mt_rehash(struct metric_table *t, size_t nslots)
     if (!slots)
         return -1;
     for (size_t k = 0; k < t->n; k++) {
-        size_t i = name_hash(t->e[k].cls, t->e[k].name) & (nslots - 1);
+        size_t i = name_hash(t->e[k].cls, MT_NAME(t, &t->e[k])) & (nslots - 1);
         while (slots[i])
             i = (i + 1) & (nslots - 1);
         slots[i] = (uint32_t)(k + 1);
@@ -332,9 +490,12 @@ static int mt_rehash(struct metric_table *t, size_t nslots)
     return 0;
 }
 
-/* Appends an entry (name copied); returns its index or -1. */
+/* Appends an entry (name copied); returns its index or -1. Entries are
+ * added in id order, so entry order is id order. */
 static long mt_add(struct metric_table *t, uint8_t cls, const char *name, uint32_t id)
 {
+    if (t->n && id <= t->e[t->n - 1].id)
+        return -1;
     if (t->n == t->cap) {
         size_t ncap = t->cap ? t->cap * 2 : 64;
         struct metric_entry *ne = realloc(t->e, ncap * sizeof *ne);
@@ -345,10 +506,22 @@ static long mt_add(struct metric_table *t, uint8_t cls, const char *name, uint32
     }
     if ((t->n + 1) * 2 > t->nslots && mt_rehash(t, t->nslots ? t->nslots * 2 : 128))
         return -1;
-    char *copy = strdup(name);
-    if (!copy)
-        return -1;
-    t->e[t->n] = (struct metric_entry){.name = copy, .id = id, .cls = cls};
+    size_t nl = strlen(name) + 1;
+    if (t->alen + nl > t->acap) {
+        size_t ncap = t->acap ? t->acap * 2 : 4096;
+        while (ncap < t->alen + nl)
+            ncap *= 2;
+        if (ncap > UINT32_MAX)
+            return -1;
+        char *na = realloc(t->arena, ncap);
+        if (!na)
+            return -1;
+        t->arena = na;
+        t->acap = ncap;
+    }
+    memcpy(t->arena + t->alen, name, nl);
+    t->e[t->n] = (struct metric_entry){.name_off = (uint32_t)t->alen, .id = id, .cls = cls, .gen = UINT32_MAX};
+    t->alen += nl;
     size_t mask = t->nslots - 1;
     size_t i = name_hash(cls, name) & mask;
     while (t->slots[i])
@@ -357,12 +530,36 @@ static long mt_add(struct metric_table *t, uint8_t cls, const char *name, uint32
     return (long)t->n++;
 }
 
+/* id -> entry index of a table loaded in id order (UINT32_MAX: no such id). */
+static uint32_t *mt_index_by_id(const struct metric_table *t, uint32_t *max_id)
+{
+    *max_id = t->n ? t->e[t->n - 1].id : 0;
+    uint32_t *ix = malloc(((size_t)*max_id + 1) * sizeof *ix);
+    if (!ix)
+        return NULL;
+    memset(ix, 0xff, ((size_t)*max_id + 1) * sizeof *ix);
+    for (size_t i = 0; i < t->n; i++)
+        ix[t->e[i].id] = (uint32_t)i;
+    return ix;
+}
+
 /* ------------------------------------------------------------ the handle */
 
-struct changed {
-    uint32_t entry;          /* index into the metric table */
-    uint32_t pos;            /* index into the snapshot's counters or series */
-    uint64_t fp[5];
+/* What a persist prepares before its transaction and applies to the handle
+ * once it committed. What it changes in place before (fingerprints, previous
+ * points, point pacing) a failed persist turns back into "unknown", which
+ * the next persist handles by writing more, never less. */
+struct stage_rec {
+    uint32_t off, len;           /* record in delta_next (len 0: none) */
+};
+struct stage_base {
+    uint32_t entry;
+    uint32_t off, len;           /* base row in rb */
+    bool is_new;                 /* no base row before: its key is appended */
+};
+struct stage_row {
+    uint32_t window;
+    uint32_t off, len;           /* chunk row in rows */
 };
 
 struct store {
@@ -378,23 +575,51 @@ struct store {
     bool have_run;
     struct store_run_info run;
     uint32_t next_id;
-    size_t n_stored;         /* metric entries whose names rows are committed */
+    uint64_t tail_from;          /* seq of the oldest point not in a chunk row */
+    size_t n_stored;             /* metric entries whose names rows are committed */
     struct metric_table mt;
-    char *sections_json;     /* sections of the last persist (compact, sorted) */
-    uint32_t gen;            /* persists attempted by this handle */
-    uint32_t *gone;          /* entries with a latest row that the snapshot lacks */
+    char *sections_json;         /* sections of the last persist (compact, sorted) */
+    uint32_t gen;                /* persists attempted by this handle */
+    uint32_t *gone;              /* entries with a base row that the snapshot lacks */
     size_t gone_cap;
-    uint32_t *hint;          /* snapshot position -> entry index, from the last persist */
+    uint32_t *hint;              /* snapshot position -> entry index, from the last persist */
     size_t hint_cap;
-    struct changed *chg;
-    size_t chg_cap;
-    uint32_t *pts;           /* entries that get a time series point this persist */
-    size_t pts_cap;
+    uint32_t *chg;               /* entries that changed in the persist being prepared */
+    size_t chg_cap, n_chg;
     uint64_t series_interval_ns;
-    bool have_keyframe;      /* of the current run, by this handle */
-    uint32_t since_keyframe; /* persists since it */
+    bool have_keyframe;          /* of the current run, by this handle */
+    uint32_t since_keyframe;     /* persists since it */
     uint64_t last_keyframe_ns;
-    struct buf full, hdr, scratch;
+    uint32_t flush_next;         /* next chunk window to flush */
+    uint32_t rebase_next;        /* next entry of the rebase rotation */
+    /* the persist being prepared */
+    uint32_t flush_start, flush_count, next_rebase;
+    bool keyframe_now, sections_changed;
+    const char *sections_now;
+
+    struct buf full, scratch;
+    struct buf delta, delta_next;   /* latest header row: committed, being built */
+    struct buf hhead, hp, hidx;     /* history entry head, points, their index */
+    struct buf rb;                  /* base rows to write */
+    struct buf rows;                /* chunk rows to write */
+    struct stage_rec *rec, *srec;   /* per entry: its record, committed and being built */
+    size_t rec_cap, srec_cap, n_rec;
+    uint32_t *spt;                  /* entries that get a point in the persist being prepared */
+    size_t spt_cap, n_spt;
+    struct ptab *ctab;              /* the points of the persist being prepared */
+    size_t ctab_cap;
+    struct chain *chains;           /* per entry: its previous point */
+    size_t chains_cap;
+    struct ring_entry *ring;        /* points of recent persists, oldest first */
+    size_t ring_cap, ring_head, ring_n;
+    uint64_t *wmark;                /* per window: points below this seq are in chunk rows */
+    size_t wmark_cap, n_wmark;
+    struct psrc *srcs;              /* a window's sources of points (build_row) */
+    size_t srcs_cap;
+    struct stage_base *sbase;
+    size_t sbase_cap, n_sbase;
+    struct stage_row *srow;
+    size_t srow_cap, n_srow;
 };
 
 static int fail(struct store *st, int status, const char *fmt, ...)
@@ -529,6 +754,9 @@ struct store *store_open(const char *dir, uint64_t map_size, bool sync, bool rea
         return NULL;
     }
 
+    /* No MDB_WRITEMAP: with a writable map, a stray write anywhere in the
+     * collector (which parses untrusted shared memory) could corrupt
+     * committed snapshots, and the file would be as large as the map. */
     unsigned flags = MDB_NOTLS | (readonly ? MDB_RDONLY : 0) | (!readonly && !sync ? MDB_NOSYNC : 0);
     int rc = 0;
     for (int attempt = 0; attempt < 2; attempt++) {
@@ -594,6 +822,13 @@ static void forget_run(struct store *st)
     st->since_keyframe = 0;
     st->n_stored = 0;
     st->next_id = 0;
+    st->tail_from = 0;
+    st->flush_next = 0;
+    st->rebase_next = 0;
+    st->delta.len = 0;
+    st->ring_head = st->ring_n = 0;
+    st->n_wmark = 0;
+    st->n_rec = 0;
 }
 
 void store_close(struct store *st)
@@ -604,10 +839,24 @@ void store_close(struct store *st)
     free(st->hint);
     free(st->gone);
     free(st->chg);
-    free(st->pts);
-    free(st->full.p);
-    free(st->hdr.p);
-    free(st->scratch.p);
+    struct buf *bufs[] = {&st->full, &st->scratch, &st->delta, &st->delta_next, &st->hhead,
+                          &st->hp,   &st->hidx,    &st->rb,    &st->rows};
+    for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++)
+        free(bufs[i]->p);
+    free(st->rec);
+    free(st->srec);
+    free(st->spt);
+    free(st->sbase);
+    free(st->srow);
+    free(st->ctab);
+    free(st->chains);
+    for (size_t i = 0; i < st->ring_cap; i++) {
+        free(st->ring[i].data.p);
+        free(st->ring[i].tab);
+    }
+    free(st->ring);
+    free(st->wmark);
+    free(st->srcs);
     if (st->env)
         mdb_env_close(st->env);
     free(st);
@@ -615,7 +864,8 @@ void store_close(struct store *st)
 
 /* ------------------------------------------------------------ run records */
 
-static void encode_run(struct buf *b, const struct store_run_info *r, uint32_t next_id)
+static void encode_run(struct buf *b, const struct store_run_info *r, uint32_t next_id,
+                       uint64_t tail_from)
 {
     put_u8(b, VALUE_FORMAT);
     put_str(b, r->id, strlen(r->id));
@@ -629,10 +879,11 @@ static void encode_run(struct buf *b, const struct store_run_info *r, uint32_t n
     put_u8(b, r->has_final);
     put_varint(b, r->final_seq);
     put_varint(b, next_id);
+    put_varint(b, tail_from);
 }
 
 static int decode_run(struct store *st, const MDB_val *v, uint64_t run_seq,
-                      struct store_run_info *r, uint32_t *next_id)
+                      struct store_run_info *r, uint32_t *next_id, uint64_t *tail_from)
 {
     struct rd d = {v->mv_data, (const uint8_t *)v->mv_data + v->mv_size, NULL};
     memset(r, 0, sizeof *r);
@@ -658,6 +909,7 @@ static int decode_run(struct store *st, const MDB_val *v, uint64_t run_seq,
     uint64_t nid = get_varint(&d, "next metric id");
     if (nid > UINT32_MAX)
         rd_fail(&d, "next metric id");
+    uint64_t tail = get_varint(&d, "time series tail");
     if (!d.bad && d.p != d.end)
         rd_fail(&d, "trailing bytes");
     if (d.bad)
@@ -665,11 +917,13 @@ static int decode_run(struct store *st, const MDB_val *v, uint64_t run_seq,
                     (unsigned long long)run_seq, d.bad);
     if (next_id)
         *next_id = (uint32_t)nid;
+    if (tail_from)
+        *tail_from = tail;
     return STORE_OK;
 }
 
 static int get_run(struct store *st, MDB_txn *txn, const char *run_id,
-                   struct store_run_info *out, uint32_t *next_id)
+                   struct store_run_info *out, uint32_t *next_id, uint64_t *tail_from)
 {
     MDB_val k = {strlen(run_id), (void *)run_id}, v;
     int rc = mdb_get(txn, st->run_ids, &k, &v);
@@ -689,7 +943,7 @@ static int get_run(struct store *st, MDB_txn *txn, const char *run_id,
         return fail(st, STORE_ERROR, "corrupt store: run '%s' is indexed but has no record", run_id);
     if (rc)
         return fail(st, STORE_ERROR, "%s: %s", st->dir, mdb_strerror(rc));
-    return decode_run(st, &v, run_seq, out, next_id);
+    return decode_run(st, &v, run_seq, out, next_id, tail_from);
 }
 
 /* ------------------------------------------------------------ snapshots */
@@ -806,18 +1060,6 @@ static bool decode_series(struct rd *d, struct snap_series *sr)
     return !d->bad;
 }
 
-static bool grow_array(void **arr, size_t *cap, size_t need, size_t elem)
-{
-    if (need <= *cap)
-        return true;
-    void *p = realloc(*arr, need * elem);
-    if (!p)
-        return false;
-    *arr = p;
-    *cap = need;
-    return true;
-}
-
 /* Decodes a full snapshot from d; NULL with d->bad set on failure. */
 static struct snapshot *decode_snapshot(struct rd *d)
 {
@@ -891,7 +1133,7 @@ static struct snapshot *decode_snapshot(struct rd *d)
     return s;
 }
 
-/* ------------------------------------------------------------ keys and points */
+/* ------------------------------------------------------------ keys */
 
 static MDB_val run_key(uint8_t kb[8], uint64_t run_seq)
 {
@@ -906,68 +1148,485 @@ static MDB_val history_key(uint8_t kb[16], uint64_t run_seq, uint64_t seq)
     return (MDB_val){16, kb};
 }
 
-static MDB_val series_key(uint8_t kb[20], uint64_t run_seq, uint32_t id, uint64_t seq)
+static MDB_val chunk_key(uint8_t kb[20], uint64_t run_seq, uint32_t window, uint64_t seq)
 {
     be64(kb, run_seq);
-    be32(kb + 8, id);
+    be32(kb + 8, window);
     be64(kb + 12, seq);
     return (MDB_val){20, kb};
 }
 
-static void encode_counter_point(struct buf *b, const struct snap_counter *c, int64_t dts)
+static MDB_val latest_metric_key(uint8_t kb[12], uint64_t run_seq, uint32_t id)
 {
-    put_u8(b, VALUE_FORMAT);
-    put_u8(b, c->is_float ? POINT_FLOAT : POINT_INT);
-    put_varint(b, zigzag(dts));
-    if (c->is_float)
-        put_f64(b, c->fvalue);
-    else
-        put_varint(b, zigzag(c->ivalue));
+    be64(kb, run_seq);
+    be32(kb + 8, id);
+    return (MDB_val){12, kb};
 }
 
-static void encode_series_point(struct buf *b, const struct snap_series *sr, int64_t dts)
+/* ------------------------------------------------------------ time series points */
+
+#define EXACT_INT_LIMIT 9007199254740992.0   /* 2^53: integers up to it are exact doubles */
+
+static bool is_exact_int(double d)
 {
-    put_u8(b, VALUE_FORMAT);
-    put_u8(b, POINT_SERIES);
-    put_varint(b, zigzag(dts));
-    put_u8(b, sr->exact);
-    put_varint(b, sr->count);
-    put_num(b, sr->total);
-    put_num(b, sr->min);
-    put_num(b, sr->max);
+    return d >= -EXACT_INT_LIMIT && d <= EXACT_INT_LIMIT && d == (double)(int64_t)d;
+}
+
+/* A double field of a point, relative to its previous value: when both are
+ * integers (ns, counts: the common case) the difference as a zigzag varint
+ * shifted left by one, otherwise the varint 1 and the new value's bits.
+ * -0.0 takes the second form, since old + 0 would give +0.0. */
+static uint8_t *wr_dnum(uint8_t *p, uint64_t nb, uint64_t ob)
+{
+    double n = bitsd(nb), o = bitsd(ob);
+    if (is_exact_int(n) && is_exact_int(o) && !(n == 0 && signbit(n)))
+        return wr_varint(p, zigzag((int64_t)n - (int64_t)o) << 1);
+    *p++ = 1;
+    return wr_le64(p, nb);
+}
+
+static uint64_t get_dnum(struct rd *d, uint64_t ob, const char *what)
+{
+    uint64_t v = get_varint(d, what);
+    if (v == 1)
+        return get_le64(d, what);
+    double o = bitsd(ob);
+    int64_t diff = unzigzag(v >> 1);
+    const int64_t lim = (int64_t)1 << 53;
+    if (d->bad || (v & 1) || !is_exact_int(o) || diff > 2 * lim || diff < -2 * lim ||
+        (int64_t)o + diff > lim || (int64_t)o + diff < -lim) {
+        rd_fail(d, what);
+        return 0;
+    }
+    return dbits((double)((int64_t)o + diff));
+}
+
+static void series_point_values(const struct snap_series *sr, uint64_t v[POINT_FIELDS])
+{
+    v[0] = sr->count;
+    v[1] = dbits(sr->total);
+    v[2] = dbits(sr->min);
+    v[3] = dbits(sr->max);
     for (int i = 0; i < STORE_POINT_NPCT; i++)
-        put_num(b, sr->percentiles[point_pct_grid[i]]);
+        v[4 + i] = dbits(sr->percentiles[point_pct_grid[i]]);
 }
 
-static bool decode_point(const MDB_val *v, uint64_t start_ns, struct store_point *p)
+/* A point holds the fields that differ from the metric's previous point
+ * (c, updated); absolute when there is none to refer to. At most
+ * POINT_MAX_BYTES. */
+static uint8_t *wr_series_point(uint8_t *p, const struct snap_series *sr, struct chain *c)
 {
-    struct rd d = {v->mv_data, (const uint8_t *)v->mv_data + v->mv_size, NULL};
-    if (get_u8(&d, "format") != VALUE_FORMAT)
+    uint64_t v[POINT_FIELDS];
+    series_point_values(sr, v);
+    bool abs = !c->have || c->kind != POINT_SERIES;
+    if (abs)
+        memset(c->v, 0, sizeof c->v);
+    *p++ = POINT_SERIES | (abs ? POINT_ABSOLUTE : 0) | (sr->exact ? POINT_EXACT : 0);
+    uint8_t *mp = p++, mask = 0;
+    if (v[0] != c->v[0]) {
+        mask = 1;
+        p = wr_varint(p, zigzag((int64_t)(v[0] - c->v[0])));
+    }
+    for (int k = 1; k < POINT_FIELDS; k++)
+        if (v[k] != c->v[k]) {
+            mask |= (uint8_t)(1u << k);
+            p = wr_dnum(p, v[k], c->v[k]);
+        }
+    *mp = mask;
+    memcpy(c->v, v, sizeof v);
+    c->have = true;
+    c->kind = POINT_SERIES;
+    return p;
+}
+
+static uint8_t *wr_counter_point(uint8_t *p, const struct snap_counter *cn, struct chain *c)
+{
+    uint8_t kind = cn->is_float ? POINT_FLOAT : POINT_INT;
+    bool abs = !c->have || c->kind != kind;
+    if (abs)
+        memset(c->v, 0, sizeof c->v);
+    *p++ = kind | (abs ? POINT_ABSOLUTE : 0);
+    uint64_t v = cn->is_float ? dbits(cn->fvalue) : (uint64_t)cn->ivalue;
+    if (cn->is_float)
+        p = wr_le64(p, v);
+    else
+        p = wr_varint(p, zigzag((int64_t)(v - c->v[0])));
+    c->v[0] = v;
+    c->have = true;
+    c->kind = kind;
+    return p;
+}
+
+static bool point_kind_ok(struct rd *d, uint8_t b)
+{
+    uint8_t kind = b & POINT_KIND_MASK;
+    if (kind > POINT_SERIES || (b & ~(POINT_KIND_MASK | POINT_ABSOLUTE | POINT_EXACT)) ||
+        ((b & POINT_EXACT) && kind != POINT_SERIES))
+        return rd_fail(d, "point kind");
+    return true;
+}
+
+/* Decodes one point into p relative to c (updated). */
+static bool rd_point(struct rd *d, struct chain *c, struct store_point *p)
+{
+    uint8_t b = get_u8(d, "point kind");
+    if (d->bad || !point_kind_ok(d, b))
         return false;
-    uint8_t kind = get_u8(&d, "kind");
-    p->timestamp_ns = start_ns + (uint64_t)unzigzag(get_varint(&d, "timestamp"));
+    uint8_t kind = b & POINT_KIND_MASK;
+    if (b & POINT_ABSOLUTE)
+        memset(c->v, 0, sizeof c->v);
+    else if (!c->have || c->kind != kind)
+        return rd_fail(d, "point without the one before it");
+    c->have = true;
+    c->kind = kind;
     p->is_series = kind == POINT_SERIES;
+    p->is_float = kind == POINT_FLOAT;
     if (kind == POINT_INT) {
-        p->ivalue = unzigzag(get_varint(&d, "value"));
+        c->v[0] += (uint64_t)unzigzag(get_varint(d, "point value"));
+        p->ivalue = (int64_t)c->v[0];
         p->fvalue = (double)p->ivalue;
     } else if (kind == POINT_FLOAT) {
-        p->is_float = true;
-        p->fvalue = get_f64(&d, "value");
-    } else if (kind == POINT_SERIES) {
-        uint8_t ex = get_u8(&d, "exact");
-        p->exact = ex == 1;
-        if (ex > 1)
-            rd_fail(&d, "exact");
-        p->count = get_varint(&d, "count");
-        p->total = get_num(&d, "total");
-        p->min = get_num(&d, "min");
-        p->max = get_num(&d, "max");
-        for (int i = 0; i < STORE_POINT_NPCT; i++)
-            p->pct[i] = get_num(&d, "percentile");
+        c->v[0] = get_le64(d, "point value");
+        p->ivalue = 0;
+        p->fvalue = bitsd(c->v[0]);
     } else {
-        return false;
+        uint8_t mask = get_u8(d, "point fields");
+        if (mask & 1)
+            c->v[0] += (uint64_t)unzigzag(get_varint(d, "point count"));
+        for (int k = 1; k < POINT_FIELDS; k++)
+            if (mask & (1u << k))
+                c->v[k] = get_dnum(d, c->v[k], "point value");
+        p->exact = b & POINT_EXACT;
+        p->count = c->v[0];
+        p->total = bitsd(c->v[1]);
+        p->min = bitsd(c->v[2]);
+        p->max = bitsd(c->v[3]);
+        for (int i = 0; i < STORE_POINT_NPCT; i++)
+            p->pct[i] = bitsd(c->v[4 + i]);
     }
-    return !d.bad && d.p == d.end;
+    return !d->bad;
+}
+
+/* Steps over one point without decoding it (it may depend on earlier ones). */
+static bool skip_point(struct rd *d)
+{
+    uint8_t b = get_u8(d, "point kind");
+    if (d->bad || !point_kind_ok(d, b))
+        return false;
+    uint8_t kind = b & POINT_KIND_MASK;
+    if (kind == POINT_INT) {
+        get_varint(d, "point value");
+    } else if (kind == POINT_FLOAT) {
+        get_le64(d, "point value");
+    } else {
+        uint8_t mask = get_u8(d, "point fields");
+        if (mask & 1)
+            get_varint(d, "point count");
+        for (int k = 1; k < POINT_FIELDS; k++)
+            if ((mask & (1u << k)) && get_varint(d, "point value") == 1)
+                get_le64(d, "point value");
+    }
+    return !d->bad;
+}
+
+/* The points of a history entry: varint count, varint index length, varint
+ * data length, index (u32 LE id, u32 LE offset of every INDEX_STRIDE-th
+ * point), data (per point: varint id difference from the previous point,
+ * the point). */
+struct pts {
+    uint64_t n, n_idx;
+    const uint8_t *idx, *data, *end;
+};
+
+static bool rd_pts(struct rd *d, struct pts *ps)
+{
+    ps->n = get_varint(d, "point count");
+    ps->n_idx = get_varint(d, "point index length");
+    uint64_t len = get_varint(d, "points length");
+    if (d->bad || ps->n_idx != (ps->n + INDEX_STRIDE - 1) / INDEX_STRIDE ||
+        ps->n_idx > (uint64_t)(d->end - d->p) / 8)
+        return rd_fail(d, "point index");
+    ps->idx = d->p;
+    d->p += 8 * ps->n_idx;
+    if (len > (uint64_t)(d->end - d->p) || ps->n > len / 2)
+        return rd_fail(d, "points length");
+    ps->data = d->p;
+    ps->end = d->p + len;
+    d->p += len;
+    return true;
+}
+
+/* Positions r at the point of metric id in ps; false when the entry has
+ * none (or, with r->bad set, when ps is damaged). */
+static bool pts_find(const struct pts *ps, uint32_t id, struct rd *r)
+{
+    r->bad = NULL;
+    size_t lo = 0, hi = (size_t)ps->n_idx;
+    while (lo < hi) {
+        size_t mid = lo + (hi - lo) / 2;
+        struct rd x = {ps->idx + 8 * mid, ps->idx + 8 * mid + 8, NULL};
+        if (get_le32(&x, "") <= id)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    if (!lo)
+        return false;
+    struct rd x = {ps->idx + 8 * (lo - 1), ps->idx + 8 * lo, NULL};
+    uint64_t cur = get_le32(&x, "");
+    uint32_t off = get_le32(&x, "");
+    if (off >= (size_t)(ps->end - ps->data))
+        return rd_fail(r, "point index offset");
+    r->p = ps->data + off;
+    r->end = ps->end;
+    get_varint(r, "point id");
+    for (uint64_t j = (lo - 1) * INDEX_STRIDE;;) {
+        if (r->bad || cur > id)
+            return false;
+        if (cur == id)
+            return true;
+        if (!skip_point(r) || ++j >= ps->n)
+            return false;
+        uint64_t dl = get_varint(r, "point id");
+        if (!dl || dl > UINT32_MAX)
+            return rd_fail(r, "point id");
+        cur += dl;
+    }
+}
+
+/* ------------------------------------------------------------ latest records */
+
+/* Bucket counts packed with the smallest width in bytes (1, 2, 4, 8) that
+ * holds the largest: a byte for the width, then n counts, little-endian. */
+static uint8_t *wr_counts(uint8_t *p, const struct snap_bucket *b, size_t n)
+{
+    uint64_t m = 0;
+    for (size_t i = 0; i < n; i++)
+        m |= b[i].count;
+    if (m < 1u << 8) {
+        *p++ = 1;
+        for (size_t i = 0; i < n; i++)
+            *p++ = (uint8_t)b[i].count;
+    } else if (m < 1u << 16) {
+        *p++ = 2;
+        for (size_t i = 0; i < n; i++, p += 2) {
+            p[0] = (uint8_t)b[i].count;
+            p[1] = (uint8_t)(b[i].count >> 8);
+        }
+    } else if (m <= UINT32_MAX) {
+        *p++ = 4;
+        for (size_t i = 0; i < n; i++, p += 4)
+            for (int k = 0; k < 4; k++)
+                p[k] = (uint8_t)(b[i].count >> (8 * k));
+    } else {
+        *p++ = 8;
+        for (size_t i = 0; i < n; i++)
+            p = wr_le64(p, b[i].count);
+    }
+    return p;
+}
+#define COUNTS_MAX_BYTES(n) (1 + 8 * (size_t)(n))
+
+static bool rd_counts(struct rd *d, struct snap_bucket *b, size_t n)
+{
+    uint8_t w = get_u8(d, "bucket count width");
+    if (d->bad || (w != 1 && w != 2 && w != 4 && w != 8) || n > (size_t)(d->end - d->p) / w)
+        return rd_fail(d, "bucket counts");
+    for (size_t i = 0; i < n; i++) {
+        uint64_t v = 0;
+        for (int k = 0; k < w; k++)
+            v |= (uint64_t)d->p[k] << (8 * k);
+        d->p += w;
+        b[i].count = v;
+    }
+    return true;
+}
+
+/* Whether the buckets' edges follow each other (hi of one = lo of the next),
+ * so that n + 1 edges describe them. */
+static bool buckets_contiguous(const struct snap_bucket *b, size_t n)
+{
+    for (size_t i = 1; i < n; i++)
+        if (dbits(b[i].lo) != dbits(b[i - 1].hi))
+            return false;
+    return true;
+}
+
+/* Upper bound of a series record's body. */
+static size_t series_record_max(const struct snap_series *sr)
+{
+    return 1 + 3 + 8 * N_SUMMARY + 10 + 1 + 8 * 2 * sr->n_buckets + COUNTS_MAX_BYTES(sr->n_buckets);
+}
+
+/* The record of a series that differs from its base: flags, a 3-byte mask of
+ * the summary fields that differ and their 8-byte values, then the buckets
+ * as the base's, the base's edges with these counts, or in full. *full tells
+ * the caller that the edges moved. This runs for every changed series of a
+ * persist, so the comparisons are branch-free and the buckets are walked
+ * once (then packed from the cache). */
+static uint8_t *wr_series_record(uint8_t *p, const struct snap_series *sr, const struct base *bs,
+                                 bool *full)
+{
+    uint8_t *fp = p++, *mp = p;
+    p += 3;
+    uint64_t v[N_SUMMARY];
+    memcpy(v, &sr->count, sizeof v);
+    uint32_t mask = 0;
+    for (int k = 0; k < N_SUMMARY; k++) {
+        uint32_t d = v[k] != bs->v[k];
+        wr_le64(p, v[k]);
+        p += 8 * d;
+        mask |= d << k;
+    }
+    mp[0] = (uint8_t)mask;
+    mp[1] = (uint8_t)(mask >> 8);
+    mp[2] = (uint8_t)(mask >> 16);
+
+    size_t n = sr->n_buckets;
+    const struct snap_bucket *b = sr->buckets;
+    /* contiguity, difference from the base's edges (when it has the same
+     * number of contiguous buckets), largest count: one walk */
+    bool comparable = n == bs->n_buckets && (bs->contiguous || !n);
+    uint64_t cdiff = 0, ediff = 0, ndiff = 0;
+    if (n && comparable) {
+        /* the base's packed counts are padded, so each can be read as 8
+         * bytes and masked to its width */
+        const uint64_t *e = bs->edges;
+        const uint8_t *bc = bs->counts + 1;
+        size_t w = bs->counts[0];
+        uint64_t wmask = w == 8 ? UINT64_MAX : (1ULL << (8 * w)) - 1;
+        uint64_t prev = dbits(b[0].lo);
+        ediff = prev ^ e[0];
+        for (size_t i = 0; i < n; i++) {
+            uint64_t lo = dbits(b[i].lo), hi = dbits(b[i].hi);
+            cdiff |= lo ^ prev;
+            ediff |= hi ^ e[i + 1];
+            ndiff |= b[i].count ^ (ld_le64(bc + w * i) & wmask);
+            prev = hi;
+        }
+    } else if (n) {
+        cdiff = !buckets_contiguous(b, n);
+    }
+    bool contiguous = !cdiff;
+    int mode;
+    if (comparable && contiguous && !ediff) {
+        mode = ndiff ? REC_HIST_COUNTS : REC_HIST_SAME;
+        if (ndiff)
+            p = wr_counts(p, b, n);
+    } else {
+        mode = REC_HIST_FULL;
+        p = wr_varint(p, n);
+        *p++ = contiguous;
+        for (size_t i = 0; i < n; i++) {
+            if (!contiguous || i == 0)
+                p = wr_le64(p, dbits(b[i].lo));
+            p = wr_le64(p, dbits(b[i].hi));
+        }
+        p = wr_counts(p, b, n);
+    }
+    *full = mode == REC_HIST_FULL;
+    *fp = (uint8_t)(REC_SERIES | (sr->exact ? REC_FLAG : 0) | mode << REC_HIST_SHIFT);
+    return p;
+}
+
+static uint8_t *wr_counter_record(uint8_t *p, const struct snap_counter *c)
+{
+    *p++ = c->is_float ? REC_FLAG : 0;
+    if (c->is_float)
+        return wr_le64(p, dbits(c->fvalue));
+    return wr_varint(p, zigzag(c->ivalue));
+}
+
+/* Applies a record to the metric decoded from its base row. */
+static bool rd_record(struct rd *d, uint8_t cls, struct snap_counter *c, struct snap_series *sr)
+{
+    uint8_t f = get_u8(d, "record flags");
+    if (d->bad || (f & REC_SERIES) != (cls == CLASS_SERIES ? REC_SERIES : 0))
+        return rd_fail(d, "record class");
+    if (cls == CLASS_COUNTER) {
+        if (f & ~REC_FLAG)
+            return rd_fail(d, "record flags");
+        c->is_float = f & REC_FLAG;
+        if (c->is_float) {
+            c->ivalue = 0;
+            c->fvalue = get_f64(d, "counter value");
+        } else {
+            c->fvalue = (double)(c->ivalue = unzigzag(get_varint(d, "counter value")));
+        }
+        return !d->bad;
+    }
+    int mode = (f >> REC_HIST_SHIFT) & 3;
+    if ((f & ~(REC_SERIES | REC_FLAG | 3 << REC_HIST_SHIFT)) || mode > REC_HIST_FULL)
+        return rd_fail(d, "record flags");
+    sr->exact = f & REC_FLAG;
+    if (d->end - d->p < 3)
+        return rd_fail(d, "record fields");
+    uint32_t mask = d->p[0] | (uint32_t)d->p[1] << 8 | (uint32_t)d->p[2] << 16;
+    d->p += 3;
+    if (mask >> N_SUMMARY)
+        return rd_fail(d, "record fields");
+    uint64_t v[N_SUMMARY];
+    memcpy(v, &sr->count, sizeof v);
+    for (int k = 0; k < N_SUMMARY; k++)
+        if (mask & (1u << k))
+            v[k] = get_le64(d, "record field");
+    memcpy(&sr->count, v, sizeof v);
+    if (mode == REC_HIST_COUNTS)
+        return rd_counts(d, sr->buckets, sr->n_buckets);
+    if (mode == REC_HIST_FULL) {
+        uint64_t n = get_count(d, 8, "histogram bucket count");
+        uint8_t contiguous = get_u8(d, "histogram flags");
+        if (d->bad || contiguous > 1)
+            return rd_fail(d, "histogram flags");
+        struct snap_bucket *b = n ? calloc(n, sizeof *b) : NULL;
+        if (n && !b)
+            return rd_fail(d, "out of memory");
+        for (size_t i = 0; i < n; i++) {
+            b[i].lo = (!contiguous || i == 0) ? get_f64(d, "bucket edge") : b[i - 1].hi;
+            b[i].hi = get_f64(d, "bucket edge");
+        }
+        if (!rd_counts(d, b, n)) {
+            free(b);
+            return false;
+        }
+        free(sr->buckets);
+        sr->buckets = b;
+        sr->n_buckets = n;
+    }
+    return !d->bad;
+}
+
+/* The base of a metric, from what its base row was encoded from. */
+static struct base *base_new(uint8_t cls, const struct snap_counter *c, const struct snap_series *sr)
+{
+    size_t n = cls == CLASS_SERIES ? sr->n_buckets : 0;
+    bool contiguous = cls == CLASS_SERIES && buckets_contiguous(sr->buckets, n);
+    size_t n_edges = !n ? 0 : contiguous ? n + 1 : 2 * n;
+    size_t counts_max = COUNTS_MAX_BYTES(n) + 8;   /* + 8: see wr_series_record */
+    struct base *bs = malloc(sizeof *bs + 8 * n_edges + counts_max);
+    if (!bs)
+        return NULL;
+    memset(bs, 0, sizeof *bs);
+    bs->cls = cls;
+    bs->edges = (uint64_t *)(bs + 1);
+    bs->counts = (uint8_t *)(bs->edges + n_edges);
+    if (cls == CLASS_COUNTER) {
+        bs->flag = c->is_float;
+        bs->v[0] = c->is_float ? dbits(c->fvalue) : (uint64_t)c->ivalue;
+        return bs;
+    }
+    bs->flag = sr->exact;
+    bs->contiguous = contiguous;
+    bs->n_buckets = (uint32_t)n;
+    bs->n_edges = (uint32_t)n_edges;
+    memcpy(bs->v, &sr->count, sizeof bs->v);
+    for (size_t i = 0, k = 0; i < n; i++) {
+        if (!contiguous || i == 0)
+            bs->edges[k++] = dbits(sr->buckets[i].lo);
+        bs->edges[k++] = dbits(sr->buckets[i].hi);
+    }
+    bs->counts_len = (uint32_t)(wr_counts(bs->counts, sr->buckets, n) - bs->counts);
+    return bs;
 }
 
 /* ------------------------------------------------------------ writer */
@@ -993,8 +1652,103 @@ static void fingerprint_series(const struct snap_series *sr, uint64_t fp[5])
     fp[4] = sr->exact;
 }
 
-/* Loads the metric names of run_seq into mt (entries indexed by insertion,
- * not by id). */
+/* First index of tab (sorted by id) whose id is at least id. */
+static size_t ptab_lower(const struct ptab *tab, size_t n, uint32_t id)
+{
+    size_t lo = 0, hi = n;
+    while (lo < hi) {
+        size_t mid = lo + (hi - lo) / 2;
+        if (tab[mid].id < id)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    return lo;
+}
+
+/* A source of points for a chunk row: one persist's table. */
+struct psrc {
+    uint64_t seq, ts;
+    const uint8_t *data;
+    size_t len;
+    const struct ptab *tab;
+    size_t n, cur, end;
+};
+
+/* The chunk row of window w: u8 format, u8 number of parts, then per metric
+ * of the window with points (in id order) u8 its id within the window, u32
+ * LE point count, u32 LE byte length, and per point the seq (first: below
+ * the row's seq; then: above the previous), the timestamp (first: from the
+ * run start; then: from the previous), and the point. The points come from
+ * the persists since the window's last row (srcs, in seq order), which
+ * hold them sorted by id: a merge, one metric after another. Returns false
+ * when out of memory; *empty when no metric of w has a point. */
+static bool build_row(struct buf *b, uint32_t w, struct psrc *srcs, size_t ns, uint64_t row_seq,
+                      uint64_t start_ns, bool *empty)
+{
+    /* each source's slice of the window, and room for all of it at once */
+    size_t need = 2 + 9 * WINDOW, npts = 0;
+    for (size_t s = 0; s < ns; s++) {
+        struct psrc *src = &srcs[s];
+        src->cur = ptab_lower(src->tab, src->n, w * WINDOW);
+        src->end = ptab_lower(src->tab, src->n, (w + 1) * WINDOW);
+        if (src->cur < src->end) {
+            need += (src->end < src->n ? src->tab[src->end].off : src->len) - src->tab[src->cur].off;
+            npts += src->end - src->cur;
+        }
+    }
+    size_t at = b->len;
+    uint8_t *p = buf_tail(b, need + 20 * npts);
+    if (!p)
+        return false;
+    uint8_t *row = p;
+    *p++ = VALUE_FORMAT;
+    p++;
+    uint8_t nseg = 0;
+    for (uint32_t local = 0; local < WINDOW && npts; local++) {
+        uint32_t id = w * WINDOW + local;
+        uint8_t *hdr = p;
+        uint32_t n = 0;
+        uint64_t ps = 0, pt = 0;
+        for (size_t s = 0; s < ns; s++) {
+            struct psrc *src = &srcs[s];
+            if (src->cur >= src->end || src->tab[src->cur].id != id)
+                continue;
+            const struct ptab *t = &src->tab[src->cur++];
+            if (!n)
+                p += 9;
+            p = wr_varint(p, n ? src->seq - ps : row_seq - src->seq);
+            p = wr_varint(p, zigzag((int64_t)(src->ts - (n ? pt : start_ns))));
+            const uint8_t *q = src->data + t->off;
+            for (uint16_t k = 0; k < t->len; k++)
+                p[k] = q[k];
+            p += t->len;
+            ps = src->seq;
+            pt = src->ts;
+            n++;
+        }
+        if (n) {
+            uint32_t seg = (uint32_t)(p - hdr - 9);
+            hdr[0] = (uint8_t)local;
+            for (int k = 0; k < 4; k++) {
+                hdr[1 + k] = (uint8_t)(n >> (8 * k));
+                hdr[5 + k] = (uint8_t)(seg >> (8 * k));
+            }
+            nseg++;
+            npts -= n;
+        }
+    }
+    *empty = !nseg;
+    if (nseg) {
+        row[1] = nseg;
+        b->len = (size_t)(p - b->p);
+    } else {
+        b->len = at;
+    }
+    return true;
+}
+
+/* Loads the metric names of run_seq into mt (in id order). */
 static int load_names(struct store *st, MDB_txn *txn, uint64_t run_seq, struct metric_table *mt)
 {
     MDB_cursor *cur;
@@ -1021,11 +1775,158 @@ static int load_names(struct store *st, MDB_txn *txn, uint64_t run_seq, struct m
         memcpy(name, vp + 1, n);
         name[n] = 0;
         if (mt_add(mt, vp[0], name, rd_be32((const uint8_t *)k.mv_data + 9)) < 0) {
-            status = fail(st, STORE_ERROR, "out of memory");
+            status = fail(st, STORE_ERROR, "out of memory (metric names of run #%llu)",
+                          (unsigned long long)run_seq);
             break;
         }
     }
     mdb_cursor_close(cur);
+    return status;
+}
+
+/* The seq of the last chunk row of each window of a run, plus one (0: none):
+ * points of the window's metrics below it are in chunk rows. */
+static int chunk_marks(struct store *st, MDB_txn *txn, uint64_t run_seq, uint32_t n_windows,
+                       uint64_t *marks)
+{
+    MDB_cursor *cur;
+    int rc = mdb_cursor_open(txn, st->series, &cur);
+    if (rc)
+        return fail(st, STORE_ERROR, "%s: %s", st->dir, mdb_strerror(rc));
+    for (uint32_t w = 0; w < n_windows; w++) {
+        uint8_t kb[20];
+        MDB_val k = chunk_key(kb, run_seq, w + 1, 0), v;
+        rc = mdb_cursor_get(cur, &k, &v, MDB_SET_RANGE);
+        rc = mdb_cursor_get(cur, &k, &v, rc == MDB_NOTFOUND ? MDB_LAST : MDB_PREV);
+        marks[w] = 0;
+        if (!rc && k.mv_size == 20 && !memcmp(k.mv_data, kb, 8) &&
+            rd_be32((const uint8_t *)k.mv_data + 8) == w)
+            marks[w] = rd_be64((const uint8_t *)k.mv_data + 12) + 1;
+        else if (rc && rc != MDB_NOTFOUND) {
+            mdb_cursor_close(cur);
+            return fail(st, STORE_ERROR, "%s: %s", st->dir, mdb_strerror(rc));
+        }
+    }
+    mdb_cursor_close(cur);
+    return STORE_OK;
+}
+
+/* The head of a history entry: format, kind, timestamp and its points. */
+static bool rd_history_head(struct rd *d, uint8_t *kind, uint64_t *ts, struct pts *ps)
+{
+    if (get_u8(d, "format byte") != VALUE_FORMAT)
+        return rd_fail(d, "format byte");
+    *kind = get_u8(d, "entry kind");
+    if (*kind > HIST_DELTA)
+        return rd_fail(d, "entry kind");
+    *ts = get_varint(d, "timestamp");
+    return !d->bad && rd_pts(d, ps);
+}
+
+static struct ring_entry *ring_at(struct store *st, size_t i)
+{
+    return &st->ring[(st->ring_head + i) % st->ring_cap];
+}
+
+/* Room for one more persist in the ring (before a commit, so that keeping
+ * its points after the commit cannot fail). */
+static bool ring_reserve(struct store *st)
+{
+    if (st->ring_n < st->ring_cap)
+        return true;
+    size_t ncap = st->ring_cap ? st->ring_cap * 2 : 16;
+    struct ring_entry *nr = calloc(ncap, sizeof *nr);
+    if (!nr)
+        return false;
+    for (size_t i = 0; i < st->ring_n; i++)
+        nr[i] = *ring_at(st, i);
+    free(st->ring);
+    st->ring = nr;
+    st->ring_head = 0;
+    st->ring_cap = ncap;
+    return true;
+}
+
+/* Per window marks for n windows (new windows start at seq: their metrics
+ * are new, so they have no points before it). */
+static bool wmark_grow(struct store *st, size_t n, uint64_t seq)
+{
+    if (!grow_array((void **)&st->wmark, &st->wmark_cap, n, sizeof *st->wmark))
+        return false;
+    for (; st->n_wmark < n; st->n_wmark++)
+        st->wmark[st->n_wmark] = seq;
+    return true;
+}
+
+/* A resumed run: the points not in chunk rows yet are read back from the
+ * history tail into the ring, so that they go into chunk rows as if the
+ * collector had never stopped. */
+static int reload_ring(struct store *st, MDB_txn *txn, const struct store_run_info *r)
+{
+    if (!r->n_snapshots || !st->mt.n)
+        return STORE_OK;
+    uint32_t nw = st->mt.e[st->mt.n - 1].id / WINDOW + 1;
+    if (!wmark_grow(st, nw, 0))
+        return fail(st, STORE_ERROR, "out of memory");
+    int status = chunk_marks(st, txn, r->run_seq, nw, st->wmark);
+    for (uint32_t w = 0; w < nw; w++)
+        if (st->wmark[w] < st->tail_from)
+            st->wmark[w] = st->tail_from;
+    MDB_cursor *cur = NULL;
+    int rc = status ? 0 : mdb_cursor_open(txn, st->history, &cur);
+    if (rc)
+        status = fail(st, STORE_ERROR, "%s: %s", st->dir, mdb_strerror(rc));
+    uint8_t kb[16];
+    MDB_val k = history_key(kb, r->run_seq, st->tail_from), v;
+    for (rc = status ? MDB_NOTFOUND : mdb_cursor_get(cur, &k, &v, MDB_SET_RANGE); !rc && !status;
+         rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
+        if (k.mv_size != 16 || memcmp(k.mv_data, kb, 8))
+            break;
+        uint64_t seq = rd_be64((const uint8_t *)k.mv_data + 8), ts, id = 0;
+        uint8_t kind;
+        struct pts ps;
+        struct rd d = {v.mv_data, (const uint8_t *)v.mv_data + v.mv_size, NULL};
+        if (rd_history_head(&d, &kind, &ts, &ps) && ps.n) {
+            struct ring_entry *re = ring_reserve(st) ? ring_at(st, st->ring_n) : NULL;
+            if (!re || !grow_array((void **)&re->tab, &re->tcap, ps.n, sizeof *re->tab)) {
+                status = fail(st, STORE_ERROR, "out of memory");
+                break;
+            }
+            re->data.len = 0;
+            put_bytes(&re->data, ps.data, (size_t)(ps.end - ps.data));
+            if (re->data.oom) {
+                re->data.oom = false;
+                status = fail(st, STORE_ERROR, "out of memory");
+                break;
+            }
+            struct rd pd = {ps.data, ps.end, NULL};
+            for (uint64_t j = 0; j < ps.n && !pd.bad; j++) {
+                uint64_t dl = get_varint(&pd, "point id");
+                if ((j && !dl) || dl > UINT32_MAX || (id += dl) > st->mt.e[st->mt.n - 1].id) {
+                    rd_fail(&pd, "point id");
+                    break;
+                }
+                const uint8_t *pb = pd.p;
+                skip_point(&pd);
+                re->tab[j] = (struct ptab){(uint32_t)id, (uint32_t)(pb - ps.data), (uint16_t)(pd.p - pb)};
+            }
+            if (!pd.bad && pd.p != pd.end)
+                rd_fail(&pd, "trailing point bytes");
+            d.bad = pd.bad;
+            re->seq = seq;
+            re->ts = ts;
+            re->n = ps.n;
+            if (!d.bad)
+                st->ring_n++;
+        }
+        if (d.bad && !status)
+            status = fail(st, STORE_ERROR, "corrupt store: history entry %llu of run '%s': bad %s",
+                          (unsigned long long)seq, r->id, d.bad);
+    }
+    if (rc && rc != MDB_NOTFOUND && !status)
+        status = fail(st, STORE_ERROR, "%s: %s", st->dir, mdb_strerror(rc));
+    if (cur)
+        mdb_cursor_close(cur);
     return status;
 }
 
@@ -1047,14 +1948,21 @@ int store_begin_run(struct store *st, const char *run_id, const char *name, uint
                     mdb_strerror(rc));
     struct store_run_info r;
     uint32_t next_id = 0;
-    int status = get_run(st, txn, run_id, &r, &next_id);
+    uint64_t tail_from = 0;
+    int status = get_run(st, txn, run_id, &r, &next_id, &tail_from);
     if (status == STORE_OK) {
         /* Resuming (a restarted collector): the names are known, the
-         * fingerprints are not, so the first persist writes every metric. */
+         * fingerprints and base rows are not, so the first persist rewrites
+         * every metric's base row. */
         status = load_names(st, txn, r.run_seq, &st->mt);
+        st->tail_from = tail_from;
+        if (!status)
+            status = reload_ring(st, txn, &r);
         mdb_txn_abort(txn);
-        if (status)
+        if (status) {
+            forget_run(st);
             return status;
+        }
         st->run = r;
         st->next_id = next_id;
         for (size_t i = 0; i < st->mt.n; i++)
@@ -1080,7 +1988,7 @@ int store_begin_run(struct store *st, const char *run_id, const char *name, uint
     mdb_cursor_close(cur);
 
     struct buf b = {0};
-    encode_run(&b, &r, 0);
+    encode_run(&b, &r, 0, 0);
     uint8_t kb[8];
     MDB_val rk = run_key(kb, r.run_seq), idk = {idlen, (void *)run_id};
     v = (MDB_val){b.len, b.p};
@@ -1122,16 +2030,22 @@ abort:
 }
 
 /* Finds or creates the entry of one snapshot metric; the position hint makes
- * the common case (same metrics in the same order as last time) one strcmp. */
+ * the common case (same metrics in the same order as last time) one strcmp.
+ * A name seen for the first time must fit a key. */
 static long resolve(struct store *st, size_t pos, uint8_t cls, const char *name)
 {
     if (pos < st->hint_cap) {
         uint32_t h = st->hint[pos];
-        if (h < st->mt.n && st->mt.e[h].cls == cls && !strcmp(st->mt.e[h].name, name))
+        if (h < st->mt.n && st->mt.e[h].cls == cls && !strcmp(MT_NAME(&st->mt, &st->mt.e[h]), name))
             return h;
     }
     long e = mt_find(&st->mt, cls, name);
     if (e < 0) {
+        if (strlen(name) > MAX_NAME) {
+            fail(st, STORE_ERROR, "run '%s': metric name '%.40s...' is %zu bytes, more than %d",
+                 st->run.id, name, strlen(name), MAX_NAME);
+            return -2;
+        }
         if (st->next_id == UINT32_MAX)
             return -1;
         e = mt_add(&st->mt, cls, name, st->next_id);
@@ -1143,14 +2057,7 @@ static long resolve(struct store *st, size_t pos, uint8_t cls, const char *name)
     return e;
 }
 
-static MDB_val latest_metric_key(uint8_t kb[12], uint64_t run_seq, uint32_t id)
-{
-    be64(kb, run_seq);
-    be32(kb + 8, id);
-    return (MDB_val){12, kb};
-}
-
-/* One row of the latest table: the metric's class, then its full encoding. */
+/* A base row of the latest table: the metric's class, then its full encoding. */
 static void encode_latest_metric(struct buf *b, const struct snapshot *snap, uint8_t cls, uint32_t pos)
 {
     put_u8(b, VALUE_FORMAT);
@@ -1161,13 +2068,37 @@ static void encode_latest_metric(struct buf *b, const struct snapshot *snap, uin
         encode_series(b, &snap->series[pos]);
 }
 
-/* One attempt at the write transaction of a persist. Returns an LMDB code. */
+/* The header row of the latest table before its records. */
+static void encode_latest_header(struct buf *b, const struct snapshot *s, const char *sections)
+{
+    put_u8(b, VALUE_FORMAT);
+    put_varint(b, s->schema_version);
+    put_varint(b, s->seq);
+    put_varint(b, s->timestamp_ns);
+    put_u8(b, (uint8_t)s->state);
+    put_varint(b, s->n_pending_tasks);
+    put_str(b, s->run, strnlen(s->run, sizeof s->run - 1));
+    put_str(b, sections, strlen(sections));
+}
+
+/* Puts with MDB_APPEND where the key is expected to be the table's last (no
+ * search, and full pages rather than half-full ones after a split); falls
+ * back to an ordinary put when it is not. */
+static int put_maybe_append(MDB_txn *txn, MDB_dbi dbi, MDB_val *k, MDB_val *v, unsigned flags,
+                            bool append)
+{
+    int rc = append ? mdb_put(txn, dbi, k, v, flags | MDB_APPEND) : MDB_KEYEXIST;
+    if (rc == MDB_KEYEXIST)
+        rc = mdb_put(txn, dbi, k, v, flags);
+    return rc;
+}
+
+/* One attempt at the write transaction of a persist, from what store_persist
+ * staged. Returns an LMDB code. */
 static int persist_txn(struct store *st, const struct snapshot *snap, bool final, bool keyframe,
-                       size_t n_changed, size_t n_points, size_t n_gone, bool sections_changed,
-                       const char *sections, const struct store_run_info *nr)
+                       size_t n_gone, const struct store_run_info *nr, uint64_t tail_from)
 {
     MDB_txn *txn;
-    MDB_cursor *cur = NULL, *lcur = NULL;
     int rc = mdb_txn_begin(st->env, NULL, 0, &txn);
     if (rc)
         return rc;
@@ -1178,14 +2109,15 @@ static int persist_txn(struct store *st, const struct snapshot *snap, bool final
     /* names of metrics first seen since the last commit */
     for (size_t i = st->n_stored; i < st->mt.n && !rc; i++) {
         const struct metric_entry *e = &st->mt.e[i];
-        size_t nl = strlen(e->name);
+        const char *name = MT_NAME(&st->mt, e);
+        size_t nl = strlen(name);
         uint8_t hdr[10];
         be64(hdr, nr->run_seq);
         hdr[8] = 'n';
         hdr[9] = e->cls;
         sb->len = 0;
         put_bytes(sb, hdr, 10);
-        put_bytes(sb, e->name, nl);
+        put_bytes(sb, name, nl);
         uint8_t idb[4];
         be32(idb, e->id);
         if (sb->oom) {
@@ -1202,96 +2134,71 @@ static int persist_txn(struct store *st, const struct snapshot *snap, bool final
         be32(ik + 9, e->id);
         sb->len = 0;
         put_u8(sb, e->cls);
-        put_bytes(sb, e->name, nl);
+        put_bytes(sb, name, nl);
         k = (MDB_val){13, ik};
         v = (MDB_val){sb->len, sb->p};
         rc = sb->oom ? ENOMEM : mdb_put(txn, st->names, &k, &v, 0);
     }
 
-    /* time series points of the metrics that are due one */
-    int64_t dts = (int64_t)(snap->timestamp_ns - nr->start_ns);
-    if (!rc)
-        rc = mdb_cursor_open(txn, st->series, &cur);
-    if (!rc)
-        rc = mdb_cursor_open(txn, st->latest, &lcur);
-    for (size_t i = 0; i < n_points && !rc; i++) {
-        const struct metric_entry *e = &st->mt.e[st->pts[i]];
-        sb->len = 0;
-        if (e->cls == CLASS_COUNTER)
-            encode_counter_point(sb, &snap->counters[e->pos], dts);
-        else
-            encode_series_point(sb, &snap->series[e->pos], dts);
-        k = series_key(kb, nr->run_seq, e->id, snap->seq);
-        v = (MDB_val){sb->len, sb->p};
-        rc = sb->oom ? ENOMEM : mdb_cursor_put(cur, &k, &v, 0);
+    /* latest: base rows (new metrics' keys follow the run's others), the
+     * rows of metrics the snapshot no longer has, the header row */
+    for (size_t i = 0; i < st->n_sbase && !rc; i++) {
+        const struct stage_base *b = &st->sbase[i];
+        k = latest_metric_key(kb, nr->run_seq, st->mt.e[b->entry].id);
+        v = (MDB_val){b->len, st->rb.p + b->off};
+        rc = put_maybe_append(txn, st->latest, &k, &v, 0, b->is_new);
     }
-    /* the latest rows of the metrics that changed */
-    for (size_t i = 0; i < n_changed && !rc; i++) {
-        const struct changed *c = &st->chg[i];
-        const struct metric_entry *e = &st->mt.e[c->entry];
-        sb->len = 0;
-        encode_latest_metric(sb, snap, e->cls, c->pos);
-        k = latest_metric_key(kb, nr->run_seq, e->id);
-        v = (MDB_val){sb->len, sb->p};
-        rc = sb->oom ? ENOMEM : mdb_cursor_put(lcur, &k, &v, 0);
-    }
-    /* metrics the snapshot no longer has leave the latest snapshot */
     for (size_t i = 0; i < n_gone && !rc; i++) {
         k = latest_metric_key(kb, nr->run_seq, st->mt.e[st->gone[i]].id);
         rc = mdb_del(txn, st->latest, &k, NULL);
         if (rc == MDB_NOTFOUND)
             rc = 0;
     }
-    if (cur)
-        mdb_cursor_close(cur);
-    if (lcur)
-        mdb_cursor_close(lcur);
+    k = run_key(kb, nr->run_seq);
+    v = (MDB_val){st->delta_next.len, NULL};
+    if (!rc && !(rc = mdb_put(txn, st->latest, &k, &v, MDB_RESERVE)))
+        memcpy(v.mv_data, st->delta_next.p, st->delta_next.len);
 
-    /* history: a keyframe holds the full snapshot, a delta the ids of the
-     * changed metrics (their values are in the series table) */
-    if (!rc) {
+    /* history: head and points, then the delta's fields or the keyframe */
+    const struct buf *rest = keyframe ? &st->full : sb;
+    if (!rc && !keyframe) {
         sb->len = 0;
-        put_u8(sb, VALUE_FORMAT);
-        put_u8(sb, keyframe ? HIST_KEYFRAME : HIST_DELTA);
-        if (!keyframe) {
-            put_varint(sb, snap->timestamp_ns);
-            put_u8(sb, (uint8_t)snap->state);
-            put_varint(sb, snap->n_pending_tasks);
-            put_varint(sb, n_points);
-            for (size_t i = 0; i < n_points; i++)
-                put_varint(sb, st->mt.e[st->pts[i]].id);
-            put_u8(sb, sections_changed);
-            if (sections_changed)
-                put_str(sb, sections, strlen(sections));
-        }
-        k = history_key(kb, nr->run_seq, snap->seq);
+        put_u8(sb, (uint8_t)snap->state);
+        put_varint(sb, snap->n_pending_tasks);
+        bool sc = st->sections_changed;
+        put_u8(sb, sc);
+        if (sc)
+            put_str(sb, st->sections_now, strlen(st->sections_now));
         if (sb->oom)
             rc = ENOMEM;
-        else if (keyframe) {
-            /* the 2-byte prefix, then the full snapshot written in place */
-            v = (MDB_val){2 + st->full.len, NULL};
-            rc = mdb_put(txn, st->history, &k, &v, MDB_RESERVE);
-            if (!rc) {
-                memcpy(v.mv_data, sb->p, 2);
-                memcpy((uint8_t *)v.mv_data + 2, st->full.p, st->full.len);
-            }
-        } else {
-            v = (MDB_val){sb->len, sb->p};
-            rc = mdb_put(txn, st->history, &k, &v, 0);
-        }
+    }
+    if (!rc) {
+        k = history_key(kb, nr->run_seq, snap->seq);
+        size_t parts[] = {st->hhead.len, st->hidx.len, st->hp.len, rest->len};
+        const uint8_t *src[] = {st->hhead.p, st->hidx.p, st->hp.p, rest->p};
+        v = (MDB_val){parts[0] + parts[1] + parts[2] + parts[3], NULL};
+        rc = put_maybe_append(txn, st->history, &k, &v, MDB_RESERVE, true);
+        uint8_t *dst = v.mv_data;
+        for (int i = 0; i < 4 && !rc; dst += parts[i], i++)
+            if (parts[i])
+                memcpy(dst, src[i], parts[i]);
     }
 
-    /* latest header, final, run record */
+    /* chunk rows of the windows due */
+    for (size_t i = 0; i < st->n_srow && !rc; i++) {
+        k = chunk_key(kb, nr->run_seq, st->srow[i].window, snap->seq);
+        v = (MDB_val){st->srow[i].len, st->rows.p + st->srow[i].off};
+        rc = mdb_put(txn, st->series, &k, &v, 0);
+    }
+
+    /* final, run record */
     k = run_key(kb, nr->run_seq);
-    v = (MDB_val){st->hdr.len, st->hdr.p};
-    if (!rc)
-        rc = mdb_put(txn, st->latest, &k, &v, 0);
     v = (MDB_val){st->full.len, st->full.p};
     if (!rc && final)
         rc = mdb_put(txn, st->final, &k, &v, MDB_NOOVERWRITE);
     if (!rc) {
         sb->len = 0;
-        encode_run(sb, nr, st->next_id);
+        encode_run(sb, nr, st->next_id, tail_from);
         v = (MDB_val){sb->len, sb->p};
         rc = sb->oom ? ENOMEM : mdb_put(txn, st->runs, &k, &v, 0);
     }
@@ -1306,10 +2213,9 @@ static int persist_txn(struct store *st, const struct snapshot *snap, bool final
 static int note_metric(struct store *st, size_t pos, size_t idx, uint8_t cls, const char *name,
                        const uint64_t fp[5], size_t *nc)
 {
-    if (strlen(name) > MAX_NAME)
-        return fail(st, STORE_ERROR, "run '%s': metric name '%.40s...' is %zu bytes, more than %d",
-                    st->run.id, name, strlen(name), MAX_NAME);
     long e = resolve(st, pos, cls, name);
+    if (e == -2)
+        return STORE_ERROR;
     if (e < 0)
         return fail(st, STORE_ERROR, "out of memory");
     struct metric_entry *me = &st->mt.e[e];
@@ -1317,12 +2223,210 @@ static int note_metric(struct store *st, size_t pos, size_t idx, uint8_t cls, co
     me->pos = (uint32_t)idx;
     if (!me->fp_valid || memcmp(me->fp, fp, sizeof me->fp)) {
         me->changed_now = true;
-        struct changed *c = &st->chg[(*nc)++];
-        c->entry = (uint32_t)e;
-        c->pos = (uint32_t)idx;
-        memcpy(c->fp, fp, sizeof c->fp);
+        memcpy(me->fp, fp, sizeof me->fp);
+        me->fp_valid = true;
+        st->chg[(*nc)++] = (uint32_t)e;
     }
     return 0;
+}
+
+/* Prepares a persist: which metrics get a record, a base row, a point, which
+ * windows get a chunk row. One pass over the metrics in id order, which is
+ * the order of records and points. Returns false when out of memory. Sets
+ * *n_gone and *tail_from. */
+static bool stage_persist(struct store *st, const struct snapshot *snap, bool final,
+                          const char *sections, size_t *n_gone, uint64_t *tail_from)
+{
+    struct buf *db = &st->delta_next;
+    db->len = 0;
+    encode_latest_header(db, snap, sections);
+    size_t nrec_at = db->len;
+    put_le32(db, 0);
+    st->hp.len = st->hidx.len = st->rb.len = st->rows.len = 0;
+    st->n_spt = st->n_sbase = st->n_srow = 0;
+    size_t ngone = 0;
+
+    size_t n = st->mt.n;
+    size_t rper = (n + REBASE_ROUNDS - 1) / REBASE_ROUNDS;
+    if (rper < WINDOW)
+        rper = WINDOW;
+    size_t rstart = n ? st->rebase_next % n : 0;
+    uint64_t ts = snap->timestamp_ns;
+    uint32_t prev_rec = 0, nrec = 0, prev_pt = 0;
+
+    for (size_t i = 0; i < n; i++) {
+        struct metric_entry *e = &st->mt.e[i];
+        bool present = e->gen == st->gen;
+        const struct snap_counter *cn = NULL;
+        const struct snap_series *sr = NULL;
+        if (present && e->cls == CLASS_COUNTER)
+            cn = &snap->counters[e->pos];
+        else if (present)
+            sr = &snap->series[e->pos];
+
+        /* latest: a record of what differs from the base row, carried over
+         * while the metric does not change, folded into the base row when
+         * the rotation passes (or when its edges moved) */
+        st->srec[i] = (struct stage_rec){0, 0};
+        if (!present) {
+            if (e->in_latest)
+                st->gone[ngone++] = (uint32_t)i;
+        } else {
+            bool in_rebase = (i >= rstart ? i - rstart : i + n - rstart) < rper;
+            bool rebase = !e->base;
+            const struct stage_rec *old = &st->rec[i];
+            bool carry = !e->changed_now && old->len;
+            if (!rebase && carry && in_rebase) {
+                rebase = true;
+            } else if (!rebase && (e->changed_now || carry)) {
+                size_t max = 10 + (carry ? old->len : cn ? 11 : series_record_max(sr));
+                uint8_t *p = buf_tail(db, max);
+                if (!p)
+                    return false;
+                p = wr_varint(p, nrec ? e->id - prev_rec : e->id);
+                uint8_t *body = p;
+                bool full = false;
+                if (carry) {
+                    memcpy(p, st->delta.p + old->off, old->len);
+                    p += old->len;
+                } else if (cn) {
+                    p = wr_counter_record(p, cn);
+                } else {
+                    p = wr_series_record(p, sr, e->base, &full);
+                }
+                if (full && in_rebase) {
+                    rebase = true;
+                } else {
+                    st->srec[i] = (struct stage_rec){(uint32_t)(body - db->p), (uint32_t)(p - body)};
+                    db->len = (size_t)(p - db->p);
+                    nrec++;
+                    prev_rec = e->id;
+                }
+            }
+            if (rebase) {
+                size_t at = st->rb.len;
+                encode_latest_metric(&st->rb, snap, e->cls, e->pos);
+                st->sbase[st->n_sbase++] =
+                    (struct stage_base){(uint32_t)i, (uint32_t)at, (uint32_t)(st->rb.len - at), !e->in_latest};
+            }
+        }
+
+        /* time series: a metric changed since its last point gets one when
+         * series_interval has passed since that point, and at the final */
+        bool due = present && (e->point_dirty || e->changed_now) &&
+                   (final || !e->has_point || ts - e->last_point_ns >= st->series_interval_ns ||
+                    ts < e->last_point_ns);
+        e->point_dirty = (e->point_dirty || e->changed_now) && !due;
+        e->changed_now = false;
+        if (due) {
+            st->spt[st->n_spt] = (uint32_t)i;
+            e->has_point = true;
+            e->last_point_ns = ts;
+            if (st->n_spt % INDEX_STRIDE == 0) {
+                put_le32(&st->hidx, e->id);
+                put_le32(&st->hidx, (uint32_t)st->hp.len);
+            }
+            uint8_t *p = buf_tail(&st->hp, 10 + POINT_MAX_BYTES);
+            if (!p)
+                return false;
+            p = wr_varint(p, st->n_spt ? e->id - prev_pt : e->id);
+            uint8_t *pb = p;
+            p = cn ? wr_counter_point(p, cn, &st->chains[i]) : wr_series_point(p, sr, &st->chains[i]);
+            st->ctab[st->n_spt++] = (struct ptab){e->id, (uint32_t)(pb - st->hp.p), (uint16_t)(p - pb)};
+            st->hp.len = (size_t)(p - st->hp.p);
+            prev_pt = e->id;
+        }
+    }
+    if (db->oom || st->hp.oom || st->hidx.oom || st->rb.oom)
+        return false;
+    for (int k = 0; k < 4; k++)
+        db->p[nrec_at + k] = (uint8_t)(nrec >> (8 * k));
+
+    /* chunk rows: the windows due (a rotation through all of them every
+     * FLUSH_ROUNDS persists; every one at the final) gather their metrics'
+     * points since their last row from the ring and from this persist */
+    uint32_t nw = n ? st->mt.e[n - 1].id / WINDOW + 1 : 0;
+    if (!wmark_grow(st, nw, snap->seq) || !ring_reserve(st) ||
+        !grow_array((void **)&st->srcs, &st->srcs_cap, st->ring_n + 1, sizeof *st->srcs))
+        return false;
+    uint32_t fper = final ? nw : (nw + FLUSH_ROUNDS - 1) / FLUSH_ROUNDS;
+    uint32_t fstart = nw ? st->flush_next % nw : 0;
+    uint64_t tail = snap->seq + 1;
+    for (uint32_t j = 0; j < nw; j++) {
+        uint32_t w = (fstart + j) % nw;
+        if (j >= fper) {
+            if (st->wmark[w] < tail)
+                tail = st->wmark[w];
+            continue;
+        }
+        size_t ns = 0;
+        for (size_t r = 0; r < st->ring_n; r++) {
+            const struct ring_entry *re = ring_at(st, r);
+            if (re->seq >= st->wmark[w])
+                st->srcs[ns++] = (struct psrc){re->seq, re->ts, re->data.p, re->data.len, re->tab, re->n, 0, 0};
+        }
+        if (st->n_spt)
+            st->srcs[ns++] = (struct psrc){snap->seq, ts, st->hp.p, st->hp.len, st->ctab, st->n_spt, 0, 0};
+        size_t at = st->rows.len;
+        bool empty;
+        if (!build_row(&st->rows, w, st->srcs, ns, snap->seq, st->run.start_ns, &empty))
+            return false;
+        if (!empty)
+            st->srow[st->n_srow++] = (struct stage_row){w, (uint32_t)at, (uint32_t)(st->rows.len - at)};
+    }
+
+    /* history head: format, kind, timestamp, the points' lengths */
+    struct buf *hh = &st->hhead;
+    hh->len = 0;
+    put_u8(hh, VALUE_FORMAT);
+    put_u8(hh, st->keyframe_now ? HIST_KEYFRAME : HIST_DELTA);
+    put_varint(hh, ts);
+    put_varint(hh, st->n_spt);
+    put_varint(hh, st->hidx.len / 8);
+    put_varint(hh, st->hp.len);
+    *n_gone = ngone;
+    *tail_from = tail;
+    st->flush_start = fstart;
+    st->flush_count = fper;
+    st->next_rebase = n ? (rstart + rper) % n : 0;
+    return !hh->oom;
+}
+
+static void reset_oom(struct store *st)
+{
+    struct buf *bufs[] = {&st->full,  &st->scratch, &st->delta_next, &st->hp,
+                          &st->hidx,  &st->rb,      &st->rows,       &st->hhead};
+    for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++)
+        bufs[i]->oom = false;
+}
+
+/* A persist that did not commit: what store_persist changed in place becomes
+ * unknown, so that the next persist rewrites it (see stage_rec). */
+static void forget_persist(struct store *st, bool staged)
+{
+    for (size_t i = 0; i < st->n_chg; i++) {
+        struct metric_entry *e = &st->mt.e[st->chg[i]];
+        e->fp_valid = false;
+        e->changed_now = false;
+    }
+    for (size_t i = 0; staged && i < st->n_spt; i++) {
+        struct metric_entry *e = &st->mt.e[st->spt[i]];
+        st->chains[st->spt[i]].have = false;
+        e->point_dirty = true;
+        e->has_point = false;
+    }
+    st->n_chg = st->n_spt = 0;
+    reset_oom(st);
+}
+
+static bool grow_zeroed(void **arr, size_t *cap, size_t need, size_t elem)
+{
+    size_t old = *cap;
+    if (!grow_array(arr, cap, need, elem))
+        return false;
+    if (*cap > old)
+        memset((uint8_t *)*arr + old * elem, 0, (*cap - old) * elem);
+    return true;
 }
 
 int store_persist(struct store *st, const struct snapshot *snap, bool final)
@@ -1351,68 +2455,61 @@ int store_persist(struct store *st, const struct snapshot *snap, bool final)
         memset(st->hint + old, 0xff, (st->hint_cap - old) * sizeof *st->hint);
     }
 
-    /* which metrics changed since the last persist, which are gone */
+    /* which metrics changed since the last persist */
     st->gen++;
-    size_t nc = 0;
+    st->n_chg = st->n_spt = 0;
+    int status = STORE_OK;
     uint64_t fp[5];
-    for (size_t i = 0; i < snap->n_counters; i++) {
+    for (size_t i = 0; i < snap->n_counters && !status; i++) {
         fingerprint_counter(&snap->counters[i], fp);
-        if (note_metric(st, i, i, CLASS_COUNTER, snap->counters[i].name, fp, &nc))
-            return STORE_ERROR;
+        status = note_metric(st, i, i, CLASS_COUNTER, snap->counters[i].name, fp, &st->n_chg);
     }
-    for (size_t i = 0; i < snap->n_series; i++) {
+    for (size_t i = 0; i < snap->n_series && !status; i++) {
         fingerprint_series(&snap->series[i], fp);
-        if (note_metric(st, snap->n_counters + i, i, CLASS_SERIES, snap->series[i].name, fp, &nc))
-            return STORE_ERROR;
+        status = note_metric(st, snap->n_counters + i, i, CLASS_SERIES, snap->series[i].name, fp,
+                             &st->n_chg);
     }
-    /* time series points: a metric changed since its last point gets one when
-     * series_interval has passed since that point, and at the final */
-    if (!grow_array((void **)&st->pts, &st->pts_cap, st->mt.n, sizeof *st->pts))
-        return fail(st, STORE_ERROR, "out of memory");
-    size_t npts = 0;
-    for (size_t i = 0; i < st->mt.n; i++) {
-        struct metric_entry *e = &st->mt.e[i];
-        if (e->gen != st->gen)
-            continue;
-        bool dirty = e->point_dirty || e->changed_now;
-        e->changed_now = false;
-        if (dirty && (final || !e->has_point ||
-                      snap->timestamp_ns - e->last_point_ns >= st->series_interval_ns ||
-                      snap->timestamp_ns < e->last_point_ns))
-            st->pts[npts++] = (uint32_t)i;
-    }
-    size_t ngone = 0;
-    for (size_t i = 0; i < st->mt.n; i++) {
-        if (!st->mt.e[i].in_latest || st->mt.e[i].gen == st->gen)
-            continue;
-        if (ngone == st->gone_cap &&
-            !grow_array((void **)&st->gone, &st->gone_cap, ngone ? ngone * 2 : 16, sizeof *st->gone))
-            return fail(st, STORE_ERROR, "out of memory");
-        st->gone[ngone++] = (uint32_t)i;
-    }
-
     char *sections = NULL;
-    if (json_object_size(snap->sections)) {
+    if (!status && json_object_size(snap->sections)) {
         sections = json_dumps(snap->sections, JSON_COMPACT | JSON_SORT_KEYS);
         if (!sections)
-            return fail(st, STORE_ERROR, "run '%s': sections cannot be serialized", st->run.id);
+            status = fail(st, STORE_ERROR, "run '%s': sections cannot be serialized", st->run.id);
     }
-    bool sections_changed = (sections == NULL) != (st->sections_json == NULL) ||
-                            (sections && strcmp(sections, st->sections_json));
+    size_t n = st->mt.n;
+    if (!status && (!grow_array((void **)&st->srec, &st->srec_cap, n, sizeof *st->srec) ||
+                    !grow_array((void **)&st->rec, &st->rec_cap, n, sizeof *st->rec) ||
+                    !grow_array((void **)&st->spt, &st->spt_cap, n, sizeof *st->spt) ||
+                    !grow_array((void **)&st->sbase, &st->sbase_cap, n, sizeof *st->sbase) ||
+                    !grow_array((void **)&st->gone, &st->gone_cap, n, sizeof *st->gone) ||
+                    !grow_array((void **)&st->ctab, &st->ctab_cap, n, sizeof *st->ctab) ||
+                    !grow_array((void **)&st->srow, &st->srow_cap, n / WINDOW + 1, sizeof *st->srow) ||
+                    !grow_zeroed((void **)&st->chains, &st->chains_cap, n, sizeof *st->chains)))
+        status = fail(st, STORE_ERROR, "out of memory");
+    if (status) {
+        forget_persist(st, false);
+        free(sections);
+        return status;
+    }
+    for (; st->n_rec < n; st->n_rec++)
+        st->rec[st->n_rec] = (struct stage_rec){0, 0};
+    st->sections_now = sections ? sections : "";
+    st->sections_changed = (sections == NULL) != (st->sections_json == NULL) ||
+                           (sections && strcmp(sections, st->sections_json));
     /* a keyframe every full_every persists, but no closer than full_every
      * series intervals, so persisting 4 times a second does not quadruple them */
     bool keyframe = final || !st->have_keyframe || (st->since_keyframe + 1 >= st->full_every &&
                     snap->timestamp_ns - st->last_keyframe_ns >= (uint64_t)st->full_every * st->series_interval_ns) ||
                     snap->timestamp_ns < st->last_keyframe_ns;
+    st->keyframe_now = keyframe;
 
-    st->hdr.len = 0;
-    encode_snapshot(&st->hdr, snap, sections, false);
     st->full.len = 0;
     if (keyframe)
         encode_snapshot(&st->full, snap, sections, true);
-    if (st->full.oom || st->hdr.oom) {
+    size_t n_gone = 0;
+    uint64_t tail_from = 0;
+    if (st->full.oom || !stage_persist(st, snap, final, st->sections_now, &n_gone, &tail_from)) {
+        forget_persist(st, true);
         free(sections);
-        st->full.oom = st->hdr.oom = false;
         return fail(st, STORE_ERROR, "out of memory");
     }
 
@@ -1429,8 +2526,7 @@ int store_persist(struct store *st, const struct snapshot *snap, bool final)
 
     int rc;
     for (int attempt = 0;; attempt++) {
-        rc = persist_txn(st, snap, final, keyframe, nc, npts, ngone, sections_changed,
-                         sections ? sections : "", &nr);
+        rc = persist_txn(st, snap, final, keyframe, n_gone, &nr, tail_from);
         if (rc != MDB_MAP_FULL || attempt == MAX_GROW_RETRIES)
             break;
         /* No transaction is open now, so the map may grow; readers in other
@@ -1444,6 +2540,7 @@ int store_persist(struct store *st, const struct snapshot *snap, bool final)
     }
     st->scratch.oom = false;
     if (rc) {
+        forget_persist(st, true);
         free(sections);
         if (rc == MDB_KEYEXIST)
             return fail(st, STORE_EXISTS, "run '%s' already has its final snapshot", st->run.id);
@@ -1451,31 +2548,70 @@ int store_persist(struct store *st, const struct snapshot *snap, bool final)
                     (unsigned long long)snap->seq, st->run.id, mdb_strerror(rc));
     }
 
-    /* committed: remember what is now in the store */
-    for (size_t i = 0; i < nc; i++) {
-        struct metric_entry *e = &st->mt.e[st->chg[i].entry];
-        memcpy(e->fp, st->chg[i].fp, sizeof e->fp);
-        e->fp_valid = true;
+    /* committed: remember what is now in the store. This persist's points
+     * join the ring (its buffers trade places with the slot's, room was
+     * reserved); the windows just written move on, and what every window has
+     * in chunk rows leaves the ring. */
+    if (st->n_spt) {
+        struct ring_entry *re = ring_at(st, st->ring_n++);
+        struct buf tb = re->data;
+        re->data = st->hp;
+        st->hp = tb;
+        struct ptab *tt = re->tab;
+        size_t tc = re->tcap;
+        re->tab = st->ctab;
+        re->tcap = st->ctab_cap;
+        st->ctab = tt;
+        st->ctab_cap = tc;
+        re->n = st->n_spt;
+        re->seq = snap->seq;
+        re->ts = snap->timestamp_ns;
+    }
+    for (uint32_t j = 0; j < st->flush_count; j++)
+        st->wmark[(st->flush_start + j) % st->n_wmark] = snap->seq + 1;
+    while (st->ring_n && ring_at(st, 0)->seq < tail_from) {
+        st->ring_head = (st->ring_head + 1) % st->ring_cap;
+        st->ring_n--;
+    }
+    for (size_t i = 0; i < n_gone; i++) {
+        struct metric_entry *e = &st->mt.e[st->gone[i]];
+        e->in_latest = false;
+        e->fp_valid = false;
+        free(e->base);
+        e->base = NULL;
+    }
+    for (size_t i = 0; i < st->n_sbase; i++) {
+        struct metric_entry *e = &st->mt.e[st->sbase[i].entry];
+        free(e->base);
+        /* out of memory: no base known, so the next persist rewrites the row */
+        e->base = e->cls == CLASS_COUNTER ? base_new(e->cls, &snap->counters[e->pos], NULL)
+                                          : base_new(e->cls, NULL, &snap->series[e->pos]);
         e->in_latest = true;
-        e->point_dirty = true;
     }
-    for (size_t i = 0; i < npts; i++) {
-        struct metric_entry *e = &st->mt.e[st->pts[i]];
-        e->point_dirty = false;
-        e->has_point = true;
-        e->last_point_ns = snap->timestamp_ns;
-    }
-    for (size_t i = 0; i < ngone; i++) {
-        st->mt.e[st->gone[i]].in_latest = false;
-        st->mt.e[st->gone[i]].fp_valid = false;
-    }
+    struct stage_rec *tr = st->rec;
+    size_t trc = st->rec_cap;
+    st->rec = st->srec;
+    st->rec_cap = st->srec_cap;
+    st->srec = tr;
+    st->srec_cap = trc;
+    struct buf t = st->delta;
+    st->delta = st->delta_next;
+    st->delta_next = t;
     if (keyframe) {
+        /* the first point of each metric after a keyframe is absolute, so
+         * that a snapshot rebuilt from the keyframe needs nothing before it */
+        for (size_t i = 0; i < n; i++)
+            st->chains[i].have = false;
         st->have_keyframe = true;
         st->since_keyframe = 0;
         st->last_keyframe_ns = snap->timestamp_ns;
     } else {
         st->since_keyframe++;
     }
+    if (st->n_wmark)
+        st->flush_next = (st->flush_start + st->flush_count) % st->n_wmark;
+    st->rebase_next = st->next_rebase;
+    st->tail_from = tail_from;
     st->n_stored = st->mt.n;
     st->run = nr;
     free(st->sections_json);
@@ -1510,7 +2646,7 @@ int store_list_runs(struct store *st, struct store_run_info **runs, size_t *n)
             status = fail(st, STORE_ERROR, "out of memory");
             break;
         }
-        if ((status = decode_run(st, &v, rd_be64(k.mv_data), &(*runs)[*n], NULL)))
+        if ((status = decode_run(st, &v, rd_be64(k.mv_data), &(*runs)[*n], NULL, NULL)))
             break;
         (*n)++;
     }
@@ -1529,7 +2665,7 @@ int store_find_run(struct store *st, const char *run_id, struct store_run_info *
     MDB_txn *txn;
     if (rd_begin(st, &txn))
         return STORE_ERROR;
-    int status = get_run(st, txn, run_id, out, NULL);
+    int status = get_run(st, txn, run_id, out, NULL, NULL);
     mdb_txn_abort(txn);
     return status;
 }
@@ -1554,83 +2690,198 @@ int store_last_run(struct store *st, struct store_run_info *out)
     else if (k.mv_size != 8)
         status = fail(st, STORE_ERROR, "corrupt store: run key of %zu bytes", k.mv_size);
     else
-        status = decode_run(st, &v, rd_be64(k.mv_data), out, NULL);
+        status = decode_run(st, &v, rd_be64(k.mv_data), out, NULL, NULL);
     mdb_txn_abort(txn);
     return status;
 }
 
-/* Appends the metric rows of the latest table that follow the header. */
-static int read_latest_metrics(struct store *st, MDB_txn *txn, const struct store_run_info *r,
-                               struct snapshot *s)
+/* Sections (a compact JSON object, or empty) into s. */
+static void rd_sections(struct rd *d, struct snapshot *s)
 {
-    MDB_cursor *cur;
-    int rc = mdb_cursor_open(txn, st->latest, &cur);
-    if (rc)
-        return fail(st, STORE_ERROR, "%s: %s", st->dir, mdb_strerror(rc));
+    char *sections = get_str(d, "sections", NULL, 0);
+    if (!d->bad && *sections) {
+        json_error_t je;
+        json_t *j = json_loads(sections, 0, &je);
+        if (!json_is_object(j))
+            rd_fail(d, "sections JSON");
+        else {
+            json_decref(s->sections);
+            s->sections = json_incref(j);
+        }
+        json_decref(j);
+    }
+    free(sections);
+}
+
+/* Decodes a base row of the latest table and appends its metric to s. */
+static bool rd_base_row(struct rd *d, struct snapshot *s, uint8_t *cls)
+{
+    if (get_u8(d, "format byte") != VALUE_FORMAT)
+        return rd_fail(d, "format byte");
+    *cls = get_u8(d, "metric class");
+    if (*cls == CLASS_COUNTER && !d->bad) {
+        struct snap_counter c;
+        if (!grow_array((void **)&s->counters, &s->cap_counters,
+                        s->n_counters == s->cap_counters ? s->cap_counters * 2 + 16 : 0, sizeof c))
+            return rd_fail(d, "out of memory");
+        if (!decode_counter(d, &c))
+            return rd_fail(d, "counter");
+        s->counters[s->n_counters++] = c;
+    } else if (*cls == CLASS_SERIES && !d->bad) {
+        struct snap_series sr;
+        if (!grow_array((void **)&s->series, &s->cap_series,
+                        s->n_series == s->cap_series ? s->cap_series * 2 + 16 : 0, sizeof sr))
+            return rd_fail(d, "out of memory");
+        if (!decode_series(d, &sr)) {
+            free(sr.name);
+            free(sr.buckets);
+            return false;
+        }
+        s->series[s->n_series++] = sr;
+    } else {
+        return rd_fail(d, "metric class");
+    }
+    if (d->p != d->end)
+        return rd_fail(d, "trailing bytes");
+    return true;
+}
+
+/* The latest snapshot: the header row, then the base rows in id order, each
+ * with the header row's record of it applied. */
+static int read_latest(struct store *st, MDB_txn *txn, const struct store_run_info *r,
+                       struct snapshot **out)
+{
     uint8_t kb[8];
     MDB_val k = run_key(kb, r->run_seq), v;
+    int rc = mdb_get(txn, st->latest, &k, &v);
+    if (rc == MDB_NOTFOUND)
+        return fail(st, STORE_NOT_FOUND, "run '%s' has no latest snapshot", r->id);
+    if (rc)
+        return fail(st, STORE_ERROR, "%s: %s", st->dir, mdb_strerror(rc));
+    struct rd h = {v.mv_data, (const uint8_t *)v.mv_data + v.mv_size, NULL};
+    if (get_u8(&h, "format byte") != VALUE_FORMAT)
+        rd_fail(&h, "format byte");
+    uint64_t schema = get_varint(&h, "schema version");
+    uint64_t seq = get_varint(&h, "seq");
+    uint64_t ts = get_varint(&h, "timestamp");
+    uint8_t state = get_u8(&h, "state");
+    uint64_t pending = get_varint(&h, "pending tasks");
+    char run[64];
+    get_str(&h, "run id", run, sizeof run);
+    if (state > OBSD_RUN_INTERRUPTED)
+        rd_fail(&h, "state");
+    if (schema > UINT32_MAX)
+        rd_fail(&h, "schema version");
+    struct snapshot *s = h.bad ? NULL : snapshot_new(run, seq, (enum obsd_run_state)state);
+    if (!h.bad && !s)
+        rd_fail(&h, "out of memory");
+    if (s) {
+        s->schema_version = (uint32_t)schema;
+        s->timestamp_ns = ts;
+        s->n_pending_tasks = pending;
+        rd_sections(&h, s);
+    }
+    uint32_t left = get_le32(&h, "record count");
+    if (!h.bad && left > (size_t)(h.end - h.p) / 2)
+        rd_fail(&h, "record count");
+    if (h.bad) {
+        snapshot_free(s);
+        return fail(st, STORE_ERROR, "corrupt store: latest snapshot of run '%s': bad %s", r->id, h.bad);
+    }
+
+    /* records are in id order: merge them with the base rows */
+    uint64_t rec_id = 0;
+    bool have_rec = false;
+    uint32_t n_recs = left;
     int status = STORE_OK;
+    MDB_cursor *cur;
+    if ((rc = mdb_cursor_open(txn, st->latest, &cur))) {
+        snapshot_free(s);
+        return fail(st, STORE_ERROR, "%s: %s", st->dir, mdb_strerror(rc));
+    }
+    if (left) {
+        rec_id = get_varint(&h, "record id");
+        have_rec = true;
+        left--;
+    }
     rc = mdb_cursor_get(cur, &k, &v, MDB_SET_KEY);
-    for (rc = rc ? rc : mdb_cursor_get(cur, &k, &v, MDB_NEXT); !rc;
+    for (rc = rc ? rc : mdb_cursor_get(cur, &k, &v, MDB_NEXT); !rc && !status;
          rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
         if (k.mv_size != 12 || memcmp(k.mv_data, kb, 8))
             break;
+        uint32_t id = rd_be32((const uint8_t *)k.mv_data + 8);
         struct rd d = {v.mv_data, (const uint8_t *)v.mv_data + v.mv_size, NULL};
-        if (get_u8(&d, "format byte") != VALUE_FORMAT)
-            rd_fail(&d, "format byte");
-        uint8_t cls = get_u8(&d, "metric class");
-        if (cls == CLASS_COUNTER && !d.bad) {
-            struct snap_counter c;
-            if (grow_array((void **)&s->counters, &s->cap_counters,
-                           s->n_counters == s->cap_counters ? s->cap_counters * 2 + 16 : 0,
-                           sizeof c) &&
-                decode_counter(&d, &c))
-                s->counters[s->n_counters++] = c;
-            else
-                rd_fail(&d, "counter");
-        } else if (cls == CLASS_SERIES && !d.bad) {
-            struct snap_series sr;
-            if (!grow_array((void **)&s->series, &s->cap_series,
-                            s->n_series == s->cap_series ? s->cap_series * 2 + 16 : 0, sizeof sr))
-                rd_fail(&d, "out of memory");
-            else if (decode_series(&d, &sr))
-                s->series[s->n_series++] = sr;
-            else {
-                free(sr.name);
-                free(sr.buckets);
-            }
-        } else {
-            rd_fail(&d, "metric class");
-        }
-        if (!d.bad && d.p != d.end)
-            rd_fail(&d, "trailing bytes");
-        if (d.bad) {
+        uint8_t cls = 0;
+        if (!rd_base_row(&d, s, &cls)) {
             status = fail(st, STORE_ERROR, "corrupt store: latest snapshot of run '%s', metric id %u: bad %s",
-                          r->id, rd_be32((const uint8_t *)k.mv_data + 8), d.bad);
+                          r->id, id, d.bad);
             break;
         }
+        if (have_rec && rec_id < id) {
+            rd_fail(&h, "record of a metric without a base row");
+        } else if (have_rec && rec_id == id) {
+            rd_record(&h, cls, cls == CLASS_COUNTER ? &s->counters[s->n_counters - 1] : NULL,
+                      cls == CLASS_SERIES ? &s->series[s->n_series - 1] : NULL);
+            have_rec = left > 0;
+            if (have_rec) {
+                uint64_t dl = get_varint(&h, "record id");
+                if (!dl || dl > UINT32_MAX)
+                    rd_fail(&h, "record id");
+                rec_id += dl;
+                left--;
+            }
+        }
+        if (h.bad)
+            status = fail(st, STORE_ERROR, "corrupt store: latest snapshot of run '%s': bad %s",
+                          r->id, h.bad);
     }
     mdb_cursor_close(cur);
-    return status;
+    if (!status && rc && rc != MDB_NOTFOUND)
+        status = fail(st, STORE_ERROR, "%s: %s", st->dir, mdb_strerror(rc));
+    if (!status && have_rec)
+        status = fail(st, STORE_ERROR,
+                      "corrupt store: latest snapshot of run '%s': bad record of a metric without a base row (%u records)",
+                      r->id, n_recs);
+    if (!status && h.p != h.end)
+        status = fail(st, STORE_ERROR, "corrupt store: latest snapshot of run '%s': bad trailing bytes", r->id);
+    if (status) {
+        snapshot_free(s);
+        return status;
+    }
+    *out = s;
+    return STORE_OK;
 }
 
-static int read_full(struct store *st, MDB_dbi dbi, const char *what, const char *run_id,
-                     struct snapshot **out)
+int store_latest(struct store *st, const char *run_id, struct snapshot **out)
 {
     *out = NULL;
     MDB_txn *txn;
     if (rd_begin(st, &txn))
         return STORE_ERROR;
     struct store_run_info r;
-    int status = get_run(st, txn, run_id, &r, NULL);
+    int status = get_run(st, txn, run_id, &r, NULL, NULL);
+    if (!status)
+        status = read_latest(st, txn, &r, out);
+    mdb_txn_abort(txn);
+    return status;
+}
+
+int store_final(struct store *st, const char *run_id, struct snapshot **out)
+{
+    *out = NULL;
+    MDB_txn *txn;
+    if (rd_begin(st, &txn))
+        return STORE_ERROR;
+    struct store_run_info r;
+    int status = get_run(st, txn, run_id, &r, NULL, NULL);
     if (status)
         goto done;
     uint8_t kb[8];
     MDB_val k = run_key(kb, r.run_seq), v;
-    int rc = mdb_get(txn, dbi, &k, &v);
+    int rc = mdb_get(txn, st->final, &k, &v);
     if (rc == MDB_NOTFOUND) {
-        status = fail(st, STORE_NOT_FOUND, "run '%s' has no %s snapshot%s", run_id, what,
-                      dbi == st->final ? " (it has not ended, or its collector was stopped)" : "");
+        status = fail(st, STORE_NOT_FOUND,
+                      "run '%s' has no final snapshot (it has not ended, or its collector was stopped)", run_id);
         goto done;
     }
     if (rc) {
@@ -1639,28 +2890,11 @@ static int read_full(struct store *st, MDB_dbi dbi, const char *what, const char
     }
     struct rd d = {v.mv_data, (const uint8_t *)v.mv_data + v.mv_size, NULL};
     *out = decode_snapshot(&d);
-    if (!*out) {
-        status = fail(st, STORE_ERROR, "corrupt store: %s snapshot of run '%s': bad %s", what,
-                      run_id, d.bad);
-        goto done;
-    }
-    if (dbi == st->latest && (status = read_latest_metrics(st, txn, &r, *out))) {
-        snapshot_free(*out);
-        *out = NULL;
-    }
+    if (!*out)
+        status = fail(st, STORE_ERROR, "corrupt store: final snapshot of run '%s': bad %s", run_id, d.bad);
 done:
     mdb_txn_abort(txn);
     return status;
-}
-
-int store_latest(struct store *st, const char *run_id, struct snapshot **out)
-{
-    return read_full(st, st->latest, "latest", run_id, out);
-}
-
-int store_final(struct store *st, const char *run_id, struct snapshot **out)
-{
-    return read_full(st, st->final, "final", run_id, out);
 }
 
 int store_list_seqs(struct store *st, const char *run_id, uint64_t **seqs, size_t *n)
@@ -1671,7 +2905,7 @@ int store_list_seqs(struct store *st, const char *run_id, uint64_t **seqs, size_
     if (rd_begin(st, &txn))
         return STORE_ERROR;
     struct store_run_info r;
-    int status = get_run(st, txn, run_id, &r, NULL);
+    int status = get_run(st, txn, run_id, &r, NULL, NULL);
     MDB_cursor *cur = NULL;
     int rc = status ? 0 : mdb_cursor_open(txn, st->history, &cur);
     if (rc)
@@ -1701,12 +2935,12 @@ int store_list_seqs(struct store *st, const char *run_id, uint64_t **seqs, size_
 }
 
 /* Applies one time series point to the metric at pos of s (rebuild). */
-static int apply_point(struct snapshot *s, const struct metric_entry *e, long *pos,
-                       const struct store_point *p)
+static int apply_point(struct snapshot *s, const struct metric_table *mt, const struct metric_entry *e,
+                       long *pos, const struct store_point *p)
 {
     if (e->cls == CLASS_COUNTER) {
         if (*pos < 0) {
-            if (snapshot_add_counter(s, e->name, 0))
+            if (snapshot_add_counter(s, MT_NAME(mt, e), 0))
                 return -1;
             *pos = (long)s->n_counters - 1;
         }
@@ -1717,7 +2951,7 @@ static int apply_point(struct snapshot *s, const struct metric_entry *e, long *p
         return 0;
     }
     if (*pos < 0) {
-        struct snap_series empty = {.name = e->name};
+        struct snap_series empty = {.name = (char *)MT_NAME(mt, e)};
         if (snapshot_add_series(s, &empty))
             return -1;
         *pos = (long)s->n_series - 1;
@@ -1739,6 +2973,9 @@ static int apply_point(struct snapshot *s, const struct metric_entry *e, long *p
     return 0;
 }
 
+/* The snapshot at seq: the last keyframe at or before it, then the points
+ * of the deltas after it, each relative to the one before of its metric
+ * (the first after a keyframe is absolute). */
 static int rebuild(struct store *st, MDB_txn *txn, const struct store_run_info *r, uint64_t seq,
                    struct snapshot **out)
 {
@@ -1772,8 +3009,11 @@ static int rebuild(struct store *st, MDB_txn *txn, const struct store_run_info *
                         r->id, (unsigned long long)seq);
         }
     }
-    struct rd d = {(const uint8_t *)v.mv_data + 2, (const uint8_t *)v.mv_data + v.mv_size, NULL};
-    struct snapshot *s = decode_snapshot(&d);
+    struct rd d = {v.mv_data, (const uint8_t *)v.mv_data + v.mv_size, NULL};
+    uint8_t kind;
+    uint64_t ts;
+    struct pts ps;
+    struct snapshot *s = rd_history_head(&d, &kind, &ts, &ps) ? decode_snapshot(&d) : NULL;
     if (!s) {
         mdb_cursor_close(cur);
         return fail(st, STORE_ERROR, "corrupt store: history keyframe of run '%s': bad %s", r->id, d.bad);
@@ -1788,24 +3028,19 @@ static int rebuild(struct store *st, MDB_txn *txn, const struct store_run_info *
     /* replay the deltas: metric ids -> entries -> positions in s */
     struct metric_table mt = {0};
     long *pos_by_entry = NULL;
-    uint32_t *entry_by_id = NULL;
-    uint32_t max_id = 0;
+    uint32_t *entry_by_id = NULL, max_id = 0;
+    struct chain *chains = NULL;
     int status = load_names(st, txn, r->run_seq, &mt);
-    for (size_t i = 0; i < mt.n; i++)
-        if (mt.e[i].id > max_id)
-            max_id = mt.e[i].id;
     if (!status) {
+        entry_by_id = mt_index_by_id(&mt, &max_id);
         pos_by_entry = malloc((mt.n + 1) * sizeof *pos_by_entry);
-        entry_by_id = malloc(((size_t)max_id + 1) * sizeof *entry_by_id);
-        if (!pos_by_entry || !entry_by_id)
+        chains = calloc((size_t)max_id + 1, sizeof *chains);
+        if (!pos_by_entry || !entry_by_id || !chains)
             status = fail(st, STORE_ERROR, "out of memory");
     }
     if (!status) {
-        memset(entry_by_id, 0xff, ((size_t)max_id + 1) * sizeof *entry_by_id);
-        for (size_t i = 0; i < mt.n; i++) {
+        for (size_t i = 0; i < mt.n; i++)
             pos_by_entry[i] = -1;
-            entry_by_id[mt.e[i].id] = (uint32_t)i;
-        }
         for (size_t i = 0; i < s->n_counters; i++) {
             long e = mt_find(&mt, CLASS_COUNTER, s->counters[i].name);
             if (e >= 0)
@@ -1826,37 +3061,37 @@ static int rebuild(struct store *st, MDB_txn *txn, const struct store_run_info *
         }
         uint64_t dseq = rd_be64((const uint8_t *)k.mv_data + 8);
         struct rd h = {v.mv_data, (const uint8_t *)v.mv_data + v.mv_size, NULL};
-        if (get_u8(&h, "format") != VALUE_FORMAT || get_u8(&h, "kind") != HIST_DELTA) {
-            status = fail(st, STORE_ERROR, "corrupt store: history entry %llu of run '%s'",
-                          (unsigned long long)dseq, r->id);
-            break;
-        }
+        if (rd_history_head(&h, &kind, &ts, &ps) && kind != HIST_DELTA)
+            rd_fail(&h, "entry kind");
         s->seq = dseq;
-        s->timestamp_ns = get_varint(&h, "timestamp");
+        s->timestamp_ns = ts;
+        struct rd pd = {ps.data, ps.end, NULL};
+        uint64_t id = 0;
+        for (uint64_t i = 0; i < ps.n && !h.bad && !pd.bad && !status; i++) {
+            uint64_t dl = get_varint(&pd, "point id");
+            if ((i && !dl) || dl > UINT32_MAX || (id += dl) > max_id || entry_by_id[id] == UINT32_MAX) {
+                rd_fail(&pd, "point id");
+                break;
+            }
+            uint32_t e = entry_by_id[id];
+            struct store_point p = {0};
+            if (!rd_point(&pd, &chains[id], &p))
+                break;
+            if (p.is_series != (mt.e[e].cls == CLASS_SERIES))
+                status = fail(st, STORE_ERROR, "corrupt store: time series point of '%s' at seq %llu",
+                              MT_NAME(&mt, &mt.e[e]), (unsigned long long)dseq);
+            else if (apply_point(s, &mt, &mt.e[e], &pos_by_entry[e], &p))
+                status = fail(st, STORE_ERROR, "out of memory");
+        }
+        if (pd.bad && !h.bad)
+            rd_fail(&h, pd.bad);
+        if (!h.bad && pd.p != pd.end)
+            rd_fail(&h, "trailing point bytes");
         uint8_t state = get_u8(&h, "state");
         if (state > OBSD_RUN_INTERRUPTED)
             rd_fail(&h, "state");
         s->state = (enum obsd_run_state)state;
         s->n_pending_tasks = get_varint(&h, "pending tasks");
-        uint64_t n = get_count(&h, 1, "changed count");
-        for (uint64_t i = 0; i < n && !h.bad && !status; i++) {
-            uint64_t id = get_varint(&h, "metric id");
-            if (id > max_id || entry_by_id[id] == UINT32_MAX) {
-                rd_fail(&h, "metric id");
-                break;
-            }
-            uint32_t e = entry_by_id[id];
-            uint8_t sk[20];
-            MDB_val pk = series_key(sk, r->run_seq, (uint32_t)id, dseq), pv;
-            struct store_point p = {0};
-            rc = mdb_get(txn, st->series, &pk, &pv);
-            if (rc || !decode_point(&pv, r->start_ns, &p) ||
-                (p.is_series != (mt.e[e].cls == CLASS_SERIES)))
-                status = fail(st, STORE_ERROR, "corrupt store: time series point of '%s' at seq %llu",
-                              mt.e[e].name, (unsigned long long)dseq);
-            else if (apply_point(s, &mt.e[e], &pos_by_entry[e], &p))
-                status = fail(st, STORE_ERROR, "out of memory");
-        }
         uint8_t has_sections = get_u8(&h, "sections flag");
         if (has_sections == 1 && !h.bad) {
             char *js = get_str(&h, "sections", NULL, 0);
@@ -1883,6 +3118,7 @@ static int rebuild(struct store *st, MDB_txn *txn, const struct store_run_info *
     mdb_cursor_close(cur);
     free(pos_by_entry);
     free(entry_by_id);
+    free(chains);
     mt_free(&mt);
     if (status) {
         snapshot_free(s);
@@ -1899,48 +3135,200 @@ int store_snapshot_at(struct store *st, const char *run_id, uint64_t seq, struct
     if (rd_begin(st, &txn))
         return STORE_ERROR;
     struct store_run_info r;
-    int status = get_run(st, txn, run_id, &r, NULL);
+    int status = get_run(st, txn, run_id, &r, NULL, NULL);
     if (!status)
         status = rebuild(st, txn, &r, seq, out);
     mdb_txn_abort(txn);
     return status;
 }
 
-/* Scans the series table from key prefix (run[, id]) and calls fn per point. */
-static int scan_points(struct store *st, MDB_txn *txn, const struct store_run_info *r,
-                       const uint8_t *prefix, size_t plen, const struct metric_table *mt,
-                       const uint32_t *entry_by_id, uint32_t max_id, store_point_fn fn, void *ctx)
+/* A chunk row (its value, valid while the transaction lasts) and a history
+ * entry of the tail, for store_metric_series. */
+struct crow {
+    const uint8_t *p, *end;
+    uint64_t seq;
+};
+struct ctail {
+    struct pts ps;
+    uint64_t seq, ts;
+};
+
+/* The history entries from seq `from` on: the points not yet in chunk rows. */
+static int collect_tail(struct store *st, MDB_txn *txn, const struct store_run_info *r, uint64_t from,
+                        struct ctail **out, size_t *n)
 {
+    MDB_cursor *cur;
+    int rc = mdb_cursor_open(txn, st->history, &cur);
+    if (rc)
+        return fail(st, STORE_ERROR, "%s: %s", st->dir, mdb_strerror(rc));
+    uint8_t kb[16];
+    MDB_val k = history_key(kb, r->run_seq, from), v;
+    size_t cap = 0;
+    int status = STORE_OK;
+    for (rc = mdb_cursor_get(cur, &k, &v, MDB_SET_RANGE); !rc; rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
+        if (k.mv_size != 16 || memcmp(k.mv_data, kb, 8))
+            break;
+        if (*n == cap && !grow_array((void **)out, &cap, cap ? cap * 2 : 16, sizeof **out)) {
+            status = fail(st, STORE_ERROR, "out of memory");
+            break;
+        }
+        struct ctail *t = &(*out)[*n];
+        t->seq = rd_be64((const uint8_t *)k.mv_data + 8);
+        struct rd d = {v.mv_data, (const uint8_t *)v.mv_data + v.mv_size, NULL};
+        uint8_t kind;
+        if (!rd_history_head(&d, &kind, &t->ts, &t->ps)) {
+            status = fail(st, STORE_ERROR, "corrupt store: history entry %llu of run '%s': bad %s",
+                          (unsigned long long)t->seq, r->id, d.bad);
+            break;
+        }
+        (*n)++;
+    }
+    if (!status && rc && rc != MDB_NOTFOUND)
+        status = fail(st, STORE_ERROR, "%s: %s", st->dir, mdb_strerror(rc));
+    mdb_cursor_close(cur);
+    return status;
+}
+
+/* The chunk rows of one window, in seq order. */
+static int collect_rows(struct store *st, MDB_txn *txn, const struct store_run_info *r, uint32_t w,
+                        struct crow **rows, size_t *n, size_t *cap)
+{
+    *n = 0;
     MDB_cursor *cur;
     int rc = mdb_cursor_open(txn, st->series, &cur);
     if (rc)
         return fail(st, STORE_ERROR, "%s: %s", st->dir, mdb_strerror(rc));
-    MDB_val k = {plen, (void *)prefix}, v;
+    uint8_t kb[20];
+    MDB_val k = chunk_key(kb, r->run_seq, w, 0), v;
     int status = STORE_OK;
     for (rc = mdb_cursor_get(cur, &k, &v, MDB_SET_RANGE); !rc; rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
-        if (k.mv_size != 20 || memcmp(k.mv_data, prefix, plen))
+        if (k.mv_size != 20 || memcmp(k.mv_data, kb, 12))
             break;
-        const uint8_t *kp = k.mv_data;
-        uint32_t id = rd_be32(kp + 8);
-        if (id > max_id || entry_by_id[id] == UINT32_MAX) {
-            status = fail(st, STORE_ERROR, "corrupt store: time series of unknown metric id %u", id);
+        if (*n == *cap && !grow_array((void **)rows, cap, *cap ? *cap * 2 : 64, sizeof **rows)) {
+            status = fail(st, STORE_ERROR, "out of memory");
             break;
         }
-        const struct metric_entry *e = &mt->e[entry_by_id[id]];
-        struct store_point p = {.name = e->name, .seq = rd_be64(kp + 12)};
-        if (!decode_point(&v, r->start_ns, &p) || p.is_series != (e->cls == CLASS_SERIES)) {
-            status = fail(st, STORE_ERROR, "corrupt store: time series point of '%s' at seq %llu",
-                          e->name, (unsigned long long)p.seq);
-            break;
-        }
-        int stop = fn(&p, ctx);
-        if (stop) {
-            status = stop;
-            break;
-        }
+        (*rows)[(*n)++] = (struct crow){v.mv_data, (const uint8_t *)v.mv_data + v.mv_size,
+                                        rd_be64((const uint8_t *)k.mv_data + 12)};
     }
+    if (!status && rc && rc != MDB_NOTFOUND)
+        status = fail(st, STORE_ERROR, "%s: %s", st->dir, mdb_strerror(rc));
     mdb_cursor_close(cur);
     return status;
+}
+
+/* Finds the part of metric `local` (its id within the window) in a chunk
+ * row; false when the row has none (d->bad set when the row is damaged). */
+static bool row_segment(const struct crow *row, uint32_t local, struct rd *seg, uint32_t *npts)
+{
+    struct rd d = {row->p, row->end, NULL};
+    if (get_u8(&d, "format byte") != VALUE_FORMAT)
+        return rd_fail(seg, "chunk format byte");
+    uint8_t nseg = get_u8(&d, "chunk part count");
+    int prev = -1;
+    for (uint8_t i = 0; i < nseg && !d.bad; i++) {
+        uint8_t l = get_u8(&d, "chunk part");
+        uint32_t n = get_le32(&d, "chunk point count");
+        uint32_t len = get_le32(&d, "chunk part length");
+        if (d.bad || (int)l <= prev || l >= WINDOW || !n || len > (size_t)(d.end - d.p))
+            return rd_fail(seg, "chunk part");
+        if (l == local) {
+            *seg = (struct rd){d.p, d.p + len, NULL};
+            *npts = n;
+            return true;
+        }
+        if (l > local)
+            return false;
+        d.p += len;
+        prev = l;
+    }
+    if (d.bad || d.p != d.end)
+        return rd_fail(seg, d.bad ? d.bad : "chunk trailing bytes");
+    return false;
+}
+
+/* Calls fn for every point of one metric: its chunk rows, then the history
+ * entries after the last of them. */
+static int emit_metric(struct store *st, const struct store_run_info *r, const struct metric_entry *e,
+                       const char *name, const struct crow *rows, size_t nrows, const struct ctail *tails, size_t ntails,
+                       store_point_fn fn, void *ctx)
+{
+    struct chain c = {0};
+    uint64_t last = 0;
+    bool any = false;
+    const char *bad = NULL;
+    uint64_t bad_seq = 0;
+    for (size_t i = 0; i < nrows && !bad; i++) {
+        struct rd seg = {NULL, NULL, NULL};
+        uint32_t n;
+        if (!row_segment(&rows[i], e->id % WINDOW, &seg, &n)) {
+            bad = seg.bad;
+            bad_seq = rows[i].seq;
+            continue;
+        }
+        uint64_t seq = 0, ts = 0;
+        for (uint32_t j = 0; j < n && !seg.bad; j++) {
+            uint64_t ds = get_varint(&seg, "point seq");
+            int64_t dt = unzigzag(get_varint(&seg, "point time"));
+            if (!j && ds > rows[i].seq)
+                rd_fail(&seg, "point seq");
+            if (j && (!ds || seq + ds < seq))
+                rd_fail(&seg, "point seq");
+            seq = j ? seq + ds : rows[i].seq - ds;
+            ts = (j ? ts : r->start_ns) + (uint64_t)dt;
+            if (seg.bad || (any && seq <= last) || seq > rows[i].seq) {
+                rd_fail(&seg, "point seq");
+                break;
+            }
+            struct store_point p = {.name = name, .seq = seq, .timestamp_ns = ts};
+            if (!rd_point(&seg, &c, &p))
+                break;
+            if (p.is_series != (e->cls == CLASS_SERIES)) {
+                rd_fail(&seg, "point kind");
+                break;
+            }
+            any = true;
+            last = seq;
+            int stop = fn(&p, ctx);
+            if (stop)
+                return stop;
+        }
+        if (!seg.bad && seg.p != seg.end)
+            rd_fail(&seg, "chunk part length");
+        if (seg.bad) {
+            bad = seg.bad;
+            bad_seq = rows[i].seq;
+        }
+    }
+    uint64_t mark = nrows ? rows[nrows - 1].seq + 1 : 0;
+    for (size_t i = 0; i < ntails && !bad; i++) {
+        if (tails[i].seq < mark)
+            continue;
+        struct rd pr = {NULL, NULL, NULL};
+        if (!pts_find(&tails[i].ps, e->id, &pr)) {
+            if (pr.bad) {
+                bad = pr.bad;
+                bad_seq = tails[i].seq;
+            }
+            continue;
+        }
+        struct store_point p = {.name = name, .seq = tails[i].seq, .timestamp_ns = tails[i].ts};
+        if (!rd_point(&pr, &c, &p) || p.is_series != (e->cls == CLASS_SERIES) ||
+            (any && p.seq <= last)) {
+            bad = pr.bad ? pr.bad : "point kind";
+            bad_seq = tails[i].seq;
+            break;
+        }
+        any = true;
+        last = p.seq;
+        int stop = fn(&p, ctx);
+        if (stop)
+            return stop;
+    }
+    if (bad)
+        return fail(st, STORE_ERROR, "corrupt store: time series of '%s' near seq %llu: bad %s", name,
+                    (unsigned long long)bad_seq, bad);
+    return STORE_OK;
 }
 
 int store_metric_series(struct store *st, const char *run_id, const char *metric,
@@ -1951,38 +3339,38 @@ int store_metric_series(struct store *st, const char *run_id, const char *metric
         return STORE_ERROR;
     struct store_run_info r;
     struct metric_table mt = {0};
-    uint32_t *entry_by_id = NULL, max_id = 0;
-    int status = get_run(st, txn, run_id, &r, NULL);
+    struct ctail *tails = NULL;
+    struct crow *rows = NULL;
+    size_t ntails = 0, nrows = 0, rows_cap = 0;
+    uint64_t tail_from = 0;
+    int status = get_run(st, txn, run_id, &r, NULL, &tail_from);
     if (!status)
         status = load_names(st, txn, r.run_seq, &mt);
-    for (size_t i = 0; !status && i < mt.n; i++)
-        if (mt.e[i].id > max_id)
-            max_id = mt.e[i].id;
-    if (!status && !(entry_by_id = malloc(((size_t)max_id + 1) * sizeof *entry_by_id)))
-        status = fail(st, STORE_ERROR, "out of memory");
-    if (!status) {
-        memset(entry_by_id, 0xff, ((size_t)max_id + 1) * sizeof *entry_by_id);
-        for (size_t i = 0; i < mt.n; i++)
-            entry_by_id[mt.e[i].id] = (uint32_t)i;
-    }
-    uint8_t prefix[12];
-    size_t plen = 8;
-    be64(prefix, r.run_seq);
+    long one = -1;
     if (!status && metric) {
-        long e = mt_find(&mt, CLASS_SERIES, metric);
-        if (e < 0)
-            e = mt_find(&mt, CLASS_COUNTER, metric);
-        if (e < 0)
+        one = mt_find(&mt, CLASS_SERIES, metric);
+        if (one < 0)
+            one = mt_find(&mt, CLASS_COUNTER, metric);
+        if (one < 0)
             status = fail(st, STORE_NOT_FOUND, "run '%s' has no metric '%s'", run_id, metric);
-        else {
-            be32(prefix + 8, mt.e[e].id);
-            plen = 12;
-        }
     }
     if (!status)
-        status = scan_points(st, txn, &r, prefix, plen, &mt, entry_by_id, max_id, fn, ctx);
+        status = collect_tail(st, txn, &r, tail_from, &tails, &ntails);
+    uint32_t w = UINT32_MAX;
+    for (size_t i = one >= 0 ? (size_t)one : 0; !status && i < mt.n; i++) {
+        const struct metric_entry *e = &mt.e[i];
+        if (e->id / WINDOW != w) {
+            w = e->id / WINDOW;
+            status = collect_rows(st, txn, &r, w, &rows, &nrows, &rows_cap);
+        }
+        if (!status)
+            status = emit_metric(st, &r, e, MT_NAME(&mt, e), rows, nrows, tails, ntails, fn, ctx);
+        if (one >= 0)
+            break;
+    }
     mdb_txn_abort(txn);
-    free(entry_by_id);
+    free(tails);
+    free(rows);
     mt_free(&mt);
     return status;
 }

@@ -6,11 +6,13 @@
  * persists a snapshot in one write transaction; obsctl opens it read-only, with
  * or without a running collector, also on a copy of the directory.
  *
- * Per run the store keeps the latest full snapshot (one key, overwritten at
- * each persist), the final snapshot (written once), a history that holds only
- * what changed since the previous persist (full histograms every
- * history_full_every persists and at the final), and per metric a time series
- * of summary statistics that one cursor range scan reads.
+ * Per run the store keeps the latest snapshot (a base row per metric plus a
+ * header row with a compact record of what differs from them: one cursor
+ * range scan), the final snapshot (written once), a history entry per
+ * persist with its time series points (full histograms every
+ * history_full_every persists and at the final), and per window of 64
+ * metrics chunk rows of those points, so one metric's series is one range
+ * scan plus a bounded tail of history entries.
  *
  * A store handle is used from one thread at a time. LMDB forbids opening the
  * same environment twice in one process: a process that writes a store reads
@@ -30,7 +32,7 @@
 
 /* Version of the key layout and value encodings. A reader refuses a store of
  * a newer version, naming both. */
-#define OBSD_STORE_SCHEMA_VERSION 1
+#define OBSD_STORE_SCHEMA_VERSION 2
 
 enum store_status {
     STORE_OK = 0,
@@ -79,11 +81,15 @@ uint64_t store_map_size(const struct store *st);
  * start_ns is CLOCK_REALTIME. */
 int store_begin_run(struct store *st, const char *run_id, const char *name, uint64_t start_ns);
 
-/* Persists snap in one write transaction: latest, history, changed metric
- * time series, run record; with final also the final snapshot. A run not yet
- * begun is begun with snap->timestamp_ns. seq must grow within a run
- * (STORE_ERROR otherwise); after the final, every persist of the run returns
- * STORE_EXISTS and writes nothing. */
+/* Persists snap in one write transaction: latest, history entry (with the
+ * time series points due), the chunk rows due, run record; with final also
+ * the final snapshot. Its cost follows the metrics that changed, not the
+ * metrics there are. Once it returns STORE_OK, everything it wrote can be
+ * read back after a crash of the process (and of the machine, unless
+ * commits skip the fsync). A run not yet begun is begun with
+ * snap->timestamp_ns. seq must grow within a run (STORE_ERROR otherwise);
+ * after the final, every persist of the run returns STORE_EXISTS and writes
+ * nothing. */
 int store_persist(struct store *st, const struct snapshot *snap, bool final);
 
 /* ---- readers ---- */

@@ -5,7 +5,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <signal.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 #include "publisher/store.h"
 #include "test_util.h"
@@ -329,14 +332,35 @@ static size_t raw_get(const char *db, const void *key, size_t klen, void *out, s
 START_TEST(newer_schema_refused)
 {
     store_close(open_rw(0));
-    uint8_t v[4] = {3, 0, 0, 0};
+    uint8_t v[4] = {OBSD_STORE_SCHEMA_VERSION + 1, 0, 0, 0};
     raw_put("meta", "schema_version", 14, v, 4);
+    char want[64], ours[16];
+    snprintf(want, sizeof want, "store schema %d is newer than this", OBSD_STORE_SCHEMA_VERSION + 1);
+    snprintf(ours, sizeof ours, "(%d)", OBSD_STORE_SCHEMA_VERSION);
     struct store *st = store_open(dir, 0, false, true, err, sizeof err);
     ck_assert_ptr_null(st);
-    ck_assert_msg(strstr(err, "store schema 3 is newer than this") && strstr(err, "(1)"), "%s", err);
+    ck_assert_msg(strstr(err, want) && strstr(err, ours), "%s", err);
     st = store_open(dir, 0, false, false, err, sizeof err);
     ck_assert_ptr_null(st);
-    ck_assert_msg(strstr(err, "store schema 3 is newer"), "%s", err);
+    ck_assert_msg(strstr(err, want), "%s", err);
+}
+END_TEST
+
+/* A store of an earlier layout is refused too, naming both versions. */
+START_TEST(older_schema_refused)
+{
+    store_close(open_rw(0));
+    uint8_t v[4] = {OBSD_STORE_SCHEMA_VERSION - 1, 0, 0, 0};
+    raw_put("meta", "schema_version", 14, v, 4);
+    char want[96];
+    snprintf(want, sizeof want, "store schema %d is older than this test_store (%d)",
+             OBSD_STORE_SCHEMA_VERSION - 1, OBSD_STORE_SCHEMA_VERSION);
+    struct store *st = store_open(dir, 0, false, true, err, sizeof err);
+    ck_assert_ptr_null(st);
+    ck_assert_msg(strstr(err, want), "%s", err);
+    st = store_open(dir, 0, false, false, err, sizeof err);
+    ck_assert_ptr_null(st);
+    ck_assert_msg(strstr(err, want), "%s", err);
 }
 END_TEST
 
@@ -436,12 +460,627 @@ START_TEST(one_hour_size_bound)
 }
 END_TEST
 
+/* ------------------------------------------------------------ a model run
+ *
+ * A run of many metrics that change in every way a snapshot can (counts only,
+ * one bucket, moving edges, other bucket counts, gaps between buckets, the
+ * exact flag, integer and float counters, -0.0 and huge values), leave for a
+ * while and come back, or appear late. The model knows what the store must
+ * give back: the latest snapshot is the last one persisted, byte for byte,
+ * and with a series interval of 0 every change is a time series point. */
+
+#define MODEL_BUCKETS 12
+
+struct mpoint {
+    uint64_t seq, ts, count;
+    bool is_series, is_float, exact;
+    int64_t ivalue;
+    double fvalue, total, min, max, pct[STORE_POINT_NPCT];
+};
+
+struct mmetric {
+    char name[32];
+    bool is_series, present;
+    uint64_t born;            /* first persist it is in */
+    bool is_float;            /* counters */
+    int64_t ivalue;
+    double fvalue;
+    bool exact;               /* series */
+    uint64_t count;
+    double total, min, max, sum_sq, pct[OBSD_N_PERCENTILES];
+    size_t n_buckets;
+    struct snap_bucket b[MODEL_BUCKETS];
+    bool seen;                /* in the previous persist, with fingerprint fp */
+    uint64_t fp[5];
+    long id;                  /* the store's id order: first persisted first */
+    uint8_t was[256];         /* present at seq (bit per seq) */
+    struct mpoint *pts;
+    size_t npts, cap;
+};
+
+struct model {
+    struct mmetric *m;
+    size_t n, n_counters;
+    uint64_t rng;
+    long next_id;
+    const char *run;
+};
+
+static uint64_t rnd(struct model *md)
+{
+    md->rng ^= md->rng << 13;
+    md->rng ^= md->rng >> 7;
+    md->rng ^= md->rng << 17;
+    return md->rng;
+}
+
+static double any_value(struct model *md)
+{
+    switch (rnd(md) % 8) {
+    case 0: return 0.5 + (double)(rnd(md) % 1000);
+    case 1: return 1e300 / (double)(1 + rnd(md) % 7);
+    case 2: return -0.0;
+    case 3: return -(double)(rnd(md) % 100000);
+    default: return (double)(rnd(md) % 10000000);
+    }
+}
+
+static void set_edges(struct model *md, struct mmetric *m, size_t n, bool gaps)
+{
+    m->n_buckets = n;
+    double lo = m->min > 0 ? m->min : 1;
+    for (size_t j = 0; j < n; j++) {
+        m->b[j].lo = lo;
+        m->b[j].hi = lo * 1.37;
+        m->b[j].count = rnd(md) % (j % 3 ? 300 : 70000);
+        lo = gaps && j % 2 ? m->b[j].hi * 1.1 : m->b[j].hi;
+    }
+}
+
+static void model_init(struct model *md, const char *run, size_t n_counters, size_t n_series,
+                       uint64_t seed)
+{
+    memset(md, 0, sizeof *md);
+    md->run = run;
+    md->rng = seed;
+    md->n = n_counters + n_series;
+    md->n_counters = n_counters;
+    md->m = calloc(md->n, sizeof *md->m);
+    for (size_t i = 0; i < md->n; i++) {
+        struct mmetric *m = &md->m[i];
+        m->is_series = i >= n_counters;
+        m->id = -1;
+        /* the last ones of each class appear later (in their order), so ids
+         * are not in snapshot order */
+        size_t k = m->is_series ? i - n_counters : i, of = m->is_series ? n_series : n_counters;
+        size_t late = of - of / 10;
+        m->born = k >= late ? 20 + (k - late) / 5 : 0;
+        m->present = m->born == 0;
+        snprintf(m->name, sizeof m->name, m->is_series ? "s%zu.latency_ns" : "c%zu", k);
+        m->ivalue = (int64_t)(rnd(md) % 1000);
+        m->count = 10 + rnd(md) % 100;
+        m->total = (double)(m->count * 1000);
+        m->min = 1 + (double)(rnd(md) % 50);
+        m->max = m->min + 1000;
+        m->sum_sq = 1e9;
+        for (int p = 0; p < OBSD_N_PERCENTILES; p++)
+            m->pct[p] = m->min + 10 * obsd_percentile_grid[p];
+        set_edges(md, m, 4 + rnd(md) % (MODEL_BUCKETS - 4), false);
+    }
+}
+
+static void model_free(struct model *md)
+{
+    for (size_t i = 0; i < md->n; i++)
+        free(md->m[i].pts);
+    free(md->m);
+}
+
+/* One step of the run; changes about `rate` percent of the metrics. */
+static void model_step(struct model *md, uint64_t seq, unsigned rate)
+{
+    for (size_t i = 0; i < md->n; i++) {
+        struct mmetric *m = &md->m[i];
+        if (seq < m->born)
+            continue;
+        if (seq == m->born)
+            m->present = true;
+        else if (rnd(md) % 97 == 0)
+            m->present = !m->present;    /* leaves, or comes back */
+        if (rnd(md) % 100 >= rate)
+            continue;
+        if (!m->is_series) {
+            if (rnd(md) % 13 == 0)
+                m->is_float = !m->is_float;
+            if (m->is_float)
+                m->fvalue = any_value(md);
+            else
+                m->ivalue += (int64_t)(rnd(md) % 5000) - 100;
+            continue;
+        }
+        uint64_t k = 1 + rnd(md) % 40;
+        m->count += k;
+        m->total += (double)(k * 1000);
+        switch (rnd(md) % 9) {
+        case 0: /* count and total only */
+            break;
+        case 1: /* edges move */
+            m->min = any_value(md);
+            m->max = m->min + 5000;
+            set_edges(md, m, m->n_buckets, false);
+            break;
+        case 2: /* another number of buckets, perhaps none */
+            set_edges(md, m, rnd(md) % (MODEL_BUCKETS + 1), rnd(md) % 2);
+            break;
+        case 3:
+            m->exact = !m->exact;
+            break;
+        case 4:
+            m->max = any_value(md);
+            m->pct[rnd(md) % OBSD_N_PERCENTILES] = any_value(md);
+            break;
+        default: /* the common case: one bucket, the moments, some percentiles */
+            if (m->n_buckets)
+                m->b[rnd(md) % m->n_buckets].count += k;
+            m->sum_sq += (double)k * 1e6;
+            m->pct[7] += 1;
+            m->pct[1] = any_value(md);
+            break;
+        }
+    }
+}
+
+static struct snapshot *model_snapshot(struct model *md, uint64_t seq, enum obsd_run_state state)
+{
+    struct snapshot *s = snapshot_new(md->run, seq, state);
+    s->timestamp_ns = 1700000000000000000ULL + seq * 1000000000ULL + seq % 7;
+    for (size_t i = 0; i < md->n; i++) {
+        const struct mmetric *m = &md->m[i];
+        if (!m->present)
+            continue;
+        if (!m->is_series) {
+            if (m->is_float)
+                snapshot_add_gauge(s, m->name, m->fvalue);
+            else
+                snapshot_add_counter(s, m->name, m->ivalue);
+            continue;
+        }
+        struct snap_series sr = {.name = (char *)m->name, .exact = m->exact, .count = m->count,
+                                 .total = m->total, .min = m->min, .max = m->max,
+                                 .sum_sq = m->sum_sq, .n_buckets = m->n_buckets,
+                                 .buckets = (struct snap_bucket *)m->b};
+        memcpy(sr.percentiles, m->pct, sizeof sr.percentiles);
+        snapshot_add_series(s, &sr);
+    }
+    if (seq % 5 == 0)
+        snapshot_set_section(s, "budget", json_pack("{s:I}", "calls", (json_int_t)seq));
+    else
+        snapshot_set_section(s, "budget", json_pack("{s:I}", "calls", (json_int_t)(seq - seq % 5)));
+    return s;
+}
+
+static uint64_t dbl(double d)
+{
+    uint64_t u;
+    memcpy(&u, &d, 8);
+    return u;
+}
+
+/* After a committed persist of seq: which metrics got a point. */
+static void model_persisted(struct model *md, uint64_t seq, uint64_t ts)
+{
+    for (size_t i = 0; i < md->n; i++) {
+        struct mmetric *m = &md->m[i];
+        if (m->present && seq < 8 * sizeof m->was)
+            m->was[seq / 8] |= (uint8_t)(1u << (seq % 8));
+        if (!m->present) {
+            m->seen = false;
+            continue;
+        }
+        uint64_t fp[5] = {0};
+        if (m->is_series) {
+            fp[0] = m->count;
+            fp[1] = dbl(m->total);
+            fp[2] = dbl(m->min);
+            fp[3] = dbl(m->max);
+            fp[4] = m->exact;
+        } else {
+            fp[0] = m->is_float;
+            fp[1] = m->is_float ? dbl(m->fvalue) : (uint64_t)m->ivalue;
+        }
+        if (m->id < 0)
+            m->id = md->next_id++;
+        if (m->seen && !memcmp(fp, m->fp, sizeof fp))
+            continue;
+        m->seen = true;
+        memcpy(m->fp, fp, sizeof fp);
+        if (m->npts == m->cap) {
+            m->cap = m->cap ? 2 * m->cap : 16;
+            m->pts = realloc(m->pts, m->cap * sizeof *m->pts);
+        }
+        struct mpoint *p = &m->pts[m->npts++];
+        *p = (struct mpoint){.seq = seq, .ts = ts, .count = m->count, .is_series = m->is_series,
+                             .is_float = m->is_float, .exact = m->exact, .ivalue = m->ivalue,
+                             .fvalue = m->is_float ? m->fvalue : (double)m->ivalue,
+                             .total = m->total, .min = m->min, .max = m->max};
+        for (int k = 0; k < STORE_POINT_NPCT; k++)
+            p->pct[k] = m->pct[(int[]){0, 1, 4, 7}[k]];
+    }
+}
+
+struct collected {
+    struct mpoint *p;
+    const char **names;
+    size_t n, cap;
+};
+
+static int collect_point(const struct store_point *sp, void *ctx)
+{
+    struct collected *c = ctx;
+    if (c->n == c->cap) {
+        c->cap = c->cap ? 2 * c->cap : 1024;
+        c->p = realloc(c->p, c->cap * sizeof *c->p);
+        c->names = realloc(c->names, c->cap * sizeof *c->names);
+    }
+    c->names[c->n] = strdup(sp->name);
+    struct mpoint *p = &c->p[c->n++];
+    *p = (struct mpoint){.seq = sp->seq, .ts = sp->timestamp_ns, .count = sp->count,
+                         .is_series = sp->is_series, .is_float = sp->is_float, .exact = sp->exact,
+                         .ivalue = sp->ivalue, .fvalue = sp->fvalue, .total = sp->total,
+                         .min = sp->min, .max = sp->max};
+    memcpy(p->pct, sp->pct, sizeof p->pct);
+    return 0;
+}
+
+static void collected_free(struct collected *c)
+{
+    for (size_t i = 0; i < c->n; i++)
+        free((char *)c->names[i]);
+    free(c->p);
+    free(c->names);
+}
+
+static void assert_point(const struct mpoint *want, const struct mpoint *got, const char *name)
+{
+    ck_assert_msg(got->seq == want->seq && got->ts == want->ts && got->is_series == want->is_series,
+                  "%s: point seq %llu ts %llu, want seq %llu ts %llu", name,
+                  (unsigned long long)got->seq, (unsigned long long)got->ts,
+                  (unsigned long long)want->seq, (unsigned long long)want->ts);
+    if (want->is_series) {
+        ck_assert_msg(got->count == want->count && got->exact == want->exact &&
+                          dbl(got->total) == dbl(want->total) && dbl(got->min) == dbl(want->min) &&
+                          dbl(got->max) == dbl(want->max) &&
+                          !memcmp(got->pct, want->pct, sizeof want->pct),
+                      "%s: series point at seq %llu differs", name, (unsigned long long)want->seq);
+    } else {
+        ck_assert_msg(got->is_float == want->is_float &&
+                          (want->is_float ? dbl(got->fvalue) == dbl(want->fvalue) : got->ivalue == want->ivalue),
+                      "%s: counter point at seq %llu differs", name, (unsigned long long)want->seq);
+    }
+}
+
+/* Every metric's time series, one by one and all at once, up to `upto`. */
+static void model_check_series(struct store *st, const struct model *md, uint64_t upto, bool each)
+{
+    struct collected all = {0};
+    ck_assert_msg(store_metric_series(st, md->run, NULL, collect_point, &all) == STORE_OK, "%s",
+                  store_error(st));
+    size_t at = 0;
+    for (long id = 0; id < md->next_id; id++) {
+        const struct mmetric *m = NULL;
+        for (size_t i = 0; i < md->n && !m; i++)
+            if (md->m[i].id == id)
+                m = &md->m[i];
+        ck_assert_ptr_nonnull(m);
+        size_t want = 0;
+        while (want < m->npts && m->pts[want].seq <= upto)
+            want++;
+        for (size_t k = 0; k < want; k++, at++) {
+            ck_assert_msg(at < all.n, "%s: %zu points of %zu", m->name, k, want);
+            ck_assert_str_eq(all.names[at], m->name);
+            assert_point(&m->pts[k], &all.p[at], m->name);
+        }
+        if (each || id % 97 == 0) {
+            struct collected one = {0};
+            ck_assert_int_eq(store_metric_series(st, md->run, m->name, collect_point, &one), STORE_OK);
+            /* a counter and a series may share a name: this one is a series if there is one */
+            if (m->is_series || one.n == want) {
+                ck_assert_msg(one.n == want, "%s: %zu points, want %zu", m->name, one.n, want);
+                for (size_t k = 0; k < want; k++)
+                    assert_point(&m->pts[k], &one.p[k], m->name);
+            }
+            collected_free(&one);
+        }
+    }
+    ck_assert_uint_eq(at, all.n);
+    collected_free(&all);
+}
+
+static void assert_latest(struct store *st, const char *run, const struct snapshot *want)
+{
+    struct snapshot *latest = NULL;
+    ck_assert_msg(store_latest(st, run, &latest) == STORE_OK, "%s", store_error(st));
+    char *ta = snapshot_text(latest), *tb = snapshot_text(want);
+    if (getenv("DUMP") && strcmp(ta, tb)) { FILE *f = fopen("/tmp/stx/got.json", "w"); fputs(ta, f); fclose(f); f = fopen("/tmp/stx/want.json", "w"); fputs(tb, f); fclose(f); }
+    ck_assert_msg(!strcmp(ta, tb), "latest of seq %llu differs from what was persisted",
+                  (unsigned long long)want->seq);
+    free(ta);
+    free(tb);
+    snapshot_free(latest);
+}
+
+/* The snapshot at seq: every metric present then shows its last point; a
+ * metric absent then may show it (the history keeps no removals). */
+static void model_check_at(struct store *st, const struct model *md, uint64_t seq)
+{
+    struct snapshot *at;
+    ck_assert_msg(store_snapshot_at(st, md->run, seq, &at) == STORE_OK, "%s", store_error(st));
+    ck_assert_int_eq(at->seq, seq);
+    for (size_t i = 0; i < md->n; i++) {
+        const struct mmetric *m = &md->m[i];
+        const struct mpoint *p = NULL;
+        for (size_t k = 0; k < m->npts && m->pts[k].seq <= seq; k++)
+            p = &m->pts[k];
+        if (!p)
+            continue;
+        bool was = m->was[seq / 8] & (1u << (seq % 8));
+        if (m->is_series) {
+            const struct snap_series *sr = snapshot_find_series(at, m->name);
+            ck_assert_msg(sr || !was, "%s missing at seq %llu", m->name, (unsigned long long)seq);
+            ck_assert_msg(!sr || (sr->count == p->count && dbl(sr->total) == dbl(p->total) &&
+                                  dbl(sr->max) == dbl(p->max) && dbl(sr->percentiles[7]) == dbl(p->pct[3])),
+                          "%s at seq %llu", m->name, (unsigned long long)seq);
+        } else {
+            const struct snap_counter *c = snapshot_find_counter(at, m->name);
+            ck_assert_msg(c || !was, "%s missing at seq %llu", m->name, (unsigned long long)seq);
+            ck_assert_msg(!c || (c->is_float == p->is_float && dbl(c->fvalue) == dbl(p->fvalue)),
+                          "%s at seq %llu", m->name, (unsigned long long)seq);
+        }
+    }
+    snapshot_free(at);
+}
+
+static struct store *open_model_store(void)
+{
+    struct store *st = open_rw(0);
+    store_set_series_interval(st, 0);
+    store_set_history_full_every(st, 7);
+    return st;
+}
+
+/* 1,500 metrics over 24 chunk windows and 110 persists, with a restart of
+ * the writer in the middle: after every persist the latest snapshot is the
+ * persisted one; every metric's time series and the snapshots at earlier
+ * seqs are what was persisted, while the run is live and after its end. */
+START_TEST(latest_and_series_follow_a_model)
+{
+    struct model md;
+    model_init(&md, "model", 40, 1460, 0x9e3779b97f4a7c15ULL);
+    struct store *st = open_model_store();
+    const uint64_t n = 110;
+    for (uint64_t seq = 0; seq < n; seq++) {
+        unsigned rate = seq % 20 < 5 ? 100 : seq % 20 < 12 ? 3 : seq % 20 < 15 ? 0 : 40;
+        model_step(&md, seq, rate);
+        bool final = seq == n - 1;
+        struct snapshot *s = model_snapshot(&md, seq, final ? OBSD_RUN_COMPLETE : OBSD_RUN_LIVE);
+        ck_assert_msg(store_persist(st, s, final) == STORE_OK, "seq %llu: %s",
+                      (unsigned long long)seq, store_error(st));
+        model_persisted(&md, seq, s->timestamp_ns);
+        assert_latest(st, md.run, s);
+        snapshot_free(s);
+        if (seq % 23 == 5)
+            model_check_series(st, &md, seq, false);
+        if (seq == 60) {
+            /* a restarted collector resumes the run; it knows none of the
+             * previous values, so its first persist gives every metric a point */
+            store_close(st);
+            st = open_model_store();
+            ck_assert_int_eq(store_begin_run(st, md.run, NULL, 0), STORE_OK);
+            for (size_t i = 0; i < md.n; i++)
+                md.m[i].seen = false;
+        }
+    }
+    model_check_series(st, &md, n, true);
+    for (uint64_t seq = 3; seq < n; seq += 11)
+        model_check_at(st, &md, seq);
+    store_close(st);
+    /* the same from a read-only handle, as obsctl sees it */
+    st = store_open(dir, 0, false, true, err, sizeof err);
+    ck_assert_msg(st != NULL, "%s", err);
+    model_check_series(st, &md, n, false);
+    store_close(st);
+    model_free(&md);
+}
+END_TEST
+
+/* The collector is killed (SIGKILL) at an arbitrary moment of a live run:
+ * everything a commit reported as done is in the store, as readers and a
+ * resuming collector see it. */
+START_TEST(kill9_loses_nothing_committed)
+{
+    int ack[2];
+    ck_assert_int_eq(pipe(ack), 0);
+    const uint64_t seed = 0x1234567887654321ULL;
+    pid_t pid = fork();
+    ck_assert_int_ge(pid, 0);
+    if (pid == 0) {
+        close(ack[0]);
+        struct model md;
+        model_init(&md, "killed", 20, 700, seed);
+        struct store *st = open_model_store();
+        for (uint64_t seq = 0;; seq++) {
+            model_step(&md, seq, seq % 9 < 4 ? 100 : 5);
+            struct snapshot *s = model_snapshot(&md, seq, OBSD_RUN_LIVE);
+            if (store_persist(st, s, false) != STORE_OK)
+                _exit(3);
+            snapshot_free(s);
+            if (write(ack[1], &seq, sizeof seq) != (ssize_t)sizeof seq)
+                _exit(4);
+        }
+    }
+    close(ack[1]);
+    uint64_t acked = 0, got;
+    for (int i = 0; i < 75; i++) {
+        ck_assert_int_eq(read(ack[0], &got, sizeof got), (ssize_t)sizeof got);
+        acked = got;
+    }
+    kill(pid, SIGKILL);
+    int status;
+    ck_assert_int_eq(waitpid(pid, &status, 0), pid);
+    ck_assert(WIFSIGNALED(status));
+    close(ack[0]);
+
+    struct store *st = store_open(dir, 0, false, true, err, sizeof err);
+    ck_assert_msg(st != NULL, "%s", err);
+    struct store_run_info ri;
+    ck_assert_int_eq(store_find_run(st, "killed", &ri), STORE_OK);
+    ck_assert_uint_ge(ri.last_seq, acked);
+    struct model md;
+    model_init(&md, "killed", 20, 700, seed);
+    struct snapshot *last = NULL;
+    for (uint64_t seq = 0; seq <= ri.last_seq; seq++) {
+        model_step(&md, seq, seq % 9 < 4 ? 100 : 5);
+        snapshot_free(last);
+        last = model_snapshot(&md, seq, OBSD_RUN_LIVE);
+        model_persisted(&md, seq, last->timestamp_ns);
+    }
+    assert_latest(st, "killed", last);
+    model_check_series(st, &md, ri.last_seq, true);
+    model_check_at(st, &md, ri.last_seq);
+    model_check_at(st, &md, ri.last_seq - 3);
+    store_close(st);
+
+    /* the restarted collector continues the run to its end */
+    st = open_model_store();
+    ck_assert_int_eq(store_begin_run(st, "killed", NULL, 0), STORE_OK);
+    for (size_t i = 0; i < md.n; i++)
+        md.m[i].seen = false;
+    uint64_t end = ri.last_seq + 30;
+    for (uint64_t seq = ri.last_seq + 1; seq <= end; seq++) {
+        model_step(&md, seq, seq % 9 < 4 ? 100 : 5);
+        snapshot_free(last);
+        last = model_snapshot(&md, seq, seq == end ? OBSD_RUN_COMPLETE : OBSD_RUN_LIVE);
+        ck_assert_msg(store_persist(st, last, seq == end) == STORE_OK, "%s", store_error(st));
+        model_persisted(&md, seq, last->timestamp_ns);
+    }
+    assert_latest(st, "killed", last);
+    model_check_series(st, &md, end, true);
+    snapshot_free(last);
+    store_close(st);
+    model_free(&md);
+}
+END_TEST
+
+/* The key of the last row of an LMDB table (raw, as a damaged file would be read). */
+static size_t raw_last_key(const char *db, uint8_t *key, size_t cap)
+{
+    MDB_env *env;
+    MDB_txn *txn;
+    MDB_dbi dbi;
+    MDB_cursor *cur;
+    mdb_env_create(&env);
+    mdb_env_set_maxdbs(env, 16);
+    ck_assert_int_eq(mdb_env_open(env, dir, MDB_RDONLY, 0640), 0);
+    ck_assert_int_eq(mdb_txn_begin(env, NULL, MDB_RDONLY, &txn), 0);
+    ck_assert_int_eq(mdb_dbi_open(txn, db, 0, &dbi), 0);
+    ck_assert_int_eq(mdb_cursor_open(txn, dbi, &cur), 0);
+    MDB_val k, v;
+    ck_assert_int_eq(mdb_cursor_get(cur, &k, &v, MDB_LAST), 0);
+    ck_assert_uint_le(k.mv_size, cap);
+    memcpy(key, k.mv_data, k.mv_size);
+    mdb_cursor_close(cur);
+    mdb_txn_abort(txn);
+    mdb_env_close(env);
+    return k.mv_size;
+}
+
+/* Reads what a damaged value feeds: the latest snapshot, or every time
+ * series plus the snapshot at seq (which replays history entries). Returns
+ * whether some read said "corrupt store"; fails on any other error. */
+static bool read_damaged(bool latest, uint64_t seq)
+{
+    struct store *st = store_open(dir, 0, false, true, err, sizeof err);
+    ck_assert_msg(st != NULL, "%s", err);
+    bool corrupt = false;
+    int rc[2];
+    struct snapshot *out = NULL;
+    struct collected got = {0};
+    if (latest) {
+        rc[0] = store_latest(st, "cs", &out);
+        rc[1] = STORE_OK;
+    } else {
+        rc[0] = store_metric_series(st, "cs", NULL, collect_point, &got);
+        rc[1] = store_snapshot_at(st, "cs", seq, &out);
+    }
+    for (int i = 0; i < 2; i++) {
+        ck_assert_msg(rc[i] == STORE_OK || (rc[i] == STORE_ERROR && strstr(store_error(st), "corrupt store")),
+                      "%d: %s", rc[i], store_error(st));
+        corrupt |= rc[i] == STORE_ERROR;
+    }
+    snapshot_free(out);
+    collected_free(&got);
+    store_close(st);
+    return corrupt;
+}
+
+/* Damaged time series values (history entries of a live run, its chunk
+ * rows) and a damaged header row with records: every truncation is reported
+ * as "corrupt store", a flipped byte gives data or that error, never a read
+ * out of bounds (ASan watches). */
+START_TEST(corrupt_series_rejected)
+{
+    struct model md;
+    model_init(&md, "cs", 4, 70, 7);
+    struct store *st = open_model_store();
+    for (uint64_t seq = 0; seq < 12; seq++) {
+        model_step(&md, seq, 60);
+        struct snapshot *s = model_snapshot(&md, seq, OBSD_RUN_LIVE);
+        ck_assert_int_eq(store_persist(st, s, false), STORE_OK);
+        snapshot_free(s);
+    }
+    store_close(st);
+
+    static uint8_t good[1 << 16], bad[1 << 16];
+    struct {
+        const char *db;
+        uint8_t key[20];
+        size_t klen;
+        uint64_t seq;
+    } cases[] = {
+        {"history", {0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 11}, 16, 11},
+        {"history", {0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 9}, 16, 9},
+        {"latest", {0, 0, 0, 0, 0, 0, 0, 1}, 8, 0},
+        {"series", {0}, 0, 11},
+    };
+    cases[3].klen = raw_last_key("series", cases[3].key, sizeof cases[3].key);
+    for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++) {
+        bool latest = !strcmp(cases[c].db, "latest");
+        size_t n = raw_get(cases[c].db, cases[c].key, cases[c].klen, good, sizeof good);
+        ck_assert_uint_lt(n, sizeof good);
+        ck_assert(!read_damaged(latest, cases[c].seq));
+        for (size_t cut = 0; cut < n; cut += 1 + cut / 16) {
+            raw_put(cases[c].db, cases[c].key, cases[c].klen, good, cut);
+            ck_assert_msg(read_damaged(latest, cases[c].seq), "%s cut at %zu of %zu", cases[c].db, cut, n);
+        }
+        for (size_t pos = 0; pos < n; pos += 1 + pos / 24) {
+            memcpy(bad, good, n);
+            bad[pos] ^= 0x5a;
+            raw_put(cases[c].db, cases[c].key, cases[c].klen, bad, n);
+            read_damaged(latest, cases[c].seq);
+        }
+        raw_put(cases[c].db, cases[c].key, cases[c].klen, good, n);
+    }
+    model_free(&md);
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("store");
     TCase *tc = tcase_create("store");
     tcase_add_unchecked_fixture(tc, temp_root_begin, temp_root_end);
     tcase_add_checked_fixture(tc, setup, teardown);
+    tcase_set_timeout(tc, 240);
     tcase_add_test(tc, round_trip_latest_final_seq);
     tcase_add_test(tc, final_written_once);
     tcase_add_test(tc, seq_must_grow_and_resume);
@@ -451,8 +1090,12 @@ int main(void)
     tcase_add_test(tc, series_interval_thins_points);
     tcase_add_test(tc, grows_on_map_full);
     tcase_add_test(tc, newer_schema_refused);
+    tcase_add_test(tc, older_schema_refused);
     tcase_add_test(tc, corrupt_values_rejected);
     tcase_add_test(tc, one_hour_size_bound);
+    tcase_add_test(tc, latest_and_series_follow_a_model);
+    tcase_add_test(tc, kill9_loses_nothing_committed);
+    tcase_add_test(tc, corrupt_series_rejected);
     suite_add_tcase(s, tc);
     SRunner *sr = srunner_create(s);
     srunner_run_all(sr, CK_NORMAL);
