@@ -691,7 +691,7 @@ static const cache_slot *cache_find(struct tok_ws *ws, const uint8_t *p, size_t 
         const cache_slot *s = &ws->cache[i];
         if (s->key_len == 0xFFFF)
             return NULL;
-        if (s->hash == h && s->key_len == n && memcmp(ws->cache_keys + s->key_off, p, n) == 0)
+        if (s->hash == h && s->key_len == n && tok_key_eq(ws->cache_keys + s->key_off, p, n))
             return s;
     }
 }

@@ -11,6 +11,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <string.h>
 
 #include "tokenq/tokenizer.h"
 
@@ -31,6 +32,35 @@ typedef struct {
 } tok_strmap;
 
 uint32_t tok_hash(const uint8_t *p, size_t n);
+
+/* a[0..n) == b[0..n): most keys are a few bytes, where a memcmp call costs
+ * more than the comparison. */
+static inline bool tok_key_eq(const uint8_t *a, const uint8_t *b, size_t n)
+{
+    if (n >= 8 && n <= 16) {
+        uint64_t x0, x1, y0, y1;
+        memcpy(&x0, a, 8);
+        memcpy(&y0, b, 8);
+        memcpy(&x1, a + n - 8, 8);
+        memcpy(&y1, b + n - 8, 8);
+        return ((x0 ^ y0) | (x1 ^ y1)) == 0;
+    }
+    if (n >= 4 && n < 8) {
+        uint32_t x0, x1, y0, y1;
+        memcpy(&x0, a, 4);
+        memcpy(&y0, b, 4);
+        memcpy(&x1, a + n - 4, 4);
+        memcpy(&y1, b + n - 4, 4);
+        return ((x0 ^ y0) | (x1 ^ y1)) == 0;
+    }
+    if (n < 4) {
+        for (size_t i = 0; i < n; i++)
+            if (a[i] != b[i])
+                return false;
+        return true;
+    }
+    return memcmp(a, b, n) == 0;
+}
 int tok_strmap_init(tok_strmap *m, size_t expected);
 void tok_strmap_free(tok_strmap *m);
 /* Inserts or overwrites; returns 0 or -1 (ENOMEM). */

@@ -213,9 +213,24 @@ static inline uint64_t mix64(uint64_t x)
     return x;
 }
 
+/* The last 1..7 bytes as one little-endian word, without a variable-length
+ * memcpy: two overlapping loads (4..7 bytes) or first, middle and last byte
+ * (1..3); the length is mixed in separately. */
+static inline uint64_t tail_word(const uint8_t *p, size_t n)
+{
+    if (n >= 4) {
+        uint32_t a, b;
+        memcpy(&a, p, 4);
+        memcpy(&b, p + n - 4, 4);
+        return a | (uint64_t)b << (8 * (n - 4));
+    }
+    return (uint64_t)p[0] | (uint64_t)p[n / 2] << 8 | (uint64_t)p[n - 1] << 16;
+}
+
 uint32_t tok_hash(const uint8_t *p, size_t n)
 {
     uint64_t h = 0x9E3779B97F4A7C15ull ^ (n * 0xFF51AFD7ED558CCDull);
+    size_t len = n;
     while (n >= 8) {
         uint64_t w;
         memcpy(&w, p, 8);
@@ -224,8 +239,10 @@ uint32_t tok_hash(const uint8_t *p, size_t n)
         n -= 8;
     }
     uint64_t w = 0;
-    if (n)     /* an empty key may come with a NULL pointer */
-        memcpy(&w, p, n);
+    if (n) /* an empty key may come with a NULL pointer */
+        w = len >= 8 ? 0 : tail_word(p, n);
+    if (n && len >= 8)
+        memcpy(&w, p + n - 8, 8); /* the last 8 bytes, overlapping the loop's */
     h = mix64(h ^ w ^ ((uint64_t)n << 56));
     return (uint32_t)(h ^ (h >> 32));
 }
@@ -305,7 +322,7 @@ int tok_strmap_put(tok_strmap *m, const uint8_t *key, size_t len, uint32_t id)
             m->count++;
             return 0;
         }
-        if (s->hash == h && s->len == len && memcmp(m->bytes + s->off, key, len) == 0) {
+        if (s->hash == h && s->len == len && tok_key_eq(m->bytes + s->off, key, len)) {
             s->id = id;
             return 0;
         }
@@ -323,7 +340,7 @@ uint32_t tok_strmap_get_hashed(const tok_strmap *m, const uint8_t *key, size_t l
         const tok_slot *s = &m->slots[i];
         if (s->len == UINT32_MAX)
             return TOK_NONE;
-        if (s->hash == h && s->len == len && memcmp(m->bytes + s->off, key, len) == 0)
+        if (s->hash == h && s->len == len && tok_key_eq(m->bytes + s->off, key, len))
             return s->id;
     }
 }
