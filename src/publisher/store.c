@@ -814,6 +814,9 @@ fail:
 
 static void forget_run(struct store *st)
 {
+    /* the previous points describe the old run's metrics */
+    if (st->chains)
+        memset(st->chains, 0, st->chains_cap * sizeof *st->chains);
     mt_free(&st->mt);
     free(st->sections_json);
     st->sections_json = NULL;

@@ -240,6 +240,42 @@ static int collect_seqs(const struct store_point *p, void *ctx)
     return 0;
 }
 
+/* One handle that goes from run to run (a collector that starts the next
+ * run, the previous one ended or not): each run's time series stands on its
+ * own. */
+START_TEST(runs_in_turn_keep_their_series)
+{
+    struct store *st = open_rw(0);
+    store_set_series_interval(st, 0);
+    const char *runs[] = {"first", "second", "third"};
+    for (int r = 0; r < 3; r++)
+        for (uint64_t i = 0; i < 6; i++) {
+            bool final = r == 1 && i == 5;
+            struct snapshot *s = make_snapshot(runs[r], i, final ? OBSD_RUN_COMPLETE : OBSD_RUN_LIVE,
+                                               2, 3, 3 + (size_t)r, 4);
+            ck_assert_msg(store_persist(st, s, final) == STORE_OK, "%s", store_error(st));
+            snapshot_free(s);
+        }
+    for (int r = 0; r < 3; r++) {
+        uint64_t v[64] = {0};
+        ck_assert_msg(store_metric_series(st, runs[r], "s0_latency_ns", collect_seqs, v) == STORE_OK,
+                      "%s", store_error(st));
+        ck_assert_int_eq(v[0], 6);
+        size_t n[2] = {0, 0};
+        ck_assert_int_eq(store_metric_series(st, runs[r], "s0_latency_ns", count_points, n), STORE_OK);
+        ck_assert_int_eq(n[1], 600);
+        n[0] = 0;
+        ck_assert_int_eq(store_metric_series(st, runs[r], NULL, count_points, n), STORE_OK);
+        /* changing: 6 points each; the others: their first */
+        size_t changing = 3 + (size_t)r, points = 0;
+        for (size_t m = 0; m < 5; m++)
+            points += m < changing ? 6 : 1;
+        ck_assert_uint_eq(n[0], points);
+    }
+    store_close(st);
+}
+END_TEST
+
 /* Persists every 250 ms: one point per metric and second, plus the final. */
 START_TEST(series_interval_thins_points)
 {
@@ -1088,6 +1124,7 @@ int main(void)
     tcase_add_test(tc, runs_in_start_order);
     tcase_add_test(tc, metric_time_series);
     tcase_add_test(tc, series_interval_thins_points);
+    tcase_add_test(tc, runs_in_turn_keep_their_series);
     tcase_add_test(tc, grows_on_map_full);
     tcase_add_test(tc, newer_schema_refused);
     tcase_add_test(tc, older_schema_refused);
