@@ -412,23 +412,23 @@ struct base {
     uint8_t *counts;             /* packed counts */
 };
 
-/* What the store knows of one metric of a run. The fields a persist touches
- * for every metric come first. */
+/* What the store knows of one metric of a run: one cache line, since a
+ * persist reads it for every metric of the snapshot (what only the writer
+ * needs beyond it is in arrays of the handle, indexed like the entries). */
 struct metric_entry {
+    uint64_t fp[5];              /* fingerprint of the last persisted state */
     uint32_t gen;                /* the persist that last saw it */
     uint32_t pos;                /* its index in that snapshot's counters or series */
     uint32_t id;
+    uint32_t name_off;           /* its name in the table's arena */
     uint8_t cls;                 /* CLASS_COUNTER or CLASS_SERIES */
     bool fp_valid;
     bool in_latest;              /* has a base row in the latest table */
     bool changed_now;            /* changed in the persist being prepared */
     bool point_dirty;            /* changed since its last time series point */
     bool has_point;
-    uint32_t name_off;           /* its name in the table's arena */
-    uint64_t last_point_ns;      /* timestamp of its last time series point */
-    uint64_t fp[5];              /* fingerprint of the last persisted state */
-    struct base *base;           /* NULL: its base row is unknown to this handle */
 };
+_Static_assert(sizeof(struct metric_entry) <= 64, "a metric entry fits a cache line");
 
 struct metric_table {
     struct metric_entry *e;
@@ -450,8 +450,6 @@ static uint64_t name_hash(uint8_t cls, const char *s)
 
 static void mt_free(struct metric_table *t)
 {
-    for (size_t i = 0; i < t->n; i++)
-        free(t->e[i].base);
     free(t->e);
     free(t->slots);
     free(t->arena);
@@ -610,6 +608,10 @@ struct store {
     size_t ctab_cap;
     struct chain *chains;           /* per entry: its previous point */
     size_t chains_cap;
+    struct base **bases;            /* per entry: its base row (NULL: unknown to this handle) */
+    size_t bases_cap;
+    uint64_t *pt_ns;                /* per entry: timestamp of its last time series point */
+    size_t pt_cap;
     struct ring_entry *ring;        /* points of recent persists, oldest first */
     size_t ring_cap, ring_head, ring_n;
     uint64_t *wmark;                /* per window: points below this seq are in chunk rows */
@@ -814,9 +816,15 @@ fail:
 
 static void forget_run(struct store *st)
 {
-    /* the previous points describe the old run's metrics */
+    /* the per-entry arrays describe the old run's metrics */
+    for (size_t i = 0; i < st->mt.n && i < st->bases_cap; i++) {
+        free(st->bases[i]);
+        st->bases[i] = NULL;
+    }
     if (st->chains)
         memset(st->chains, 0, st->chains_cap * sizeof *st->chains);
+    if (st->pt_ns)
+        memset(st->pt_ns, 0, st->pt_cap * sizeof *st->pt_ns);
     mt_free(&st->mt);
     free(st->sections_json);
     st->sections_json = NULL;
@@ -853,6 +861,8 @@ void store_close(struct store *st)
     free(st->srow);
     free(st->ctab);
     free(st->chains);
+    free(st->bases);
+    free(st->pt_ns);
     for (size_t i = 0; i < st->ring_cap; i++) {
         free(st->ring[i].data.p);
         free(st->ring[i].tab);
@@ -1455,6 +1465,29 @@ static bool buckets_contiguous(const struct snap_bucket *b, size_t n)
     return true;
 }
 
+/* Compares buckets with a base of as many contiguous ones: returns nonzero
+ * when an edge differs, and sets *ndiff nonzero when a count does. This runs
+ * for every bucket of every changed series of a persist, so it is kept out
+ * of line (its accumulators stay in registers) and has no dependency from
+ * one bucket to the next. */
+__attribute__((noinline)) static uint64_t bucket_diff(const struct snap_bucket *b, size_t n,
+                                                      const struct base *bs, uint64_t *ndiff)
+{
+    const uint64_t *e = bs->edges;
+    /* the base's packed counts are padded, so each can be read as 8 bytes
+     * and masked to its width */
+    const uint8_t *bc = bs->counts + 1;
+    size_t w = bs->counts[0];
+    uint64_t wmask = w == 8 ? UINT64_MAX : (1ULL << (8 * w)) - 1;
+    uint64_t ediff = 0, cdiff = 0;
+    for (size_t i = 0; i < n; i++) {
+        ediff |= (dbits(b[i].lo) ^ e[i]) | (dbits(b[i].hi) ^ e[i + 1]);
+        cdiff |= b[i].count ^ (ld_le64(bc + w * i) & wmask);
+    }
+    *ndiff = cdiff;
+    return ediff;
+}
+
 /* Upper bound of a series record's body. */
 static size_t series_record_max(const struct snap_series *sr)
 {
@@ -1487,32 +1520,14 @@ static uint8_t *wr_series_record(uint8_t *p, const struct snap_series *sr, const
 
     size_t n = sr->n_buckets;
     const struct snap_bucket *b = sr->buckets;
-    /* contiguity, difference from the base's edges (when it has the same
-     * number of contiguous buckets), largest count: one walk */
+    /* the base's edges and counts (when it has as many contiguous buckets):
+     * equal edges mean contiguous buckets too */
     bool comparable = n == bs->n_buckets && (bs->contiguous || !n);
-    uint64_t cdiff = 0, ediff = 0, ndiff = 0;
-    if (n && comparable) {
-        /* the base's packed counts are padded, so each can be read as 8
-         * bytes and masked to its width */
-        const uint64_t *e = bs->edges;
-        const uint8_t *bc = bs->counts + 1;
-        size_t w = bs->counts[0];
-        uint64_t wmask = w == 8 ? UINT64_MAX : (1ULL << (8 * w)) - 1;
-        uint64_t prev = dbits(b[0].lo);
-        ediff = prev ^ e[0];
-        for (size_t i = 0; i < n; i++) {
-            uint64_t lo = dbits(b[i].lo), hi = dbits(b[i].hi);
-            cdiff |= lo ^ prev;
-            ediff |= hi ^ e[i + 1];
-            ndiff |= b[i].count ^ (ld_le64(bc + w * i) & wmask);
-            prev = hi;
-        }
-    } else if (n) {
-        cdiff = !buckets_contiguous(b, n);
-    }
-    bool contiguous = !cdiff;
+    uint64_t ndiff = 0;
+    bool same = comparable && !bucket_diff(b, n, bs, &ndiff);
+    bool contiguous = same || buckets_contiguous(b, n);
     int mode;
-    if (comparable && contiguous && !ediff) {
+    if (same) {
         mode = ndiff ? REC_HIST_COUNTS : REC_HIST_SAME;
         if (ndiff)
             p = wr_counts(p, b, n);
@@ -2276,7 +2291,8 @@ static bool stage_persist(struct store *st, const struct snapshot *snap, bool fi
                 st->gone[ngone++] = (uint32_t)i;
         } else {
             bool in_rebase = (i >= rstart ? i - rstart : i + n - rstart) < rper;
-            bool rebase = !e->base;
+            const struct base *bs = st->bases[i];
+            bool rebase = !bs;
             const struct stage_rec *old = &st->rec[i];
             bool carry = !e->changed_now && old->len;
             if (!rebase && carry && in_rebase) {
@@ -2295,7 +2311,7 @@ static bool stage_persist(struct store *st, const struct snapshot *snap, bool fi
                 } else if (cn) {
                     p = wr_counter_record(p, cn);
                 } else {
-                    p = wr_series_record(p, sr, e->base, &full);
+                    p = wr_series_record(p, sr, bs, &full);
                 }
                 if (full && in_rebase) {
                     rebase = true;
@@ -2317,14 +2333,14 @@ static bool stage_persist(struct store *st, const struct snapshot *snap, bool fi
         /* time series: a metric changed since its last point gets one when
          * series_interval has passed since that point, and at the final */
         bool due = present && (e->point_dirty || e->changed_now) &&
-                   (final || !e->has_point || ts - e->last_point_ns >= st->series_interval_ns ||
-                    ts < e->last_point_ns);
+                   (final || !e->has_point || ts - st->pt_ns[i] >= st->series_interval_ns ||
+                    ts < st->pt_ns[i]);
         e->point_dirty = (e->point_dirty || e->changed_now) && !due;
         e->changed_now = false;
         if (due) {
             st->spt[st->n_spt] = (uint32_t)i;
             e->has_point = true;
-            e->last_point_ns = ts;
+            st->pt_ns[i] = ts;
             if (st->n_spt % INDEX_STRIDE == 0) {
                 put_le32(&st->hidx, e->id);
                 put_le32(&st->hidx, (uint32_t)st->hp.len);
@@ -2486,7 +2502,9 @@ int store_persist(struct store *st, const struct snapshot *snap, bool final)
                     !grow_array((void **)&st->gone, &st->gone_cap, n, sizeof *st->gone) ||
                     !grow_array((void **)&st->ctab, &st->ctab_cap, n, sizeof *st->ctab) ||
                     !grow_array((void **)&st->srow, &st->srow_cap, n / WINDOW + 1, sizeof *st->srow) ||
-                    !grow_zeroed((void **)&st->chains, &st->chains_cap, n, sizeof *st->chains)))
+                    !grow_zeroed((void **)&st->chains, &st->chains_cap, n, sizeof *st->chains) ||
+                    !grow_zeroed((void **)&st->bases, &st->bases_cap, n, sizeof *st->bases) ||
+                    !grow_zeroed((void **)&st->pt_ns, &st->pt_cap, n, sizeof *st->pt_ns)))
         status = fail(st, STORE_ERROR, "out of memory");
     if (status) {
         forget_persist(st, false);
@@ -2580,15 +2598,16 @@ int store_persist(struct store *st, const struct snapshot *snap, bool final)
         struct metric_entry *e = &st->mt.e[st->gone[i]];
         e->in_latest = false;
         e->fp_valid = false;
-        free(e->base);
-        e->base = NULL;
+        free(st->bases[st->gone[i]]);
+        st->bases[st->gone[i]] = NULL;
     }
     for (size_t i = 0; i < st->n_sbase; i++) {
-        struct metric_entry *e = &st->mt.e[st->sbase[i].entry];
-        free(e->base);
+        uint32_t k = st->sbase[i].entry;
+        struct metric_entry *e = &st->mt.e[k];
+        free(st->bases[k]);
         /* out of memory: no base known, so the next persist rewrites the row */
-        e->base = e->cls == CLASS_COUNTER ? base_new(e->cls, &snap->counters[e->pos], NULL)
-                                          : base_new(e->cls, NULL, &snap->series[e->pos]);
+        st->bases[k] = e->cls == CLASS_COUNTER ? base_new(e->cls, &snap->counters[e->pos], NULL)
+                                               : base_new(e->cls, NULL, &snap->series[e->pos]);
         e->in_latest = true;
     }
     struct stage_rec *tr = st->rec;
