@@ -215,16 +215,15 @@ static void put_f64(struct buf *b, double d)
 }
 
 /* A number: integral values (the common case: ns, counts) as a zigzag varint
- * shifted left by one, anything else as the varint 1 and an f64. */
-static void put_num(struct buf *b, double d)
+ * shifted left by one, anything else as the varint 1 and an f64; written
+ * through p, at most 10 bytes. */
+static inline uint8_t *wr_num(uint8_t *p, double d)
 {
     if (d >= -4611686018427387904.0 && d <= 4611686018427387904.0 && d == (double)(int64_t)d &&
-        !(d == 0 && signbit(d))) {
-        put_varint(b, zigzag((int64_t)d) << 1);
-        return;
-    }
-    put_varint(b, 1);
-    put_f64(b, d);
+        !(d == 0 && signbit(d)))
+        return wr_varint(p, zigzag((int64_t)d) << 1);
+    *p++ = 1;
+    return wr_le64(p, dbits(d));
 }
 
 static void put_str(struct buf *b, const char *s, size_t n)
@@ -971,33 +970,37 @@ static void encode_counter(struct buf *b, const struct snap_counter *c)
         put_varint(b, zigzag(c->ivalue));
 }
 
+static bool buckets_contiguous(const struct snap_bucket *b, size_t n);
+
+/* A series in full: keyframes, the final and base rows encode every metric,
+ * so one reservation per series and raw writes. */
 static void encode_series(struct buf *b, const struct snap_series *sr)
 {
-    bool contiguous = true;
-    for (size_t i = 1; i < sr->n_buckets; i++)
-        if (memcmp(&sr->buckets[i].lo, &sr->buckets[i - 1].hi, sizeof(double))) {
-            contiguous = false;
-            break;
-        }
-    put_str(b, sr->name, strlen(sr->name));
-    put_u8(b, (uint8_t)(sr->exact | contiguous << 1));
-    put_varint(b, sr->count);
-    if (!buf_reserve(b, 9 * (4 + OBSD_N_PERCENTILES) + 8 * 2 * sr->n_buckets + 10 * (sr->n_buckets + 1)))
+    size_t n = sr->n_buckets, nl = strlen(sr->name);
+    bool contiguous = buckets_contiguous(sr->buckets, n);
+    uint8_t *p = buf_tail(b, 10 + nl + 1 + 10 + 10 * (4 + OBSD_N_PERCENTILES) + 10 + 8 * 2 * n + 10 * n);
+    if (!p)
         return;
-    put_num(b, sr->total);
-    put_num(b, sr->min);
-    put_num(b, sr->max);
-    put_num(b, sr->sum_sq);
+    p = wr_varint(p, nl);
+    memcpy(p, sr->name, nl);
+    p += nl;
+    *p++ = (uint8_t)(sr->exact | contiguous << 1);
+    p = wr_varint(p, sr->count);
+    p = wr_num(p, sr->total);
+    p = wr_num(p, sr->min);
+    p = wr_num(p, sr->max);
+    p = wr_num(p, sr->sum_sq);
     for (int i = 0; i < OBSD_N_PERCENTILES; i++)
-        put_num(b, sr->percentiles[i]);
-    put_varint(b, sr->n_buckets);
-    for (size_t i = 0; i < sr->n_buckets; i++) {
+        p = wr_num(p, sr->percentiles[i]);
+    p = wr_varint(p, n);
+    for (size_t i = 0; i < n; i++) {
         if (!contiguous || i == 0)
-            put_f64(b, sr->buckets[i].lo);
-        put_f64(b, sr->buckets[i].hi);
+            p = wr_le64(p, dbits(sr->buckets[i].lo));
+        p = wr_le64(p, dbits(sr->buckets[i].hi));
     }
-    for (size_t i = 0; i < sr->n_buckets; i++)
-        put_varint(b, sr->buckets[i].count);
+    for (size_t i = 0; i < n; i++)
+        p = wr_varint(p, sr->buckets[i].count);
+    b->len = (size_t)(p - b->p);
 }
 
 /* The full form of a snapshot (final, history keyframes) or, without
