@@ -6,11 +6,16 @@
  *   build/bench/store_commit [n_series] [persists]     (default 10000 200)
  *
  * The baseline is the floor of the simplest alternative design: rewriting
- * the whole snapshot (about 440 bytes per series with 30 buckets) under one
- * key in one bare LMDB transaction.
+ * the whole snapshot under one key in one bare LMDB transaction. Its size is
+ * that of the run's final snapshot as the store encodes it (about 360 bytes
+ * per series with 30 buckets), read back from the store.
  *
- * Prints one JSON object per scenario: all series changing every persist,
- * 1% changing with the store's fsync off, and 1% changing with fsync on.
+ * Prints one JSON object per scenario, snapshot timestamps 1 s apart (so
+ * every changed series also gets a time series point):
+ *   1. every series changes (count and total) at every persist, no fsync;
+ *   2. 1% change, no fsync;   3. 1% change, fsync;
+ *   4. every series changes as a live series does (count, total, sum_sq, one
+ *      bucket, two percentiles), no fsync;   5. as 4, fsync.
  */
 #include <lmdb.h>
 #include <sys/stat.h>
@@ -106,7 +111,31 @@ static double baseline_ms(const char *dir, size_t bytes, bool sync, int reps)
 }
 
 
-static void scenario(const char *dir, size_t n_series, int reps, double change_frac, bool sync)
+/* Size of the run's final snapshot value, read with LMDB directly. */
+static size_t final_size(const char *dir)
+{
+    MDB_env *env;
+    MDB_txn *txn;
+    MDB_dbi dbi;
+    MDB_val k, v;
+    size_t n = 0;
+    mdb_env_create(&env);
+    mdb_env_set_maxdbs(env, 16);
+    if (!mdb_env_open(env, dir, MDB_RDONLY, 0600) && !mdb_txn_begin(env, NULL, MDB_RDONLY, &txn)) {
+        MDB_cursor *cur;
+        if (!mdb_dbi_open(txn, "final", 0, &dbi) && !mdb_cursor_open(txn, dbi, &cur)) {
+            if (!mdb_cursor_get(cur, &k, &v, MDB_FIRST))
+                n = v.mv_size;
+            mdb_cursor_close(cur);
+        }
+        mdb_txn_abort(txn);
+    }
+    mdb_env_close(env);
+    return n;
+}
+
+static void scenario(const char *dir, size_t n_series, int reps, double change_frac, bool live,
+                     bool sync)
 {
     rm_store(dir);
     char err[256];
@@ -118,37 +147,48 @@ static void scenario(const char *dir, size_t n_series, int reps, double change_f
     struct snapshot *s = build(n_series, 30);
     uint64_t *t = calloc((size_t)reps, sizeof *t);
     size_t n_change = (size_t)((double)n_series * change_frac);
-    for (int r = 0; r < reps; r++) {
+    for (int r = 0; r <= reps; r++) {
         s->seq = (uint64_t)r;
         s->timestamp_ns = 1700000000000000000ULL + (uint64_t)r * 1000000000ULL;
         for (size_t k = 0; k < n_change; k++) {
             struct snap_series *sr = &s->series[((size_t)r * n_change + k) % n_series];
             sr->count++;
             sr->total += 1000;
+            if (live) {
+                sr->sum_sq += 1e6;
+                sr->buckets[((size_t)r + k) % sr->n_buckets].count++;
+                sr->percentiles[7] += 1;
+                sr->percentiles[1] += 3;
+            }
         }
+        /* the extra last persist is the final, so that the baseline can
+         * write exactly as much as a whole snapshot is */
+        bool final = r == reps;
+        if (final)
+            s->state = OBSD_RUN_COMPLETE;
         uint64_t t0 = now_ns();
-        if (store_persist(st, s, false)) {
+        if (store_persist(st, s, final)) {
             fprintf(stderr, "store_commit: %s\n", store_error(st));
             exit(1);
         }
-        t[r] = now_ns() - t0;
+        if (!final)
+            t[r] = now_ns() - t0;
     }
     qsort(t, (size_t)reps, sizeof *t, cmp_u64);
     double p50 = (double)t[reps / 2] / 1e6, p99 = (double)t[reps * 99 / 100] / 1e6;
-    /* encoded size of the snapshot: what the baseline puts */
-    struct stat sb;
-    char p[600];
-    snprintf(p, sizeof p, "%s/data.mdb", dir);
-    stat(p, &sb);
     store_close(st);
-    size_t approx_bytes = n_series * (30 + 8 * (4 + 12 + 31) + 30 + 4);
-    double base = baseline_ms(dir, approx_bytes, sync, reps);
-    printf("{\"bench\":\"store_commit\",\"n_series\":%zu,\"changed_per_commit\":%zu,\"sync\":%s,"
-           "\"commits\":%d,\"commit_ms_p50\":%.3f,\"commit_ms_p99\":%.3f,"
+    size_t bytes = final_size(dir);
+    if (!bytes) {
+        fprintf(stderr, "store_commit: cannot read the final snapshot back\n");
+        exit(1);
+    }
+    double base = baseline_ms(dir, bytes, sync, reps);
+    printf("{\"bench\":\"store_commit\",\"n_series\":%zu,\"changed_per_commit\":%zu,\"change\":\"%s\","
+           "\"sync\":%s,\"commits\":%d,\"commit_ms_p50\":%.3f,\"commit_ms_p99\":%.3f,"
            "\"baseline\":\"bare LMDB txn rewriting one %zu-byte whole-snapshot value\",\"baseline_ms_p50\":%.3f,"
            "\"ratio\":%.2f}\n",
-           n_series, n_change, sync ? "true" : "false", reps, p50, p99, approx_bytes, base,
-           p50 / base);
+           n_series, n_change, live ? "count, total, sum_sq, a bucket, p50, p99" : "count, total",
+           sync ? "true" : "false", reps, p50, p99, bytes, base, p50 / base);
     fflush(stdout);
     snapshot_free(s);
     free(t);
@@ -159,10 +199,16 @@ int main(int argc, char **argv)
 {
     size_t n = argc > 1 ? strtoul(argv[1], NULL, 10) : 10000;
     int reps = argc > 2 ? atoi(argv[2]) : 200;
+    if (!n || reps < 2) {
+        fprintf(stderr, "usage: store_commit [n_series >= 1] [persists >= 2]\n");
+        return 2;
+    }
     char dir[256];
     snprintf(dir, sizeof dir, "/tmp/obsd-store-commit-%d", (int)getpid());
-    scenario(dir, n, reps, 1.0, false);
-    scenario(dir, n, reps, 0.01, false);
-    scenario(dir, n, reps, 0.01, true);
+    scenario(dir, n, reps, 1.0, false, false);
+    scenario(dir, n, reps, 0.01, false, false);
+    scenario(dir, n, reps, 0.01, false, true);
+    scenario(dir, n, reps, 1.0, true, false);
+    scenario(dir, n, reps, 1.0, true, true);
     return 0;
 }
