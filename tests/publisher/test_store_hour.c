@@ -6,9 +6,18 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <sys/stat.h>
+#include <time.h>
 
 #include "publisher/store.h"
 #include "test_util.h"
+
+static int count_points(const struct store_point *p, void *ctx)
+{
+    size_t *n = ctx;
+    n[0]++;
+    n[1] = p->count;
+    return 0;
+}
 
 START_TEST(one_hour_all_active)
 {
@@ -35,6 +44,24 @@ START_TEST(one_hour_all_active)
             s->counters[i].ivalue += 60;
         ck_assert_msg(store_persist(st, s, seq == n - 1) == STORE_OK, "%s", store_error(st));
     }
+    store_close(st);
+
+    /* obsctl get on that run: one metric's time series is one range scan
+     * of its chunk rows (a completed run has no history tail), so it reads
+     * in a fraction of a second; every second has its point */
+    st = store_open(dir, 0, false, true, err, sizeof err);
+    ck_assert_msg(st != NULL, "%s", err);
+    struct timespec t0, t1;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    size_t pts[2] = {0, 0};
+    ck_assert_int_eq(store_metric_series(st, "hour", "s500_latency_ns", count_points, pts), STORE_OK);
+    clock_gettime(CLOCK_MONOTONIC, &t1);
+    double ms = (double)(t1.tv_sec - t0.tv_sec) * 1e3 + (double)(t1.tv_nsec - t0.tv_nsec) / 1e6;
+    fprintf(stderr, "one_hour_all_active: one metric's series: %zu points in %.1f ms\n", pts[0], ms);
+    ck_assert_uint_ge(pts[0], 3600);
+    ck_assert_uint_le(pts[0], 3601);
+    ck_assert_uint_eq(pts[1], s->series[500].count);   /* the last point is the final */
+    ck_assert_msg(ms < 1000, "%.1f ms", ms);
     store_close(st);
     char path[600];
     snprintf(path, sizeof path, "%s/data.mdb", dir);
