@@ -1,7 +1,9 @@
 /*
  * fuzz_tokenizer.c: arbitrary bytes as text for every tokenizer in tests/data
  * (the three real ones and the small feature tokenizers). Encoding must never
- * fail, and count must agree with encode.
+ * fail, and count must agree with encode. For the real ones, the fast paths
+ * (hand-written split matchers, rank-group merge of long pieces) must give
+ * what PCRE2 and rescanning give on a second copy of the tokenizer.
  * Data directory: $OBSD_TEST_DATA, else tests/data next to this file.
  */
 #include <stdint.h>
@@ -9,9 +11,9 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "tokenq/tokenizer.h"
+#include "tokenq/tok_internal.h"
 
-static tokenizer *toks[8];
+static tokenizer *toks[8], *plain[8]; /* plain[i]: PCRE2 and rescanning only, or NULL */
 static size_t ntoks;
 
 int LLVMFuzzerInitialize(int *argc, char ***argv)
@@ -38,6 +40,13 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
             fprintf(stderr, "fuzz_tokenizer: %s\n", err);
             abort();
         }
+        if (strstr(files[i], ".gz")) {
+            plain[ntoks] = tokenizer_load_file(path, err, sizeof err);
+            if (!plain[ntoks])
+                abort();
+            plain[ntoks]->regex_only = true;
+            plain[ntoks]->linear_max = SIZE_MAX;
+        }
         toks[ntoks++] = t;
     }
     return 0;
@@ -54,6 +63,12 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         for (size_t k = 0; k < v.len; k++)
             if (v.ids[k] >= tokenizer_vocab_size(toks[i]))
                 abort();
+        if (plain[i]) {
+            static tokenizer_ids w;
+            if (tokenizer_encode(plain[i], (const char *)data, size, &w) != 0 || w.len != v.len ||
+                (v.len && memcmp(w.ids, v.ids, v.len * sizeof *v.ids) != 0))
+                abort();
+        }
     }
     return 0;
 }
