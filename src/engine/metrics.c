@@ -306,8 +306,10 @@ static int lay_out(struct metric_table *t, struct snapshot *snap, struct metric 
 {
     int rc;
     if (class_of(m)) {
-        const struct snap_series *v = series_live_view(&m->series, t->snap_nb);
-        rc = v ? snapshot_add_series_ref(snap, v) : -1;   /* the view stays until the next call */
+        struct snap_series v;
+        rc = series_live_view(&m->series, t->snap_nb, &v);
+        if (rc == 0)
+            rc = snapshot_add_series_ref(snap, &v);   /* the view stays until the next call */
         if (rc == 0)
             m->snap_pos = t->snap_ns++;
     } else {
@@ -330,8 +332,8 @@ static int update(struct metric_table *t, struct snapshot *snap, struct metric *
         set_counter(&snap->counters[m->snap_pos], m);
         return 0;
     }
-    const struct snap_series *v = series_live_view(&m->series, t->snap_nb);
-    if (v && snapshot_update_series(snap, m->snap_pos, v) == 0)
+    /* the table's series are borrowed: the view fills its entry in place */
+    if (m->snap_pos < snap->n_borrowed && series_live_view(&m->series, t->snap_nb, &snap->series[m->snap_pos]) == 0)
         return 0;
     engine_log(1, "series %s: cannot build its statistics (out of memory)", m->series.name);
     return -1;
@@ -377,8 +379,12 @@ static void prefetch_entry(const struct metric *m, const struct snapshot *snap, 
         __builtin_prefetch(&m->series.hist.max);
     } else if (m->snap_pos != METRICS_NO_POS && class_of(m)) {
         series_prefetch_view(&m->series);
-        if (m->snap_pos < snap->n_series)
-            __builtin_prefetch(&snap->series[m->snap_pos], 1);
+        if (m->snap_pos < snap->n_series) {
+            const char *e = (const char *)&snap->series[m->snap_pos];
+            __builtin_prefetch(e, 1);
+            __builtin_prefetch(e + 64, 1);
+            __builtin_prefetch(e + sizeof(struct snap_series) - 1, 1);
+        }
     }
 }
 

@@ -56,7 +56,6 @@ struct series_view {
      * lower buckets and in that bucket (before <= rank < before + in) */
     uint32_t idx[OBSD_N_PERCENTILES];
     uint64_t before[OBSD_N_PERCENTILES], in[OBSD_N_PERCENTILES];
-    struct snap_series out;
 };
 
 static void view_free(struct series_view *v)
@@ -367,17 +366,18 @@ static void view_ranks(const struct hist *h, uint64_t *ranks)
 
 /* The percentile values as hist_percentiles() gives them, from the located
  * buckets (the extremes are known exactly). */
-static void view_percentiles(const struct hist *h, struct series_view *v, const uint64_t *ranks)
+static void view_percentiles(const struct hist *h, const struct series_view *v, const uint64_t *ranks,
+                             double *out)
 {
     for (size_t k = 0; k < OBSD_N_PERCENTILES; k++) {
         uint64_t r = ranks[k];
-        v->out.percentiles[k] = r == 0 ? (double)h->min
+        out[k] = r == 0 ? (double)h->min
                                 : r == h->count - 1 ? (double)h->max
                                                      : hist_bucket_value(h, v->idx[k]);
     }
 }
 
-static void view_full(struct series *s, struct series_view *v)
+static void view_full(struct series *s, struct series_view *v, const uint64_t *ranks)
 {
     const struct hist *h = &s->hist;
     size_t n = v->n_buckets;
@@ -391,12 +391,9 @@ static void view_full(struct series *s, struct series_view *v)
     v->edges_valid = true;
     v->min = h->min;
     v->max = h->max;
-    uint64_t ranks[OBSD_N_PERCENTILES];
-    view_ranks(h, ranks);
     hist_locate_ranks(h, ranks, OBSD_N_PERCENTILES, v->idx, v->before);
     for (size_t k = 0; k < OBSD_N_PERCENTILES; k++)
         v->in[k] = hist_bucket_count(h, v->idx[k]);
-    view_percentiles(h, v, ranks);
     if (n) {
         hist_bin(h, n, v->edges, v->bins);
         for (size_t i = 0; i < n; i++)
@@ -407,7 +404,7 @@ static void view_full(struct series *s, struct series_view *v)
 /* Applies the values added since the view (all in recent[], min and max
  * unchanged, so the edges and every older bucket's bin stand). Returns false
  * if the histogram does not agree with the view (then recompute). */
-static bool view_update(struct series *s, struct series_view *v, size_t added)
+static bool view_update(struct series *s, struct series_view *v, size_t added, const uint64_t *ranks)
 {
     const struct hist *h = &s->hist;
     size_t n = v->n_buckets;
@@ -425,8 +422,6 @@ static bool view_update(struct series *s, struct series_view *v, size_t added)
     /* Each rank moved by a few observations at most: step it to the
      * neighbouring non-empty bucket until it holds the rank. All ranks step
      * together, so the (cold) counts of their new buckets load in parallel. */
-    uint64_t ranks[OBSD_N_PERCENTILES];
-    view_ranks(h, ranks);
     for (int round = 0;; round++) {
         bool moved = false;
         for (size_t k = 0; k < OBSD_N_PERCENTILES; k++) {
@@ -460,7 +455,6 @@ static bool view_update(struct series *s, struct series_view *v, size_t added)
             }
         }
     }
-    view_percentiles(h, v, ranks);
     return true;
 }
 
@@ -472,17 +466,17 @@ void series_prefetch_view(const struct series *s)
     __builtin_prefetch(v);
     __builtin_prefetch(&v->before[0]);
     __builtin_prefetch(&v->in[0]);
-    __builtin_prefetch(&v->out.percentiles[4], 1);
+    __builtin_prefetch(&v->in[8]);
     __builtin_prefetch(&s->recent[0]);
 }
 
-const struct snap_series *series_live_view(struct series *s, uint32_t n_buckets)
+int series_live_view(struct series *s, uint32_t n_buckets, struct snap_series *out)
 {
     struct series_view *v = s->view;
     if (!v) {
         v = calloc(1, sizeof *v);
         if (!v)
-            return NULL;
+            return -1;
         s->view = v;
     }
     if (v->n_buckets != n_buckets || (n_buckets && !v->buckets)) {
@@ -499,35 +493,41 @@ const struct snap_series *series_live_view(struct series *s, uint32_t n_buckets)
             v->bins = malloc(n_buckets * sizeof *v->bins);
             v->buckets = malloc(n_buckets * sizeof *v->buckets);
             if (!v->edges || !v->bins || !v->buckets)
-                return NULL;
+                return -1;
         }
         v->n_buckets = n_buckets;
     }
     const struct hist *h = &s->hist;
-    if (v->valid && v->count == h->count)
-        return &v->out;
-    uint64_t added = h->count - v->count;
-    if (h->count == 0) {
-        memset(&v->out, 0, sizeof v->out);   /* empty: all zeros, histogram [] */
+    out->name = s->name;
+    out->count = s->count;
+    out->exact = false;
+    if (h->count == 0) {      /* empty: all zeros, histogram [] */
+        out->total = out->min = out->max = out->sum_sq = 0;
+        memset(out->percentiles, 0, sizeof out->percentiles);
+        out->n_buckets = 0;
+        out->buckets = NULL;
     } else {
-        bool inc = v->valid && v->count > 0 && added == s->n_recent && v->edges_valid &&
-                   v->min == h->min && v->max == h->max;
-        if (!inc || !view_update(s, v, (size_t)added))
-            view_full(s, v);
-        v->out.exact = false;
-        v->out.total = total_of(s);
-        v->out.min = (double)h->min;
-        v->out.max = (double)h->max;
-        v->out.sum_sq = s->sum_sq;
-        v->out.n_buckets = v->n_buckets;
-        v->out.buckets = v->n_buckets ? v->buckets : NULL;
+        uint64_t ranks[OBSD_N_PERCENTILES];
+        view_ranks(h, ranks);
+        if (!v->valid || v->count != h->count) {
+            uint64_t added = h->count - v->count;
+            bool inc = v->valid && v->count > 0 && added == s->n_recent && v->edges_valid &&
+                       v->min == h->min && v->max == h->max;
+            if (!inc || !view_update(s, v, (size_t)added, ranks))
+                view_full(s, v, ranks);
+        }
+        view_percentiles(h, v, ranks, out->percentiles);
+        out->total = total_of(s);
+        out->min = (double)h->min;
+        out->max = (double)h->max;
+        out->sum_sq = s->sum_sq;
+        out->n_buckets = v->n_buckets;
+        out->buckets = v->n_buckets ? v->buckets : NULL;
     }
-    v->out.name = s->name;
-    v->out.count = s->count;
     v->count = h->count;
     v->valid = true;
     s->n_recent = 0;
-    return &v->out;
+    return 0;
 }
 
 int series_restore(struct series *s, const struct snap_series *from)

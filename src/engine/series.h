@@ -102,16 +102,17 @@ static inline bool series_add_existing(struct series *s, uint64_t v, uint32_t id
 int series_snapshot(struct series *s, bool final, uint32_t n_buckets, struct snap_series *out);
 void series_snap_release(struct snap_series *out);
 
-/* The live snapshot form of s (series_snapshot with final = false), kept
- * from one call to the next: unchanged, it costs nothing; after at most
- * SERIES_RECENT new values that moved neither min nor max, it is updated from
- * those values (each percentile's bucket moves to a neighbour, each value is
- * binned) instead of walking the histogram; otherwise it is recomputed, with
- * the bin edges kept while min and max stay. Always identical to what
- * series_snapshot(s, false, n_buckets) gives. name points into s; the result
- * is valid until the next call, series_reset or series_destroy. NULL when out
- * of memory. */
-const struct snap_series *series_live_view(struct series *s, uint32_t n_buckets);
+/* Fills out with the live snapshot form of s (series_snapshot with final =
+ * false), whose state is kept from one call to the next: unchanged, it costs
+ * nothing to fill; after at most SERIES_RECENT new values that moved neither
+ * min nor max, it is updated from those values (each percentile's bucket
+ * moves to a neighbour, each value is binned) instead of walking the
+ * histogram; otherwise it is recomputed, with the bin edges kept while min
+ * and max stay. Always identical to what series_snapshot(s, false, n_buckets)
+ * gives. out->name points into s and out->buckets into that state: valid
+ * until the next call, series_reset or series_destroy. Returns 0, or -1 when
+ * out of memory. */
+int series_live_view(struct series *s, uint32_t n_buckets, struct snap_series *out);
 /* Prefetches what series_live_view reads first (for a loop over many series). */
 void series_prefetch_view(const struct series *s);
 
