@@ -5,7 +5,7 @@
  * 1. records_per_s: producer threads prefill their rings with 24-byte spans
  *    spread over 1,000 series; then one thread drains every ring through
  *    shm_drain and aggregates each record into the engine's metric table
- *    (metrics_core_record: key cache, log-linear histogram, count/total/
+ *    (metrics_batch_record: key cache, log-linear histogram, count/total/
  *    min/max/sum_sq), exactly what the collector does per span. Baselines from
  *    the same run: a memcpy of the same bytes, and shm_drain with an empty
  *    callback (framing and validation only).
