@@ -118,6 +118,12 @@ void metrics_batch_flush(struct metric_table *t, struct metrics_batch *b,
 int metrics_batch_record(struct metric_table *t, struct metrics_batch *b, const struct shm_record *rec,
                          metrics_key_name_fn name_fn, void *ctx);
 
+/* The next metrics_snapshot lays the entries out anew, in whatever snapshot. */
+static inline void metrics_forget_snapshot(struct metric_table *t)
+{
+    t->snap = NULL;
+}
+
 /* Forgets the key-id cache (after re-attaching to a segment). */
 void metrics_forget_keys(struct metric_table *t);
 
@@ -130,7 +136,9 @@ void metrics_forget_keys(struct metric_table *t);
  * base counters and, after the table's part, whatever it adds after each call
  * (dropped here first). Another snapshot, or one after a new run
  * (metrics_reset), gets a fresh layout; so does an entry touched for the
- * first time before one laid out later in creation order. *n_counters and
+ * first time before one laid out later in creation order. (Another snapshot
+ * is told by its address and sizes: after freeing the kept one, call
+ * metrics_forget_snapshot before passing a new one.) *n_counters and
  * *n_series get the size of the table's part. Returns 0, or -1 if some entry
  * could not be brought up to date (out of memory: it is retried next time). */
 int metrics_snapshot(struct metric_table *t, struct snapshot *snap, size_t base, uint32_t n_buckets,

@@ -188,6 +188,7 @@ START_TEST(another_snapshot_gets_a_full_layout)
     snapshot_add_counter(a, "base1", 0);
     ck_assert_int_eq(metrics_snapshot(&t, a, 2, 30, &nc, &ns), 0);
     snapshot_free(a);
+    metrics_forget_snapshot(&t);
     /* nothing changed since, but this snapshot holds none of it yet */
     struct snapshot *c = snapshot_new("run", 1, OBSD_RUN_LIVE);
     snapshot_add_counter(c, "base0", 0);
