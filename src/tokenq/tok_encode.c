@@ -1034,6 +1034,16 @@ static int pretok_and_bpe(const tokenizer *tok, struct tok_ws *ws, const uint8_t
         return 0;
     if (n > UINT32_MAX - 8)
         return TOKENIZER_ENOMEM;
+    if (tok->direct_split && !tok->regex_only) {
+        size_t pos = 0, ms, me;
+        while (tok_split_next(tok->direct_split, p, n, pos, &ms, &me)) {
+            int rc = tok_bpe_piece(tok, ws, p + ms, me - ms, out, count);
+            if (rc)
+                return rc;
+            pos = me;
+        }
+        return 0;
+    }
     arena_reset(ws);
     spanvec *in = &ws->a, *o = &ws->b;
     in->n = 0;

@@ -182,6 +182,10 @@ struct tokenizer {
     tok_pretok *pretoks;
     size_t npretoks;
     bool regex_only; /* tests: PCRE2 even where a hand-written matcher exists */
+    /* TOK_SPLIT_LLAMA3/QWEN when the pre-tokenizer is just that Split
+     * (Isolated) and a ByteLevel without regex or prefix space: its matches
+     * tile the text and are the pieces, so encoding runs BPE on them directly */
+    int direct_split;
     /* pieces of up to this many symbols merge by rescanning, longer ones by
      * rank groups (TOK_LINEAR_MAX; tests move it to compare the two) */
     size_t linear_max;

@@ -919,6 +919,12 @@ static bool finish_model(tokenizer *t, ctx *c)
             t->byte_pair[k] = pr ? ((uint64_t)pr->rank << 32 | pr->new_id) : UINT64_MAX;
         }
     }
+    const tok_pretok *pt = t->pretoks;
+    if (t->npretoks == 2 && pt[0].kind == PT_SPLIT && pt[0].re &&
+        (pt[0].split_kind == TOK_SPLIT_LLAMA3 || pt[0].split_kind == TOK_SPLIT_QWEN) &&
+        pt[0].behavior == B_ISOLATED && !pt[0].invert && pt[1].kind == PT_BYTELEVEL && !pt[1].re &&
+        !pt[1].add_prefix_space)
+        t->direct_split = pt[0].split_kind;
     if (pack_pairs(t)) {
         fail(c->err, c->errlen, "out of memory");
         return false;
