@@ -1196,9 +1196,17 @@ static bool nfc_is_inert(const tokenizer *tok, const uint8_t *p, size_t n)
         }
         size_t l;
         uint32_t cp = tok_utf8_decode(p + i, &l);
+        i += l;
+        if (cp >= 0xAC00 && cp <= 0xD7A3) {
+            /* a Hangul syllable is its own NFC unless a jamo follows that
+             * could compose with it */
+            size_t l2;
+            if (i < n && p[i] == 0xE1 && (tok_utf8_decode(p + i, &l2) & ~0xFFu) == 0x1100)
+                return false;
+            continue;
+        }
         if (!(tok->nfc_inert[cp >> 3] & (1u << (cp & 7))))
             return false;
-        i += l;
     }
     return true;
 }
