@@ -113,7 +113,7 @@ END_TEST
 static size_t vocab_text(const tokenizer *t, uint8_t *buf, size_t cap)
 {
     const tok_strmap *v = &t->vocab;
-    uint8_t unit[256];
+    uint8_t unit[64 * 32]; /* up to 64 entries of up to 32 bytes */
     size_t ul = 0, n = 0;
     bool repeat = rnd(2);
     size_t parts = repeat ? 1 + rnd(4) : 5 + rnd(60);
