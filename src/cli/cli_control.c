@@ -5,6 +5,7 @@
 
 #include <ctype.h>
 #include <errno.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -55,6 +56,25 @@ out:
     return rc;
 }
 
+/* The message of a daemon that is not there. A daemon killed an instant ago
+ * may still accept: its io_uring, torn down after the process has exited,
+ * holds the listening socket a little longer, and the connection it queued
+ * is then reset. That is the same answer as a refused connect. */
+static void not_running(const struct control_target *t, const char *cmd, int err)
+{
+    char reason[128];
+    snprintf(reason, sizeof reason, "%s%s", strerror(err),
+             err == ECONNRESET || err == EPIPE ? " (the daemon has exited)" : "");
+    reason[0] = (char)tolower((unsigned char)reason[0]);
+    fprintf(stderr, "obsctl %s: no obsd running for segment '%s' (socket %s: %s)\n", cmd,
+            t->name, t->socket_path, reason);
+}
+
+static bool daemon_gone(int err)
+{
+    return err == ECONNRESET || err == EPIPE;
+}
+
 int control_connect(const struct control_target *t, const char *cmd, const char *command,
                     int timeout_ms)
 {
@@ -71,11 +91,7 @@ int control_connect(const struct control_target *t, const char *cmd, const char 
         return -1;
     }
     if (connect(fd, (struct sockaddr *)&sa, sizeof sa) < 0) {
-        char reason[128];
-        snprintf(reason, sizeof reason, "%s", strerror(errno));
-        reason[0] = (char)tolower((unsigned char)reason[0]);
-        fprintf(stderr, "obsctl %s: no obsd running for segment '%s' (socket %s: %s)\n", cmd,
-                t->name, t->socket_path, reason);
+        not_running(t, cmd, errno);
         close(fd);
         return -1;
     }
@@ -87,8 +103,11 @@ int control_connect(const struct control_target *t, const char *cmd, const char 
     char line[64];
     int n = snprintf(line, sizeof line, "%s\n", command);
     if (send(fd, line, (size_t)n, MSG_NOSIGNAL) != n) {
-        fprintf(stderr, "obsctl %s: cannot send to %s: %s\n", cmd, t->socket_path,
-                strerror(errno));
+        if (daemon_gone(errno))
+            not_running(t, cmd, errno);
+        else
+            fprintf(stderr, "obsctl %s: cannot send to %s: %s\n", cmd, t->socket_path,
+                    strerror(errno));
         close(fd);
         return -1;
     }
@@ -171,6 +190,10 @@ char *control_request_line(const struct control_target *t, const char *cmd, cons
         if (n == 0) {
             fprintf(stderr, "obsctl %s: %s closed the connection without a reply\n", cmd,
                     t->socket_path);
+            break;
+        }
+        if (n < 0 && daemon_gone(errno) && r.len == 0) {
+            not_running(t, cmd, errno);
             break;
         }
         if (n < 0) {

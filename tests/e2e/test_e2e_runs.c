@@ -171,7 +171,11 @@ START_TEST(sigkill_then_restart_continues_the_same_run)
     char *msg = NULL;
     char *status[] = {"obsctl", "status", "--name", t.name, "--store", t.store, NULL};
     ck_assert_int_eq(e2e_run(&t, status, NULL, 20, &msg), 1);
-    ck_assert_msg(strstr(msg, "no obsd running for segment") && strstr(msg, "connection refused"), "%s", msg);
+    /* refused, or reset when the dead daemon's io_uring still held the
+     * listening socket for an instant: either way, no obsd runs */
+    ck_assert_msg(strstr(msg, "no obsd running for segment") &&
+                      (strstr(msg, "connection refused") || strstr(msg, "connection reset")),
+                  "%s", msg);
     free(msg);
     json_t *latest = e2e_latest_snapshot(&t, t.store);
     ck_assert_msg(latest != NULL, "store unreadable after SIGKILL: %s", e2e_last_show_output());
