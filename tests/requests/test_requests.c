@@ -627,12 +627,15 @@ static double tokenizer_speed(const tokenizer *tok, const char *text, size_t len
     return bytes / (now_s() - t0);
 }
 
-/* Writes one tracked run of requests with outputs of about 1 MiB, enough text
- * that counting it all takes `seconds` on every CPU. Returns the requests. */
+/* Writes one tracked run of requests with outputs of 256 KiB, enough text
+ * that counting it all takes `seconds` on every CPU. Returns the requests.
+ * The outputs are small enough that a drain task started just before a
+ * deadline ends soon after it: with a few 1 MiB tasks, those started within
+ * the first second could be all there was. */
 static size_t write_heavy_run(const char *name, double seconds)
 {
-    /* A 4 MiB pool of corpus text; outputs are 1 MiB windows into it. */
-    const size_t out_len = 1u << 20;
+    /* A 4 MiB pool of corpus text; outputs are 256 KiB windows into it. */
+    const size_t out_len = 256u << 10;
     size_t pool_len = 4u << 20, used = 0;
     char *pool = malloc(pool_len + out_len);
     for (size_t i = 0; used < pool_len + out_len; i = (i + 1) % fx.corpus.n) {
