@@ -96,6 +96,12 @@ static void print_snapshot(const struct snapshot *s, const struct store_run_info
                len > 160 ? " ..." : "");
         free(text);
     }
+    /* where the readable form of a section is */
+    if (json_object_get(s->sections, "budget"))
+        printf("budget table: obsctl budget %s\n", s->run);
+    if (!first)
+        printf("charts and every section as a page: obsctl report %s --output %s.html\n", s->run,
+               s->run);
 }
 
 int cmd_show(int argc, char **argv)

@@ -1247,11 +1247,33 @@ static int add_series(struct snapshot *snap, struct series *s, bool final, uint3
     return rc;
 }
 
+/* Whether any request record reached this run: issued, completed, or one
+ * that was ignored or rejected (every request record lands in a counter). */
+static bool saw_requests(const struct requests *m)
+{
+    for (int i = 0; i < N_COUNTERS; i++)
+        if (m->counters[i])
+            return true;
+    return m->inflight.used > 0;
+}
+
 static int requests_contribute(void *state, struct snapshot *snap, bool final)
 {
     struct requests *m = state;
     uint32_t nb = m->n_buckets;
     int rc = 0;
+
+    /* A run of spans, budgets or scheduler counters gets no page of zero
+     * request metrics; without a tokenizer it gets no requests section
+     * either. With one, the section still says token metrics are on. */
+    if (!saw_requests(m)) {
+        if (!m->q)
+            return 0;
+        json_t *sec = json_pack("{s:s, s:I}", "token_metrics", "on", "requests", (json_int_t)0);
+        if (sec)
+            json_object_set_new(sec, "tokenizer", json_string(m->env->config->tokenizer));
+        return !sec || snapshot_set_section(snap, "requests", sec) ? -1 : 0;
+    }
 
     for (int i = 0; i < N_COUNTERS; i++)
         rc |= snapshot_add_counter(snap, counter_names[i], (int64_t)m->counters[i]);
