@@ -2,9 +2,10 @@
  * sched.h: the collector side of the scheduler counters.
  *
  * Three layers, each usable alone:
- *   - reading: sched_read() copies every valid block of the segment's sched
- *     area into a sample without torn values, validating each block (the area
- *     is untrusted shared memory);
+ *   - reading (sched_sample.h, free of jansson and the engine so libobsd can
+ *     carry it too): sched_read() copies every valid block of the segment's
+ *     sched area into a sample without torn values, validating each block
+ *     (the area is untrusted shared memory);
  *   - arithmetic: pure functions for per-worker deltas, the measurement
  *     window, derived metrics (throughput, steal_yield, idle_ratio,
  *     enq_retry_ratio, fairness CV and Gini) and repeat summaries, so tests can
@@ -25,73 +26,10 @@
 #include <jansson.h>
 
 #include "obsd/obsd_sched.h"
+#include "sched/sched_sample.h"
 
 /* Names of the worker counters in JSON, indexed by enum obsd_sched_counter. */
 extern const char *const sched_counter_names[OBSD_SCHED_N_COUNTERS];
-
-/* How many times a reader retries a completion group whose writer is in the
- * middle of an update before it gives up and marks the worker torn (a writer
- * killed mid-update leaves the sequence odd forever). */
-#define SCHED_READ_RETRIES 64
-
-struct sched_worker_sample {
-    uint32_t block;                 /* position in the area */
-    uint32_t generation;
-    int32_t pid, tid;
-    int64_t worker_index;
-    uint64_t claim_ns;
-    uint8_t state;                  /* OBSD_SCHED_ACTIVE or RETIRED */
-    bool torn;                      /* completion group not read consistently */
-    uint64_t counter[OBSD_SCHED_N_COUNTERS];
-    uint64_t last_steal_attempt_ns;
-    uint64_t completed;
-    uint64_t first_completion_ns;
-    uint64_t last_completion_ns;
-};
-
-struct sched_queue_sample {
-    uint32_t block;
-    uint32_t generation;
-    int32_t pid;
-    uint8_t state;
-    uint64_t claim_ns;
-    char tag[OBSD_SCHED_TAG_MAX + 1];
-    uint64_t pushed_total, popped_total, enqueue_cas_retries, dequeue_cas_retries;
-};
-
-struct sched_sample {
-    bool taken;
-    uint64_t taken_ns;              /* CLOCK_MONOTONIC when read */
-    size_t n_workers, n_queues, cap;
-    struct sched_worker_sample *workers;
-    struct sched_queue_sample *queues;
-    uint64_t rejected;              /* blocks that failed validation in this read */
-    uint64_t torn;                  /* workers marked torn in this read */
-};
-
-/* cap: the number of blocks of the area. Returns 0 or -1 (out of memory). */
-int sched_sample_init(struct sched_sample *s, size_t cap);
-void sched_sample_free(struct sched_sample *s);
-void sched_sample_clear(struct sched_sample *s);
-
-/* Which claimed blocks belong to the current run: blocks claimed at or after
- * run_start_ns, and blocks of processes still alive. NULL keeps every valid
- * block. */
-typedef bool (*sched_block_filter)(void *ctx, int32_t pid, uint64_t claim_ns);
-
-/* Reads every block of area (bytes long; the tail that is not a whole block is
- * ignored) into out, which must have cap >= bytes / OBSD_SCHED_BLOCK_BYTES.
- * Blocks that are free or being claimed are skipped; blocks with a bad magic,
- * version, kind, owner, index or tag are skipped and counted in
- * out->rejected. taken_ns is the time to record as the moment of the read. */
-void sched_read(const void *area, size_t bytes, struct sched_sample *out,
-                sched_block_filter filter, void *filter_ctx, uint64_t taken_ns);
-
-/* Copies one worker block's counters (the caller's own block, e.g. a harness
- * reading its workers) without validation; the completion group as in
- * sched_read. Returns false if the completion group could not be read
- * consistently (out->torn). */
-bool sched_read_worker_block(const struct obsd_sched_block *b, struct sched_worker_sample *out);
 
 /* end - warm for every counter and the completion count; the timestamps are
  * end's. warm NULL: the block was claimed inside the window (baseline 0).

@@ -9,6 +9,21 @@
 
 #include "sched/sched.h"
 
+const char *const sched_counter_names[OBSD_SCHED_N_COUNTERS] = {
+    [OBSD_SCHED_PUSHED_LOCAL] = "pushed_local",
+    [OBSD_SCHED_DISPATCHED_TO_PENDING] = "dispatched_to_pending",
+    [OBSD_SCHED_PUSHED_REMOTE] = "pushed_remote",
+    [OBSD_SCHED_POPPED_LOCAL] = "popped_local",
+    [OBSD_SCHED_POPPED_VIA_STEAL] = "popped_via_steal",
+    [OBSD_SCHED_ENQUEUE_CAS_RETRIES] = "enqueue_cas_retries",
+    [OBSD_SCHED_DEQUEUE_CAS_RETRIES] = "dequeue_cas_retries",
+    [OBSD_SCHED_BATCH_RESETS] = "batch_resets",
+    [OBSD_SCHED_STEAL_ATTEMPTS] = "steal_attempts",
+    [OBSD_SCHED_STEAL_FAILURES] = "steal_failures",
+    [OBSD_SCHED_PARKED] = "parked",
+    [OBSD_SCHED_FAIRNESS_ARM_FIRES] = "fairness_arm_fires",
+};
+
 int sched_worker_delta(const struct sched_worker_sample *end,
                        const struct sched_worker_sample *warm,
                        struct sched_worker_sample *out)

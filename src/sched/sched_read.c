@@ -6,26 +6,15 @@
  * non-negative index and (queues) a NUL-terminated printable tag. The
  * generation is read before and after the copy; a block reclaimed meanwhile
  * is dropped from this read rather than reported with mixed owners.
+ *
+ * It depends on nothing but libc (see sched_sample.h), so libobsd can carry
+ * it too.
  */
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 
-#include "sched/sched.h"
-
-const char *const sched_counter_names[OBSD_SCHED_N_COUNTERS] = {
-    [OBSD_SCHED_PUSHED_LOCAL] = "pushed_local",
-    [OBSD_SCHED_DISPATCHED_TO_PENDING] = "dispatched_to_pending",
-    [OBSD_SCHED_PUSHED_REMOTE] = "pushed_remote",
-    [OBSD_SCHED_POPPED_LOCAL] = "popped_local",
-    [OBSD_SCHED_POPPED_VIA_STEAL] = "popped_via_steal",
-    [OBSD_SCHED_ENQUEUE_CAS_RETRIES] = "enqueue_cas_retries",
-    [OBSD_SCHED_DEQUEUE_CAS_RETRIES] = "dequeue_cas_retries",
-    [OBSD_SCHED_BATCH_RESETS] = "batch_resets",
-    [OBSD_SCHED_STEAL_ATTEMPTS] = "steal_attempts",
-    [OBSD_SCHED_STEAL_FAILURES] = "steal_failures",
-    [OBSD_SCHED_PARKED] = "parked",
-    [OBSD_SCHED_FAIRNESS_ARM_FIRES] = "fairness_arm_fires",
-};
+#include "sched/sched_sample.h"
 
 int sched_sample_init(struct sched_sample *s, size_t cap)
 {
@@ -91,7 +80,7 @@ bool sched_read_worker_block(const struct obsd_sched_block *b, struct sched_work
     return !w->torn;
 }
 
-static bool tag_valid(const char *tag)
+bool sched_tag_valid(const char *tag)
 {
     size_t n = strnlen(tag, OBSD_SCHED_TAG_MAX + 1);
     if (n == 0 || n > OBSD_SCHED_TAG_MAX)
@@ -100,6 +89,64 @@ static bool tag_valid(const char *tag)
         if (tag[i] < 0x20 || tag[i] > 0x7e)
             return false;
     return true;
+}
+
+enum sched_block_read sched_read_block(const struct obsd_sched_block *cb, uint32_t pos,
+                                       sched_block_filter filter, void *filter_ctx,
+                                       struct sched_worker_sample *w,
+                                       struct sched_queue_sample *q)
+{
+    struct obsd_sched_block *b = (struct obsd_sched_block *)cb;
+    uint32_t state = atomic_load_explicit(&b->state, memory_order_acquire);
+    if (state != OBSD_SCHED_ACTIVE && state != OBSD_SCHED_RETIRED)
+        return state == OBSD_SCHED_FREE || state == OBSD_SCHED_CLAIMING ? SCHED_BLOCK_UNUSED
+                                                                          : SCHED_BLOCK_INVALID;
+    uint32_t gen = atomic_load_explicit(&b->generation, memory_order_acquire);
+    /* Identity fields are plain memory written before state was
+     * published (and rewritten by a reclaim, which the generation check
+     * catches); copy them once with atomic loads, then check the copy. */
+    uint32_t magic = LOAD(b->magic);
+    uint16_t version = LOAD(b->version), kind = LOAD(b->kind);
+    int32_t pid = LOAD(b->owner_pid), tid = LOAD(b->owner_tid);
+    int64_t index = LOAD(b->index);
+    uint64_t claim_ns = LOAD(b->claim_ns);
+    if (magic != OBSD_SCHED_MAGIC || version != OBSD_SCHED_LAYOUT_VERSION ||
+        (kind != OBSD_SCHED_KIND_WORKER && kind != OBSD_SCHED_KIND_QUEUE) ||
+        pid <= 0 || index < 0 || index > INT32_MAX)
+        return SCHED_BLOCK_INVALID;
+    if (filter && !filter(filter_ctx, pid, claim_ns))
+        return SCHED_BLOCK_FILTERED;
+    if (kind == OBSD_SCHED_KIND_WORKER) {
+        memset(w, 0, sizeof *w);
+        w->block = pos;
+        w->generation = gen;
+        w->pid = pid;
+        w->tid = tid;
+        w->worker_index = index;
+        w->claim_ns = claim_ns;
+        w->state = (uint8_t)state;
+        sched_read_worker_block(b, w);
+        if (atomic_load_explicit(&b->generation, memory_order_acquire) != gen)
+            return SCHED_BLOCK_RECLAIMED;
+        return SCHED_BLOCK_WORKER;
+    }
+    memset(q, 0, sizeof *q);
+    for (size_t k = 0; k < sizeof q->tag; k++)
+        q->tag[k] = LOAD(b->u.q.tag[k]);
+    if (!sched_tag_valid(q->tag))
+        return SCHED_BLOCK_INVALID;
+    q->block = pos;
+    q->generation = gen;
+    q->pid = pid;
+    q->state = (uint8_t)state;
+    q->claim_ns = claim_ns;
+    q->pushed_total = ld(&b->u.q.pushed_total);
+    q->popped_total = ld(&b->u.q.popped_total);
+    q->enqueue_cas_retries = ld(&b->u.q.enqueue_cas_retries);
+    q->dequeue_cas_retries = ld(&b->u.q.dequeue_cas_retries);
+    if (atomic_load_explicit(&b->generation, memory_order_acquire) != gen)
+        return SCHED_BLOCK_RECLAIMED;
+    return SCHED_BLOCK_QUEUE;
 }
 
 void sched_read(const void *area, size_t bytes, struct sched_sample *out,
@@ -111,68 +158,23 @@ void sched_read(const void *area, size_t bytes, struct sched_sample *out,
     size_t n = bytes / OBSD_SCHED_BLOCK_BYTES;
     if (n > out->cap)
         n = out->cap;
-    struct obsd_sched_block *blocks = (struct obsd_sched_block *)area;
+    const struct obsd_sched_block *blocks = area;
     for (size_t i = 0; i < n; i++) {
-        struct obsd_sched_block *b = &blocks[i];
-        uint32_t state = atomic_load_explicit(&b->state, memory_order_acquire);
-        if (state != OBSD_SCHED_ACTIVE && state != OBSD_SCHED_RETIRED) {
-            if (state != OBSD_SCHED_FREE && state != OBSD_SCHED_CLAIMING)
-                out->rejected++;
-            continue;
-        }
-        uint32_t gen = atomic_load_explicit(&b->generation, memory_order_acquire);
-        /* Identity fields are plain memory written before state was
-         * published (and rewritten by a reclaim, which the generation check
-         * catches); copy them once with atomic loads, then check the copy. */
-        uint32_t magic = LOAD(b->magic);
-        uint16_t version = LOAD(b->version), kind = LOAD(b->kind);
-        int32_t pid = LOAD(b->owner_pid), tid = LOAD(b->owner_tid);
-        int64_t index = LOAD(b->index);
-        uint64_t claim_ns = LOAD(b->claim_ns);
-        if (magic != OBSD_SCHED_MAGIC || version != OBSD_SCHED_LAYOUT_VERSION ||
-            (kind != OBSD_SCHED_KIND_WORKER && kind != OBSD_SCHED_KIND_QUEUE) ||
-            pid <= 0 || index < 0 || index > INT32_MAX) {
+        struct sched_worker_sample *w = &out->workers[out->n_workers];
+        struct sched_queue_sample *q = &out->queues[out->n_queues];
+        switch (sched_read_block(&blocks[i], (uint32_t)i, filter, filter_ctx, w, q)) {
+        case SCHED_BLOCK_INVALID:
             out->rejected++;
-            continue;
-        }
-        if (filter && !filter(filter_ctx, pid, claim_ns))
-            continue;
-        if (kind == OBSD_SCHED_KIND_WORKER) {
-            struct sched_worker_sample *w = &out->workers[out->n_workers];
-            memset(w, 0, sizeof *w);
-            w->block = (uint32_t)i;
-            w->generation = gen;
-            w->pid = pid;
-            w->tid = tid;
-            w->worker_index = index;
-            w->claim_ns = claim_ns;
-            w->state = (uint8_t)state;
-            if (!sched_read_worker_block(b, w))
-                out->torn++;
-            if (atomic_load_explicit(&b->generation, memory_order_acquire) != gen)
-                continue;   /* reclaimed while we read */
+            break;
+        case SCHED_BLOCK_WORKER:
+            out->torn += w->torn;
             out->n_workers++;
-        } else {
-            struct sched_queue_sample *q = &out->queues[out->n_queues];
-            memset(q, 0, sizeof *q);
-            for (size_t k = 0; k < sizeof q->tag; k++)
-                q->tag[k] = LOAD(b->u.q.tag[k]);
-            if (!tag_valid(q->tag)) {
-                out->rejected++;
-                continue;
-            }
-            q->block = (uint32_t)i;
-            q->generation = gen;
-            q->pid = pid;
-            q->state = (uint8_t)state;
-            q->claim_ns = claim_ns;
-            q->pushed_total = ld(&b->u.q.pushed_total);
-            q->popped_total = ld(&b->u.q.popped_total);
-            q->enqueue_cas_retries = ld(&b->u.q.enqueue_cas_retries);
-            q->dequeue_cas_retries = ld(&b->u.q.dequeue_cas_retries);
-            if (atomic_load_explicit(&b->generation, memory_order_acquire) != gen)
-                continue;
+            break;
+        case SCHED_BLOCK_QUEUE:
             out->n_queues++;
+            break;
+        default:
+            break;
         }
     }
 }
