@@ -2,16 +2,18 @@
  * sched.h: the collector side of the scheduler counters.
  *
  * Three layers, each usable alone:
- *   - reading (sched_sample.h, free of jansson and the engine so libobsd can
- *     carry it too): sched_read() copies every valid block of the segment's
- *     sched area into a sample without torn values, validating each block
- *     (the area is untrusted shared memory);
+ *   - reading (sched_sample.h, shared with libobsd, which takes the same
+ *     samples at session events): sched_read() copies every valid block of
+ *     the segment's sched area into a sample without torn values, validating
+ *     each block (the area is untrusted shared memory);
  *   - arithmetic: pure functions for per-worker deltas, the measurement
  *     window, derived metrics (throughput, steal_yield, idle_ratio,
  *     enq_retry_ratio, fairness CV and Gini) and repeat summaries, so tests can
  *     check them against hand-computed values;
- *   - the engine module (sched_module_ops): samples at TRACKING_START and at
- *     TRACKING_STOP/ENDED and contributes the "sched" snapshot section.
+ *   - the engine module (sched_module_ops): uses the samples the producer took
+ *     when it sent TRACKING_START and TRACKING_STOP/ENDED (sched_wire.h), or
+ *     reads the area itself when no sample came, and contributes the "sched"
+ *     snapshot section.
  *
  * Undefined ratios (a division by zero) are reported as JSON null with a note
  * naming the reason; the has_* flags below say whether a value is defined.
@@ -40,9 +42,11 @@ int sched_worker_delta(const struct sched_worker_sample *end,
                        struct sched_worker_sample *out);
 
 /* The measurement window: from the warm read to the end read, closed early at
- * the last completion when every worker had finished before the end read (the
- * collector reads when it processes the event; a lagging read would otherwise
- * add idle time). Returns 0 when end <= start. */
+ * the last completion when every worker had finished before the end read
+ * (idle time after the last completion is not part of it; with a read by the
+ * collector, which lags the event, it would be its lag). Returns 0 when
+ * end <= start. The reads' times are the producer's samples' when they came
+ * with the events (sched_wire.h). */
 uint64_t sched_window_ns(uint64_t warm_ns, uint64_t end_ns, uint64_t max_last_completion_ns);
 
 /* Fairness over per-worker values: population coefficient of variation

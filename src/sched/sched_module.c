@@ -1,12 +1,21 @@
 /*
  * sched_module.c: the engine module of the scheduler counters.
  *
- * It owns no record types: the counters are read straight from the segment's
- * sched area. Samples are taken when the engine hands over session events:
- * STARTED (fallback baseline), TRACKING_START (the warmup mark: the
- * baseline), TRACKING_STOP or else ENDED/INTERRUPTED (the end). Between the
- * baseline and the end every snapshot shows the running deltas; after the
- * end, the final ones.
+ * The counters live in the segment's sched area. The module needs samples of
+ * it at session events: STARTED (fallback baseline), TRACKING_START (the
+ * warmup mark: the baseline), TRACKING_STOP or else ENDED/INTERRUPTED (the
+ * end). Between the baseline and the end every snapshot shows the running
+ * deltas; after the end, the final ones.
+ *
+ * A sample is the producer's own when it sent one with the event (record
+ * OBSD_REC_SCHED_SAMPLE, sched_wire.h: read by libobsd at the call, so the
+ * window is exactly the producer's). The record comes just before its event
+ * in the same ring (STARTED's just after), and is held in a short pending list
+ * until the engine hands over the event with the same code and timestamp.
+ * Without one (an older libobsd, a dropped or rejected record, a collector
+ * that attached after the event was sent) the module reads the area when it
+ * processes the event, as before, and the section says the window is
+ * approximate. Which events count is the same either way.
  */
 #include <errno.h>
 #include <signal.h>
@@ -16,10 +25,23 @@
 
 #include "engine/module.h"
 #include "sched/sched.h"
+#include "sched/sched_wire.h"
 
 #include "obsd/obsd.h"
 
 enum phase { PH_NONE, PH_STARTED, PH_TRACKING, PH_DONE };
+
+/* Producer samples waiting for their event: a few suffice, since a sample is
+ * written right next to its event; the oldest goes when the list is full. */
+#define SCHED_PENDING_MAX 8
+
+struct pending {
+    bool used;
+    uint32_t event;
+    uint64_t event_ts;
+    uint64_t arrival;               /* order of arrival, for eviction */
+    struct sched_sample s;          /* sized to what it holds */
+};
 
 struct sched_state {
     void *area;
@@ -27,9 +49,16 @@ struct sched_state {
     uint64_t run_start_ns;          /* 0: unknown (collector attached mid-run) */
     enum phase phase;
     struct sched_sample start, warm, end, cur;
+    struct sched_sample scratch;    /* a sample record being decoded */
     struct sched_worker_sample *deltas;
     uint64_t invalid_blocks;        /* blocks failing validation, at the last read */
     uint64_t nonmonotonic;          /* workers dropped because a counter went backwards */
+    bool started_seen;              /* the STARTED whose late sample start may still take */
+    uint64_t started_ts;
+    struct pending pending[SCHED_PENDING_MAX];
+    uint64_t arrivals;
+    /* producer sample records, over the module's life */
+    uint64_t samples_received, samples_used, samples_rejected, samples_unmatched;
     void (*log)(int level, const char *fmt, ...);
 };
 
@@ -58,6 +87,105 @@ static void take(struct sched_state *st, struct sched_sample *s)
     st->invalid_blocks = s->rejected;
 }
 
+/* A producer's sample as the module's sample: the blocks of this run only,
+ * by the same filter as take(), applied now. */
+static void install(struct sched_state *st, struct sched_sample *dst,
+                    const struct sched_sample *src)
+{
+    sched_sample_clear(dst);
+    dst->taken = true;
+    dst->by_producer = true;
+    dst->taken_ns = src->taken_ns;
+    dst->read_ns = src->read_ns;
+    dst->sampler_pid = src->sampler_pid;
+    dst->rejected = src->rejected;
+    for (size_t i = 0; i < src->n_workers && dst->n_workers < dst->cap; i++) {
+        const struct sched_worker_sample *w = &src->workers[i];
+        if (!run_filter(st, w->pid, w->claim_ns))
+            continue;
+        dst->workers[dst->n_workers++] = *w;
+        dst->torn += w->torn;
+    }
+    for (size_t i = 0; i < src->n_queues && dst->n_queues < dst->cap; i++)
+        if (run_filter(st, src->queues[i].pid, src->queues[i].claim_ns))
+            dst->queues[dst->n_queues++] = src->queues[i];
+    st->invalid_blocks = dst->rejected;
+    st->samples_used++;
+}
+
+static void pending_drop(struct pending *p)
+{
+    sched_sample_free(&p->s);
+    p->used = false;
+}
+
+/* Keeps a copy of the decoded sample until its event comes. */
+static void pending_add(struct sched_state *st, uint32_t event, uint64_t event_ts,
+                        const struct sched_sample *s)
+{
+    struct pending *slot = NULL;
+    for (size_t i = 0; i < SCHED_PENDING_MAX && !slot; i++)
+        if (!st->pending[i].used)
+            slot = &st->pending[i];
+    if (!slot) {
+        slot = &st->pending[0];
+        for (size_t i = 1; i < SCHED_PENDING_MAX; i++)
+            if (st->pending[i].arrival < slot->arrival)
+                slot = &st->pending[i];
+        pending_drop(slot);
+        st->samples_unmatched++;   /* its event never came (dropped, or ignored by the engine) */
+    }
+    size_t n = s->n_workers > s->n_queues ? s->n_workers : s->n_queues;
+    if (sched_sample_init(&slot->s, n) < 0) {
+        st->samples_unmatched++;
+        return;
+    }
+    struct sched_sample *d = &slot->s;
+    size_t cap = d->cap;
+    struct sched_worker_sample *ws = d->workers;
+    struct sched_queue_sample *qs = d->queues;
+    *d = *s;
+    d->cap = cap;
+    d->workers = ws;
+    d->queues = qs;
+    memcpy(ws, s->workers, s->n_workers * sizeof *ws);
+    memcpy(qs, s->queues, s->n_queues * sizeof *qs);
+    slot->used = true;
+    slot->event = event;
+    slot->event_ts = event_ts;
+    slot->arrival = ++st->arrivals;
+}
+
+/* The pending sample of this event (the earliest, if a thread sent the same
+ * event twice with one timestamp), or NULL. */
+static struct pending *pending_find(struct sched_state *st, uint32_t event, uint64_t ts)
+{
+    struct pending *best = NULL;
+    for (size_t i = 0; i < SCHED_PENDING_MAX; i++) {
+        struct pending *p = &st->pending[i];
+        if (p->used && p->event == event && p->event_ts == ts &&
+            (!best || p->arrival < best->arrival))
+            best = p;
+    }
+    return best;
+}
+
+/* The sample of a session event: the producer's if it sent one, else a read
+ * of the area now. A pending sample of the event is consumed either way. */
+static void sample_for(struct sched_state *st, int event, uint64_t ts, struct sched_sample *dst,
+                       bool wanted)
+{
+    struct pending *p = pending_find(st, (uint32_t)event, ts);
+    if (wanted) {
+        if (p)
+            install(st, dst, &p->s);
+        else
+            take(st, dst);
+    }
+    if (p)
+        pending_drop(p);
+}
+
 void *sched_module_create_on(void *area, size_t bytes,
                              void (*log)(int level, const char *fmt, ...))
 {
@@ -70,11 +198,13 @@ void *sched_module_create_on(void *area, size_t bytes,
     st->log = log;
     if (sched_sample_init(&st->start, st->cap) || sched_sample_init(&st->warm, st->cap) ||
         sched_sample_init(&st->end, st->cap) || sched_sample_init(&st->cur, st->cap) ||
+        sched_sample_init(&st->scratch, st->cap) ||
         !(st->deltas = calloc(st->cap ? st->cap : 1, sizeof *st->deltas))) {
         sched_sample_free(&st->start);
         sched_sample_free(&st->warm);
         sched_sample_free(&st->end);
         sched_sample_free(&st->cur);
+        sched_sample_free(&st->scratch);
         free(st);
         return NULL;
     }
@@ -101,6 +231,10 @@ static void sched_destroy(void *state)
     sched_sample_free(&st->warm);
     sched_sample_free(&st->end);
     sched_sample_free(&st->cur);
+    sched_sample_free(&st->scratch);
+    for (size_t i = 0; i < SCHED_PENDING_MAX; i++)
+        if (st->pending[i].used)
+            pending_drop(&st->pending[i]);
     free(st->deltas);
     free(st);
 }
@@ -115,6 +249,10 @@ static void sched_reset(void *state)
     sched_sample_clear(&st->end);
     sched_sample_clear(&st->cur);
     st->nonmonotonic = 0;
+    st->started_seen = false;
+    /* Pending samples stay: the next run's STARTED may have sent its sample
+     * while this run was still draining (the engine replays the event after
+     * the final). */
 }
 
 static void sched_on_session(void *state, int event, uint64_t ts_ns)
@@ -123,21 +261,21 @@ static void sched_on_session(void *state, int event, uint64_t ts_ns)
     switch (event) {
     case OBSD_SESSION_STARTED:
         st->run_start_ns = ts_ns;
-        take(st, &st->start);
+        sample_for(st, event, ts_ns, &st->start, true);
         st->phase = PH_STARTED;
+        /* STARTED's sample follows its event: it may still come */
+        st->started_seen = !st->start.by_producer;
+        st->started_ts = ts_ns;
         break;
     case OBSD_SESSION_TRACKING_START:
-        if (st->phase == PH_DONE)
-            break;
-        take(st, &st->warm);
-        st->phase = PH_TRACKING;
+        sample_for(st, event, ts_ns, &st->warm, st->phase != PH_DONE);
+        if (st->phase != PH_DONE)
+            st->phase = PH_TRACKING;
         break;
     case OBSD_SESSION_TRACKING_STOP:
     case OBSD_SESSION_ENDED:
     case OBSD_SESSION_INTERRUPTED:
-        if (st->phase == PH_DONE)
-            break;
-        take(st, &st->end);
+        sample_for(st, event, ts_ns, &st->end, st->phase != PH_DONE);
         st->phase = PH_DONE;
         break;
     default:
@@ -242,6 +380,26 @@ json_t *sched_module_section(void *state, struct sched_derived *d_out)
     json_object_set_new(sec, "phase", json_string(phase_name(st->phase)));
     const char *base = st->warm.taken ? "tracking_start" : st->start.taken ? "session_start" : "none";
     json_object_set_new(sec, "baseline", json_string(base));
+    /* Who read the two ends: the producer at the call (exact), or the
+     * collector when it processed the event (late by its lag). */
+    const struct sched_sample *bsm = baseline(st);
+    bool done = st->phase == PH_DONE;
+    bool base_exact = bsm && bsm->by_producer, end_exact = done && now->by_producer;
+    json_object_set_new(sec, "baseline_sampled_by",
+                        json_string(!bsm ? "none" : base_exact ? "producer" : "collector"));
+    json_object_set_new(sec, "end_sampled_by",
+                        json_string(!done ? "live" : end_exact ? "producer" : "collector"));
+    json_object_set_new(sec, "window_exact", json_boolean(base_exact && (!done || end_exact)));
+    if (base_exact)
+        json_object_set_new(sec, "baseline_read_ns", json_integer((json_int_t)bsm->read_ns));
+    if (end_exact)
+        json_object_set_new(sec, "end_read_ns", json_integer((json_int_t)now->read_ns));
+    json_t *ps = json_object();
+    json_object_set_new(ps, "received", json_integer((json_int_t)st->samples_received));
+    json_object_set_new(ps, "used", json_integer((json_int_t)st->samples_used));
+    json_object_set_new(ps, "rejected", json_integer((json_int_t)st->samples_rejected));
+    json_object_set_new(ps, "unmatched", json_integer((json_int_t)st->samples_unmatched));
+    json_object_set_new(sec, "producer_samples", ps);
     json_object_set_new(sec, "window_start_ns", json_integer((json_int_t)ws));
     json_object_set_new(sec, "window_end_ns", json_integer((json_int_t)we));
     json_object_set_new(sec, "window_s", json_real((double)d.window_ns / 1e9));
@@ -270,6 +428,14 @@ json_t *sched_module_section(void *state, struct sched_derived *d_out)
     if (strcmp(base, "tracking_start"))
         json_array_append_new(notes, json_string(
             "no TRACKING_START seen: deltas count from the session start or the block's claim"));
+    if (bsm && !base_exact)
+        json_array_append_new(notes, json_string(
+            "the baseline was read by the collector when it processed the session event (no "
+            "sample came from the producer with it): the window is approximate"));
+    if (done && !end_exact)
+        json_array_append_new(notes, json_string(
+            "the end was read by the collector when it processed the session event or the final "
+            "snapshot (no sample came from the producer with it): the window is approximate"));
     if (st->nonmonotonic)
         json_array_append_new(notes, json_string(
             "some workers were left out: a counter went backwards (block reset or corrupt)"));
@@ -294,6 +460,8 @@ static int sched_contribute(void *state, struct snapshot *snap, bool final)
     int rc = 0;
     if (st->invalid_blocks)
         rc |= snapshot_add_counter(snap, "sched_invalid_blocks", (int64_t)st->invalid_blocks);
+    if (st->samples_rejected)
+        rc |= snapshot_add_counter(snap, "sched_samples_rejected", (int64_t)st->samples_rejected);
     if (!sec)
         return rc;
     rc |= snapshot_add_counter(snap, "sched_workers", (int64_t)d.n_workers);
@@ -317,13 +485,32 @@ static int sched_contribute(void *state, struct snapshot *snap, bool final)
     return rc ? -1 : 0;
 }
 
+/* A producer's sample (sched_wire.h): validated as untrusted input, then
+ * held until its event comes, or given to the STARTED it follows. */
 static int sched_on_record(void *state, const struct shm_producer *from,
                            const struct shm_record *rec)
 {
-    (void)state;
-    (void)from;
-    (void)rec;
-    return -1;  /* the module owns no record types */
+    struct sched_state *st = state;
+    if (rec->type != OBSD_REC_SCHED_SAMPLE)
+        return -1;   /* the rest of the range is reserved */
+    st->samples_received++;
+    uint64_t event_ts = 0;
+    const char *why = sched_wire_decode(rec->payload, rec->len, rec->key, st->area, st->bytes,
+                                        mono_ns(), &st->scratch, &event_ts);
+    if (why) {
+        st->samples_rejected++;
+        if (st->log && st->samples_rejected <= 3)   /* a hostile producer cannot flood the log */
+            st->log(1, "sched: sample record from pid %d rejected: %s", from ? (int)from->pid : 0,
+                    why);
+        return -1;   /* the engine counts it as rejected too */
+    }
+    if (rec->key == OBSD_SESSION_STARTED && st->started_seen && event_ts == st->started_ts) {
+        install(st, &st->start, &st->scratch);
+        st->started_seen = false;
+        return 0;
+    }
+    pending_add(st, rec->key, event_ts, &st->scratch);
+    return 0;
 }
 
 static void sched_on_tick(void *state)
@@ -339,8 +526,8 @@ static uint64_t sched_pending(void *state)
 
 const struct module_ops sched_module_ops = {
     .name = "sched",
-    .type_first = 0,
-    .type_last = 0,
+    .type_first = OBSD_REC_SCHED_FIRST,   /* OBSD_REC_SCHED_SAMPLE; the rest reserved */
+    .type_last = OBSD_REC_SCHED_LAST,
     .create = sched_create,
     .destroy = sched_destroy,
     .reset = sched_reset,

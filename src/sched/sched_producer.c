@@ -42,7 +42,10 @@ static bool tag_ok(const char *tag)
     return true;
 }
 
-/* Takes ownership of one block (state CLAIMING on success). */
+/* Takes ownership of one block (state CLAIMING on success). The lowest FREE
+ * block first, and no block ever returns to FREE: the blocks in use stay a
+ * prefix of the area, which the session-event sampler relies on to stop at
+ * the first FREE block (sched_wire.c). */
 static struct obsd_sched_block *grab(struct obsd_sched_block *blocks, size_t n)
 {
     for (size_t i = 0; i < n; i++) {

@@ -7,8 +7,8 @@
  * generation is read before and after the copy; a block reclaimed meanwhile
  * is dropped from this read rather than reported with mixed owners.
  *
- * It depends on nothing but libc (see sched_sample.h), so libobsd can carry
- * it too.
+ * Compiled into libobsd as well (a producer samples the area when it sends a
+ * session event), so it depends on nothing but libc: see sched_sample.h.
  */
 #include <stdatomic.h>
 #include <stdlib.h>
@@ -39,7 +39,10 @@ void sched_sample_free(struct sched_sample *s)
 void sched_sample_clear(struct sched_sample *s)
 {
     s->taken = false;
+    s->by_producer = false;
     s->taken_ns = 0;
+    s->read_ns = 0;
+    s->sampler_pid = 0;
     s->n_workers = s->n_queues = 0;
     s->rejected = s->torn = 0;
 }

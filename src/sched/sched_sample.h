@@ -1,9 +1,11 @@
 /*
  * sched_sample.h: consistent reads of the scheduler counter area.
  *
- * The collector's (sched module's) reads, with no dependency beyond libc
- * and obsd_sched.h, so that libobsd can carry the same code and a producer
- * can take samples with the same validation and memory ordering.
+ * Shared by both sides: the collector (sched module) reads the area when it
+ * needs a sample of its own, and libobsd reads it when a producer sends a
+ * session event (sched_wire.h), so the two take their samples with the same
+ * validation and the same memory ordering. No dependency beyond libc and
+ * obsd_sched.h, so libobsd can carry it.
  *
  * Memory ordering (sched_read.c): every load of a block is an acquire load
  * (a plain move on x86-64). The block's state is loaded first and pairs with
@@ -55,7 +57,10 @@ struct sched_queue_sample {
 
 struct sched_sample {
     bool taken;
+    bool by_producer;               /* taken by libobsd at a session event (sched_wire.h) */
     uint64_t taken_ns;              /* CLOCK_MONOTONIC when read */
+    uint64_t read_ns;               /* producer samples: how long the read took */
+    int32_t sampler_pid;            /* producer samples: the process that read */
     size_t n_workers, n_queues, cap;
     struct sched_worker_sample *workers;
     struct sched_queue_sample *queues;
