@@ -108,7 +108,9 @@ int obsd_flush(obsd_t *h);
  * when the thread exits). */
 void obsd_thread_release(obsd_t *h);
 
-/* Session events carry obsd_now(), or the caller's timestamp with _at. */
+/* Session events carry obsd_now(), or the caller's timestamp with _at. On a
+ * segment whose scheduler blocks are in use, the call also reads the blocks
+ * and sends the sample with the event (a few microseconds; libobsd(3)). */
 int obsd_session(obsd_t *h, enum obsd_session_event ev);
 int obsd_session_at(obsd_t *h, enum obsd_session_event ev, uint64_t ts_ns);
 

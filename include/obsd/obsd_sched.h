@@ -4,11 +4,14 @@
  *
  * A work-stealing runtime gives each worker thread a counter block in the
  * shared-memory segment and bumps its fields where the scheduler does the
- * matching thing (a local push, a steal attempt, a park, ...). The collector
- * reads every block at the warmup mark (OBSD_SESSION_TRACKING_START) and at
- * the end (TRACKING_STOP, or ENDED) and reports per-worker deltas plus
- * throughput, steal yield, idle ratio and fairness in the snapshot section
- * "sched" (see libobsd(3), obsctl(1)).
+ * matching thing (a local push, a steal attempt, a park, ...). Every block is
+ * read at the warmup mark (OBSD_SESSION_TRACKING_START) and at the end
+ * (TRACKING_STOP, or ENDED): by obsd_session() itself, at the call, which
+ * sends the sample with the event, so the window is exactly the caller's
+ * (by the collector when it processes the event, if no sample came). The
+ * collector reports per-worker deltas plus throughput, steal yield, idle
+ * ratio and fairness in the snapshot section "sched" (see libobsd(3),
+ * obsctl(1)).
  *
  *   struct obsd_sched_block *w = obsd_sched_worker(h, OBSD_SCHED_AUTO);
  *   ...

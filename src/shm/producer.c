@@ -784,6 +784,11 @@ void *obsd__sched_area(obsd_t *h, size_t *bytes)
     return (char *)h->base + h->L.sched_off;
 }
 
+uint64_t obsd__max_message(obsd_t *h)
+{
+    return h ? h->L.max_text_bytes + SEG_TEXT_SLACK : 0;
+}
+
 /* ------------------------------------------------------------------ */
 /* Public record functions                                             */
 
@@ -849,7 +854,16 @@ int obsd_flush(obsd_t *h)
     return OBSD_OK;
 }
 
-int obsd_session_at(obsd_t *h, enum obsd_session_event ev, uint64_t ts_ns)
+/*
+ * A session event on a segment with a scheduler area also carries a sample
+ * of the counter blocks read at this moment, so the collector measures the
+ * tracking window from the call, not from when it gets to the record
+ * (src/sched/sched_wire.h). The sample goes into the same ring: right before
+ * the event, except STARTED's, which follows it (so it lands inside the run
+ * the event opens); the read itself happens before the event is written.
+ * taken_ns: the sample's moment (0: read the clock when sampling).
+ */
+static int session_write(obsd_t *h, enum obsd_session_event ev, uint64_t ts_ns, uint64_t taken_ns)
 {
     if (!h || ev < OBSD_SESSION_STARTED || ev > OBSD_SESSION_INTERRUPTED) {
         if (h)
@@ -857,7 +871,14 @@ int obsd_session_at(obsd_t *h, enum obsd_session_event ev, uint64_t ts_ns)
         obsd__set_error(h ? "invalid session event %d" : "NULL handle", (int)ev);
         return OBSD_EINVAL;
     }
+    struct obsd__sched_sample smp;
+    bool sampled = obsd__sched_sample_take(h, ts_ns, taken_ns, &smp);
+    if (sampled && ev != OBSD_SESSION_STARTED)
+        obsd__sched_sample_send(h, (uint32_t)ev, &smp);
     int rc = put8(h, OBSD_REC_SESSION, (uint32_t)ev, ts_ns);
+    if (sampled && ev == OBSD_SESSION_STARTED)
+        obsd__sched_sample_send(h, (uint32_t)ev, &smp);
+    obsd__sched_sample_free(&smp);
     /* Session events wake the collector at once: fence so that either it
      * sees our head or we see its sleeping flag. */
     atomic_thread_fence(memory_order_seq_cst);
@@ -866,9 +887,16 @@ int obsd_session_at(obsd_t *h, enum obsd_session_event ev, uint64_t ts_ns)
     return rc;
 }
 
+int obsd_session_at(obsd_t *h, enum obsd_session_event ev, uint64_t ts_ns)
+{
+    return session_write(h, ev, ts_ns, 0);
+}
+
+/* One clock read: the event's timestamp is also its sample's moment. */
 int obsd_session(obsd_t *h, enum obsd_session_event ev)
 {
-    return obsd_session_at(h, ev, obsd_now());
+    uint64_t now = obsd_now();
+    return session_write(h, ev, now, now);
 }
 
 static int text_check(obsd_t *h, const char *text, size_t len, const char *what)

@@ -14,6 +14,7 @@
 #ifndef OBSD_SHM_PRODUCER_INTERNAL_H
 #define OBSD_SHM_PRODUCER_INTERNAL_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -35,6 +36,24 @@ int obsd__write2(obsd_t *h, uint8_t type, uint8_t flags, uint32_t key,
  * *bytes = 0) for a NULL handle. */
 #define OBSD__SCHED_BLOCK_BYTES 256u
 void *obsd__sched_area(obsd_t *h, size_t *bytes);
+
+/* Largest payload obsd__write accepts (max_text_bytes plus its slack). */
+uint64_t obsd__max_message(obsd_t *h);
+
+/* The sample of the scheduler area a session event carries (sched_session.c,
+ * record format in src/sched/sched_wire.h). take reads every block in use now
+ * (taken_ns: the moment to record, 0 = read the clock) and returns false when
+ * the segment has no scheduler area or no block of it was ever claimed; send
+ * writes it into the calling thread's ring as the sample of event; free
+ * releases the buffer. */
+struct obsd__sched_sample {
+    void *buf;
+    size_t len;
+};
+bool obsd__sched_sample_take(obsd_t *h, uint64_t event_ts_ns, uint64_t taken_ns,
+                             struct obsd__sched_sample *s);
+void obsd__sched_sample_send(obsd_t *h, uint32_t event, struct obsd__sched_sample *s);
+void obsd__sched_sample_free(struct obsd__sched_sample *s);
 
 /* Sets the calling thread's obsd_last_error() message (printf format). */
 void obsd__set_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
