@@ -1026,6 +1026,27 @@ static int run_pretok(const tokenizer *tok, struct tok_ws *ws, const tok_pretok 
     return 0;
 }
 
+/* The Isolated pieces of direct_kinds[level] in p[0..n): matches and the
+ * text between them, each cut further by the next level, then BPE. */
+static int direct_pieces(const tokenizer *tok, struct tok_ws *ws, size_t level, const uint8_t *p, size_t n,
+                         tokenizer_ids *out, uint64_t *count)
+{
+    if (level == tok->ndirect)
+        return tok_bpe_piece(tok, ws, p, n, out, count);
+    size_t pos = 0, ms, me;
+    int rc = 0;
+    while (!rc && tok_split_next(tok->direct_kinds[level], p, n, pos, &ms, &me)) {
+        if (ms > pos)
+            rc = direct_pieces(tok, ws, level + 1, p + pos, ms - pos, out, count);
+        if (!rc)
+            rc = direct_pieces(tok, ws, level + 1, p + ms, me - ms, out, count);
+        pos = me;
+    }
+    if (!rc && pos < n)
+        rc = direct_pieces(tok, ws, level + 1, p + pos, n - pos, out, count);
+    return rc;
+}
+
 /* Pre-tokenizes one (normalized) segment and runs BPE on every piece. */
 static int pretok_and_bpe(const tokenizer *tok, struct tok_ws *ws, const uint8_t *p, size_t n, bool at_origin,
                           tokenizer_ids *out, uint64_t *count)
@@ -1034,16 +1055,8 @@ static int pretok_and_bpe(const tokenizer *tok, struct tok_ws *ws, const uint8_t
         return 0;
     if (n > UINT32_MAX - 8)
         return TOKENIZER_ENOMEM;
-    if (tok->direct_split && !tok->regex_only) {
-        size_t pos = 0, ms, me;
-        while (tok_split_next(tok->direct_split, p, n, pos, &ms, &me)) {
-            int rc = tok_bpe_piece(tok, ws, p + ms, me - ms, out, count);
-            if (rc)
-                return rc;
-            pos = me;
-        }
-        return 0;
-    }
+    if (tok->ndirect && !tok->regex_only)
+        return direct_pieces(tok, ws, 0, p, n, out, count);
     arena_reset(ws);
     spanvec *in = &ws->a, *o = &ws->b;
     in->n = 0;

@@ -182,10 +182,12 @@ struct tokenizer {
     tok_pretok *pretoks;
     size_t npretoks;
     bool regex_only; /* tests: PCRE2 even where a hand-written matcher exists */
-    /* TOK_SPLIT_LLAMA3/QWEN when the pre-tokenizer is just that Split
-     * (Isolated) and a ByteLevel without regex or prefix space: its matches
-     * tile the text and are the pieces, so encoding runs BPE on them directly */
-    int direct_split;
+    /* When the pre-tokenizer is only Splits with hand-written matchers
+     * (Isolated, not inverted) and then a ByteLevel without regex or prefix
+     * space, their kinds in order: encoding cuts each piece by the next
+     * matcher and runs BPE on the pieces directly. ndirect 0: the general path. */
+    int direct_kinds[4];
+    size_t ndirect;
     /* pieces of up to this many symbols merge by rescanning, longer ones by
      * rank groups (TOK_LINEAR_MAX; tests move it to compare the two) */
     size_t linear_max;

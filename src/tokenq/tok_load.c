@@ -920,11 +920,15 @@ static bool finish_model(tokenizer *t, ctx *c)
         }
     }
     const tok_pretok *pt = t->pretoks;
-    if (t->npretoks == 2 && pt[0].kind == PT_SPLIT && pt[0].re &&
-        (pt[0].split_kind == TOK_SPLIT_LLAMA3 || pt[0].split_kind == TOK_SPLIT_QWEN) &&
-        pt[0].behavior == B_ISOLATED && !pt[0].invert && pt[1].kind == PT_BYTELEVEL && !pt[1].re &&
-        !pt[1].add_prefix_space)
-        t->direct_split = pt[0].split_kind;
+    size_t ns = 0;
+    while (ns < t->npretoks && ns < 4 && pt[ns].kind == PT_SPLIT && pt[ns].re &&
+           pt[ns].split_kind != TOK_SPLIT_REGEX && pt[ns].behavior == B_ISOLATED && !pt[ns].invert)
+        ns++;
+    if (ns > 0 && ns + 1 == t->npretoks && pt[ns].kind == PT_BYTELEVEL && !pt[ns].re && !pt[ns].add_prefix_space) {
+        for (size_t i = 0; i < ns; i++)
+            t->direct_kinds[i] = pt[i].split_kind;
+        t->ndirect = ns;
+    }
     if (pack_pairs(t)) {
         fail(c->err, c->errlen, "out of memory");
         return false;
