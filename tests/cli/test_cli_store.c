@@ -334,13 +334,17 @@ START_TEST(newer_schema_named)
     ck_assert_int_eq(mdb_env_open(env, store_dir, 0, 0640), 0);
     mdb_txn_begin(env, NULL, 0, &txn);
     ck_assert_int_eq(mdb_dbi_open(txn, "meta", 0, &dbi), 0);
-    uint8_t v3[4] = {3, 0, 0, 0};
-    MDB_val k = {14, "schema_version"}, v = {4, v3};
+    const uint8_t newer = OBSD_STORE_SCHEMA_VERSION + 1;
+    uint8_t vn[4] = {newer, 0, 0, 0};
+    MDB_val k = {14, "schema_version"}, v = {4, vn};
     mdb_put(txn, dbi, &k, &v, 0);
     mdb_txn_commit(txn);
     mdb_env_close(env);
     ck_assert_int_eq(RUN("runs", "--store", store_dir), 1);
-    ck_assert_msg(strstr(errbuf, "store schema 3 is newer than this obsctl (1)"), "%s", errbuf);
+    char want[96];
+    snprintf(want, sizeof want, "store schema %u is newer than this obsctl (%u)", (unsigned)newer,
+             (unsigned)OBSD_STORE_SCHEMA_VERSION);
+    ck_assert_msg(strstr(errbuf, want), "%s", errbuf);
 }
 END_TEST
 
