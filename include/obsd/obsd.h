@@ -53,7 +53,8 @@ enum obsd_status {
     OBSD_DROPPED = 1,        /* ring full: dropped and counted */
     OBSD_EINVAL = -1,        /* bad argument (NULL handle, key 0, ...) */
     OBSD_ETOOBIG = -2,       /* payload above the segment's max_text_bytes: refused and counted */
-    OBSD_ENOSLOT = -3,       /* every ring slot is taken: dropped and counted in the segment */
+    OBSD_ENOSLOT = -3,       /* no ring for this thread (every slot taken, or /dev/shm has no
+                                room for its pages): dropped and counted in the segment */
     OBSD_ETIMEDOUT = -4,     /* block mode: no space within the timeout: dropped and counted */
     OBSD_ESTATE = -5,        /* call not valid now (e.g. nested budget context) */
     OBSD_EBUDGET = -6,       /* budget: the charge would exceed the remaining budget */

@@ -102,6 +102,7 @@ struct tls_entry {
     uint64_t id;
     struct pring *r;        /* NULL: no slot was free */
     uint32_t noslot_skip;
+    int no_room;            /* errno of the last claim /dev/shm had no pages for */
 };
 struct tls_state {
     struct tls_entry *e;
@@ -320,8 +321,23 @@ void obsd_close(obsd_t *h)
 /* ------------------------------------------------------------------ */
 /* Ring claim                                                          */
 
-static struct pring *ring_claim(obsd_t *h)
+#ifdef MADV_POPULATE_WRITE
+/* madvise wants a page-aligned start; a slot (256 bytes of control plus the
+ * ring) starts on a page boundary only every 16 slots, so round down: the
+ * extra bytes belong to the previous slot, whose pages exist anyway. */
+static int populate(void *start, uint64_t len)
 {
+    uintptr_t page = (uintptr_t)sysconf(_SC_PAGESIZE);
+    uintptr_t a = (uintptr_t)start & ~(page - 1);
+    return madvise((void *)a, (size_t)((uintptr_t)start - a + len), MADV_POPULATE_WRITE);
+}
+#endif
+
+/* Fills *no_room with an errno when the segment's file system had no pages
+ * for the ring (see ring_claim); 0 otherwise. */
+static struct pring *ring_claim(obsd_t *h, int *no_room)
+{
+    *no_room = 0;
     pid_t pid = getpid();
     pid_t tid = (pid_t)syscall(SYS_gettid);
     struct pring *r = calloc(1, sizeof *r);
@@ -335,17 +351,26 @@ static struct pring *ring_claim(obsd_t *h)
         uint32_t expect = SEG_SLOT_FREE;
         if (atomic_load_explicit(&ctl->state, memory_order_relaxed) != SEG_SLOT_FREE)
             continue;
+        /* Fault the ring's pages in before claiming it, not one by one on the
+         * record path. The segment is a sparse file in /dev/shm: when that
+         * tmpfs is full (a container's default is 64 MiB) a write into an
+         * unbacked page is SIGBUS in the benchmark. Populating first turns
+         * that into a refused claim: the records are dropped and counted.
+         * Populating a slot someone else claims meanwhile only allocates
+         * pages it would get anyway; content is never changed. EINVAL: a
+         * kernel before 5.14, which has no MADV_POPULATE_WRITE. */
+#ifdef MADV_POPULATE_WRITE
+        if (populate(ctl, h->L.ring_stride) < 0 && errno != EINVAL) {
+            *no_room = errno;
+            break;
+        }
+#endif
         if (!atomic_compare_exchange_strong_explicit(&ctl->state, &expect,
                                                      seg_slot_word(SEG_SLOT_CLAIMED, pid),
                                                      memory_order_acq_rel, memory_order_relaxed))
             continue;
         atomic_store_explicit(&ctl->tid, tid, memory_order_relaxed);
         atomic_fetch_add_explicit(&ctl->claims, 1, memory_order_relaxed);
-        /* Fault the ring's pages in now, not one by one on the record
-         * path (best effort: needs Linux 5.14). */
-#ifdef MADV_POPULATE_WRITE
-        madvise(ctl, h->L.ring_stride, MADV_POPULATE_WRITE);
-#endif
         r->pid = pid;
         r->ctl = ctl;
         r->data = seg_ring_data(h->base, &h->L, slot);
@@ -416,12 +441,13 @@ static __attribute__((noinline)) struct pring *ring_get_slow(obsd_t *h)
         e->id = h->id;
         e->r = NULL;
         e->noslot_skip = 0;
+        e->no_room = 0;
     }
     if (!e->r) {
         if (e->noslot_skip) {
             e->noslot_skip--;
         } else {
-            e->r = ring_claim(h);
+            e->r = ring_claim(h, &e->no_room);
             if (!e->r)
                 e->noslot_skip = NOSLOT_RETRY;
         }
@@ -429,7 +455,13 @@ static __attribute__((noinline)) struct pring *ring_get_slow(obsd_t *h)
     if (!e->r) {
         atomic_fetch_add_explicit(&h->hdr->slot_drops, 1, memory_order_relaxed);
         atomic_fetch_add_explicit(&h->noslot_dropped, 1, memory_order_relaxed);
-        obsd__set_error("segment obsd.%s: all %u ring slots are taken", h->name, h->L.max_producers);
+        if (e->no_room)
+            obsd__set_error("segment obsd.%s: no room in /dev/shm for another ring of %llu bytes "
+                            "(%s); enlarge /dev/shm or lower ring_size",
+                            h->name, (unsigned long long)h->L.ring_stride, strerror(e->no_room));
+        else
+            obsd__set_error("segment obsd.%s: all %u ring slots are taken", h->name,
+                            h->L.max_producers);
         return NULL;
     }
     tls_last = *e;

@@ -3,7 +3,10 @@
  * check, every record type end to end, key interning (also across a collector
  * restart), exact drop counting, refusals, slot reuse, abandoned fragments.
  */
+#include <errno.h>
 #include <fcntl.h>
+#include <sched.h>
+#include <sys/mount.h>
 #include <sys/stat.h>
 #include <stddef.h>
 #include <sys/wait.h>
@@ -183,6 +186,129 @@ START_TEST(bad_arguments_are_refused_and_counted)
     ck_assert_uint_eq(ps.records_written, 0);
     obsd_close(h);
     shm_segment_close(seg, true);
+}
+END_TEST
+
+/* A thread of the child below: writes more spans than its 1 MiB ring holds
+ * (nothing drains), so every page of a ring it got is written. */
+#define ROOMLESS_SPANS 50000
+struct roomless_writer {
+    obsd_t *h;
+    obsd_key_t k;
+    pthread_barrier_t *all_written;
+    int ok, dropped, other;
+    char err[256];
+};
+
+static void *roomless_write(void *p)
+{
+    struct roomless_writer *w = p;
+    for (int i = 0; i < ROOMLESS_SPANS; i++) {
+        int rc = obsd_span(w->h, w->k, (uint64_t)i, (uint64_t)i + 1);
+        if (rc == OBSD_OK) {
+            w->ok++;
+        } else if (rc == OBSD_ENOSLOT) {    /* no ring for this thread: dropped, counted */
+            if (!w->err[0])
+                snprintf(w->err, sizeof w->err, "%s", obsd_last_error());
+            w->dropped++;
+        } else if (rc == OBSD_DROPPED) {    /* its ring is full */
+            w->dropped++;
+        } else {
+            w->other++;
+        }
+    }
+    /* keep the ring claimed until every thread has written: released rings
+     * are reused, and the point is four rings at once */
+    pthread_barrier_wait(w->all_written);
+    return NULL;
+}
+
+/* In the child: a private mount namespace with a 3 MiB /dev/shm (as small as
+ * a container's, relative to the rings), a segment of 8 rings of 1 MiB, and
+ * four writer threads that fill their rings. Two rings fit; the other
+ * threads' claims must be refused with a message and counted drops, never
+ * SIGBUS. Exit 77: the
+ * machine does not let the test make a mount namespace. */
+static int roomless_child(void)
+{
+    if (unshare(CLONE_NEWNS) < 0 || mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) < 0 ||
+        mount("tmpfs", "/dev/shm", "tmpfs", 0, "size=3m") < 0)
+        return 77;
+    struct shm_config cfg;
+    shm_config_defaults(&cfg, test_seg_name("roomless"));
+    cfg.ring_bytes = 1 << 20;
+    cfg.max_producers = 8;
+    char err[256];
+    struct shm_segment *seg = shm_segment_create(&cfg, err, sizeof err);
+    if (!seg) {
+        fprintf(stderr, "roomless: %s\n", err);
+        return 1;
+    }
+    obsd_t *h = obsd_open(cfg.name);
+    if (!h)
+        return 2;
+    struct roomless_writer w[4];
+    pthread_t t[4];
+    pthread_barrier_t all_written;
+    pthread_barrier_init(&all_written, NULL, 4);
+    obsd_key_t k = obsd_key(h, "s");
+    for (int i = 0; i < 4; i++) {
+        w[i] = (struct roomless_writer){.h = h, .k = k, .all_written = &all_written};
+        pthread_create(&t[i], NULL, roomless_write, &w[i]);
+    }
+    for (int i = 0; i < 4; i++)
+        pthread_join(t[i], NULL);
+    pthread_barrier_destroy(&all_written);
+    int ok = 0, dropped = 0, refused_threads = 0;
+    for (int i = 0; i < 4; i++) {
+        if (w[i].other)
+            return 3;
+        ok += w[i].ok;
+        dropped += w[i].dropped;
+        if (w[i].ok == 0) {
+            refused_threads++;
+            if (!strstr(w[i].err, "no room in /dev/shm for another ring")) {
+                fprintf(stderr, "roomless: message: %s\n", w[i].err);
+                return 4;
+            }
+        }
+    }
+    struct obsd_producer_stats ps;
+    obsd_stats(h, &ps);
+    if (ps.records_written != (uint64_t)ok || ps.records_dropped != (uint64_t)dropped ||
+        ok + dropped != 4 * ROOMLESS_SPANS) {
+        fprintf(stderr, "roomless: written %llu dropped %llu ok %d dropped %d\n",
+                (unsigned long long)ps.records_written, (unsigned long long)ps.records_dropped, ok,
+                dropped);
+        return 5;
+    }
+    if (refused_threads < 1 || ok < ROOMLESS_SPANS / 2) {
+        fprintf(stderr, "roomless: %d threads refused, %d spans written\n", refused_threads, ok);
+        return 6;
+    }
+    /* what fitted is read back */
+    struct sink s = {0};
+    uint64_t n = shm_drain(seg, sink_fn, &s, 0);
+    obsd_close(h);
+    shm_segment_close(seg, true);
+    return n == (uint64_t)ok ? 0 : 7;
+}
+
+START_TEST(full_dev_shm_refuses_a_ring_instead_of_sigbus)
+{
+    pid_t pid = fork();
+    ck_assert_int_ge(pid, 0);
+    if (pid == 0)
+        _exit(roomless_child());
+    int st;
+    ck_assert_int_eq(waitpid(pid, &st, 0), pid);
+    ck_assert_msg(WIFEXITED(st), "the writer died of signal %d (SIGBUS: a page /dev/shm had no room for)",
+                  WIFSIGNALED(st) ? WTERMSIG(st) : 0);
+    if (WEXITSTATUS(st) == 77) {
+        fprintf(stderr, "test_shm_basic: no mount namespace here: full /dev/shm case skipped\n");
+        return;
+    }
+    ck_assert_int_eq(WEXITSTATUS(st), 0);
 }
 END_TEST
 
@@ -511,6 +637,7 @@ static Suite *suite(void)
     tcase_add_test(tc, every_record_type_round_trips);
     tcase_add_test(tc, bad_arguments_are_refused_and_counted);
     tcase_add_test(tc, full_ring_drops_exactly_and_returns);
+    tcase_add_test(tc, full_dev_shm_refuses_a_ring_instead_of_sigbus);
     tcase_add_test(tc, block_mode_times_out_and_counts);
     tcase_add_test(tc, keys_and_pending_records_survive_a_collector_restart);
     tcase_add_test(tc, keys_are_shared_by_handles_and_processes);
