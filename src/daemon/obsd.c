@@ -19,6 +19,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <sys/un.h>
 #include <sys/wait.h>
 #include <syslog.h>
@@ -234,6 +235,26 @@ static void install_signals(void)
 
 /* ---- main -------------------------------------------------------------- */
 
+/* The segment is a sparse file: its rings take pages only when producer
+ * threads claim them. Say at startup when /dev/shm cannot hold all of them
+ * (a container's default /dev/shm is 64 MiB), because the threads past that
+ * will have their records refused and counted as dropped. */
+static void warn_if_shm_small(const char *name)
+{
+    char path[PATH_MAX];
+    snprintf(path, sizeof path, "/dev/shm/obsd.%s", name);
+    struct stat st;
+    struct statvfs fs;
+    if (stat(path, &st) < 0 || statvfs("/dev/shm", &fs) < 0)
+        return;
+    uint64_t have = (uint64_t)fs.f_bavail * fs.f_frsize + (uint64_t)st.st_blocks * 512;
+    if (have < (uint64_t)st.st_size)
+        logmsg(1, "/dev/shm has room for %llu MiB of the segment's %llu MiB: producer threads "
+                  "past that get no ring (their records are dropped and counted); enlarge "
+                  "/dev/shm or lower max_producers or ring_size",
+               (unsigned long long)(have >> 20), (unsigned long long)((uint64_t)st.st_size >> 20));
+}
+
 int main(int argc, char **argv)
 {
     static const struct option options[] = {
@@ -389,6 +410,7 @@ int main(int argc, char **argv)
     }
     logmsg(2, "collecting segment '%s' into %s (pid %ld)", cfg.name, cfg.store_dir,
            (long)getpid());
+    warn_if_shm_small(cfg.name);
     if (ready_fd >= 0)
         detach_done(ready_fd);
 
