@@ -38,7 +38,7 @@ struct budget_agg;
 
 struct budget_agg *budget_agg_new(void);
 void budget_agg_free(struct budget_agg *a);
-/* Forgets every context (a new run starts). */
+/* Forgets every context and count (a new run starts). */
 void budget_agg_reset(struct budget_agg *a);
 
 /* One budget record written by process pid. Returns 0, or -1 when it is
@@ -46,8 +46,10 @@ void budget_agg_reset(struct budget_agg *a);
 int budget_agg_record(struct budget_agg *a, uint32_t pid, uint8_t type, uint32_t key,
                       const void *payload, size_t len, char *err, size_t errlen);
 
-/* Records rejected so far. */
+/* Records rejected so far in this run. */
 uint64_t budget_agg_rejected(const struct budget_agg *a);
+/* Records of this run, accepted or rejected (0: the run used no budgets). */
+uint64_t budget_agg_records(const struct budget_agg *a);
 
 /* The "budget" section (a new reference), NULL when out of memory. */
 json_t *budget_agg_json(struct budget_agg *a);

@@ -178,6 +178,7 @@ struct budget_agg {
     size_t n_ctxs, cap_ctxs;
     struct totals closed;     /* session totals of the closed contexts */
     uint64_t rejected;
+    uint64_t records;         /* every record of the run, rejected ones too */
 };
 
 static void rows_free(struct row *rows, size_t n)
@@ -210,6 +211,8 @@ void budget_agg_reset(struct budget_agg *a)
         ctx_free(a->ctxs[i]);
     a->n_ctxs = 0;
     totals_free(&a->closed);
+    a->rejected = 0;          /* a new run owes nothing to the previous one */
+    a->records = 0;
 }
 
 void budget_agg_free(struct budget_agg *a)
@@ -224,6 +227,11 @@ void budget_agg_free(struct budget_agg *a)
 uint64_t budget_agg_rejected(const struct budget_agg *a)
 {
     return a->rejected;
+}
+
+uint64_t budget_agg_records(const struct budget_agg *a)
+{
+    return a->records;
 }
 
 /* Open contexts are few and recent: search from the end, open ones only. */
@@ -610,6 +618,7 @@ static int on_state(struct budget_agg *a, uint32_t pid, uint32_t key, bool close
 int budget_agg_record(struct budget_agg *a, uint32_t pid, uint8_t type, uint32_t key, const void *payload,
                       size_t len, char *err, size_t errlen)
 {
+    a->records++;
     if (key == 0)
         return reject(a, err, errlen, "budget record with context id 0");
     if (len && !payload)

@@ -81,6 +81,10 @@ static int budget_contribute(void *state, struct snapshot *snap, bool final)
 {
     (void)final;
     struct budget_module *m = state;
+    /* A run that sent no budget record gets no section: an empty one would
+     * read as "budgets were used and nothing was charged". */
+    if (budget_agg_records(m->agg) == 0)
+        return 0;
     json_t *section = budget_agg_json(m->agg);
     if (!section)
         return -1;

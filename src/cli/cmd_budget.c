@@ -156,7 +156,7 @@ int cmd_budget(int argc, char **argv)
     const json_t *section = json_object_get(snap->sections, "budget");
     int status = 0;
     if (!section) {
-        fprintf(stderr, "obsctl budget: run %s has no budget section (its collector ran without the budget module)\n",
+        fprintf(stderr, "obsctl budget: run %s has no budget section (it sent no budget records)\n",
                 info.id);
         status = 1;
     } else if (as_json) {

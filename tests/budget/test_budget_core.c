@@ -533,6 +533,13 @@ START_TEST(malformed_records_are_rejected)
     ck_assert_uint_eq(json_array_size(json_object_get(sec, "contexts")), 1);
     ck_assert_int_eq(json_integer_value(json_object_get(sec, "rejected_records")), (json_int_t)rejected);
     json_decref(sec);
+    ck_assert_uint_eq(budget_agg_records(a), rejected + 2);
+    /* a new run starts from nothing: the rejections were the previous run's */
+    budget_agg_reset(a);
+    ck_assert_uint_eq(budget_agg_records(a), 0);
+    sec = budget_agg_json(a);
+    ck_assert_int_eq(json_integer_value(json_object_get(sec, "rejected_records")), 0);
+    json_decref(sec);
     budget_agg_free(a);
 }
 END_TEST

@@ -10,6 +10,7 @@
 #include <math.h>
 #include <signal.h>
 #include <stdarg.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -31,9 +32,9 @@ static void sleep_ms(int ms)
     nanosleep(&ts, NULL);
 }
 
-/* Runs argv (NULL-terminated) and returns its exit status; stdout goes to
- * *out (malloc'd) when out is not NULL. */
-static int run(char **out, char *const argv[])
+/* Runs argv (NULL-terminated) and returns its exit status; stdout (and
+ * stderr too if with_stderr) goes to *out (malloc'd) when out is not NULL. */
+static int run_capture(char **out, char *const argv[], bool with_stderr)
 {
     int fds[2];
     ck_assert_int_eq(pipe(fds), 0);
@@ -41,6 +42,8 @@ static int run(char **out, char *const argv[])
     ck_assert_int_ge(pid, 0);
     if (pid == 0) {
         dup2(fds[1], 1);
+        if (with_stderr)
+            dup2(fds[1], 2);
         close(fds[0]);
         close(fds[1]);
         execv(argv[0], argv);
@@ -69,6 +72,11 @@ static int run(char **out, char *const argv[])
     else
         free(buf);
     return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
+}
+
+static int run(char **out, char *const argv[])
+{
+    return run_capture(out, argv, false);
 }
 
 static void setup(void)
@@ -276,6 +284,42 @@ START_TEST(json_has_the_documented_shape)
 }
 END_TEST
 
+/* A run that used no budgets has no budget section: `obsctl show` offers no
+ * budget table and `obsctl budget` says why it has nothing to print. */
+START_TEST(run_without_budgets_has_no_section)
+{
+    char exe[1200], obsctl[1200];
+    snprintf(exe, sizeof exe, "%s/examples/span_storm", build_dir);
+    snprintf(obsctl, sizeof obsctl, "%s/src/cli/obsctl", build_dir);
+    char *const sargv[] = {exe, "--name", seg_name, "--records", "1000", NULL};
+    ck_assert_int_eq(run(NULL, sargv), 0);
+    int st, waited = 0;
+    while (waitpid(daemon_pid, &st, WNOHANG) == 0) {
+        ck_assert_msg(waited++ < 1000, "obsd did not finish the run within 10 s");
+        sleep_ms(10);
+    }
+    daemon_pid = 0;
+
+    char *out = NULL;
+    char *const show[] = {obsctl, "show", "--store", store_dir, "--final", "--json", NULL};
+    ck_assert_int_eq(run(&out, show), 0);
+    json_t *snap = json_loads(out, 0, NULL);
+    ck_assert_msg(snap != NULL, "obsctl show --json printed: %s", out);
+    free(out);
+    ck_assert_ptr_null(json_object_get(snap, "budget"));
+    ck_assert_ptr_nonnull(json_object_get(snap, "metrics"));   /* the run itself is there */
+    json_decref(snap);
+    char *const table[] = {obsctl, "show", "--store", store_dir, "--final", NULL};
+    ck_assert_int_eq(run(&out, table), 0);
+    ck_assert_ptr_null(strstr(out, "obsctl budget"));
+    free(out);
+    char *const budget[] = {obsctl, "budget", "--store", store_dir, NULL};
+    ck_assert_int_eq(run_capture(&out, budget, true), 1);
+    ck_assert_msg(strstr(out, "no budget records") != NULL, "obsctl budget said: %s", out);
+    free(out);
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("budget_e2e");
@@ -287,6 +331,7 @@ int main(void)
     tcase_add_test(tc, mixed_run_identity);
     tcase_add_test(tc, exhausted_budget_is_reported);
     tcase_add_test(tc, json_has_the_documented_shape);
+    tcase_add_test(tc, run_without_budgets_has_no_section);
     suite_add_tcase(s, tc);
     SRunner *sr = srunner_create(s);
     srunner_run_all(sr, CK_NORMAL);
