@@ -5,6 +5,7 @@
 #include "shm/wire.h"
 
 #include <math.h>
+#include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -301,13 +302,50 @@ static void set_counter(struct snap_counter *e, const struct metric *m)
     }
 }
 
+/* count, total, min, max, sum_sq and the percentiles: consecutive words */
+#define HINT_FIELDS (5 + OBSD_N_PERCENTILES)
+_Static_assert(offsetof(struct snap_series, percentiles) == offsetof(struct snap_series, count) + 40 &&
+                   sizeof(double) == sizeof(uint64_t),
+               "snap_series summary layout");
+
+/* Change hints (snapshot.h): every call of metrics_snapshot is one version
+ * of the snapshot; an entry laid out is placed at it, an entry brought up to
+ * date changed at it, with the buckets its live view says it changed. The
+ * store trusts them to skip what did not change, so an entry written here
+ * must always get its hint_changed (and, for a series, its mask and edges). */
+static void hint_series_changed(struct snap_series *e, const struct series *s, uint64_t ver,
+                                const uint64_t before[HINT_FIELDS])
+{
+    uint64_t mask;
+    bool edges;
+    series_view_changes(s, &mask, &edges);
+    uint64_t now[HINT_FIELDS];
+    memcpy(now, &e->count, sizeof now);
+    uint32_t fields = 0;
+    for (int k = 0; k < HINT_FIELDS; k++)
+        fields |= (uint32_t)(now[k] != before[k]) << k;
+    e->hint_fields = fields;
+    e->hint_changed = ver;
+    e->hint_mask = mask;
+    if (edges)
+        e->hint_edges = ver;
+    /* the few counts that moved, from the lines the view just wrote */
+    if (__builtin_popcountll(mask) <= SNAP_HINT_NCOUNTS)
+        for (int k = 0; mask; k++, mask &= mask - 1)
+            e->hint_counts[k] = e->buckets[__builtin_ctzll(mask)].count;
+}
+
 /* Appends m's entry at the end of its part. */
 static int lay_out(struct metric_table *t, struct snapshot *snap, struct metric *m)
 {
     int rc;
+    uint64_t ver = snap->hint_version;
     if (class_of(m)) {
-        struct snap_series v;
+        struct snap_series v = {0};
         rc = series_live_view(&m->series, t->snap_nb, &v);
+        v.hint_placed = v.hint_changed = v.hint_edges = ver;
+        v.hint_mask = SNAP_HINT_ALL_BUCKETS;
+        v.hint_fields = UINT32_MAX;
         if (rc == 0)
             rc = snapshot_add_series_ref(snap, &v);   /* the view stays until the next call */
         if (rc == 0)
@@ -315,8 +353,10 @@ static int lay_out(struct metric_table *t, struct snapshot *snap, struct metric 
     } else {
         rc = m->kind == METRIC_GAUGE ? snapshot_add_gauge(snap, m->series.name, m->gauge)
                                      : snapshot_add_counter(snap, m->series.name, m->counter);
-        if (rc == 0)
+        if (rc == 0) {
             m->snap_pos = t->snap_base + t->snap_nc++;
+            snap->counters[m->snap_pos].hint_placed = snap->counters[m->snap_pos].hint_changed = ver;
+        }
     }
     if (rc == 0)
         t->next_ord[class_of(m)] = m->ord + 1;
@@ -328,13 +368,27 @@ static int lay_out(struct metric_table *t, struct snapshot *snap, struct metric 
 
 static int update(struct metric_table *t, struct snapshot *snap, struct metric *m)
 {
+    uint64_t ver = snap->hint_version;
     if (!class_of(m)) {
         set_counter(&snap->counters[m->snap_pos], m);
+        snap->counters[m->snap_pos].hint_changed = ver;
         return 0;
     }
     /* the table's series are borrowed: the view fills its entry in place */
-    if (m->snap_pos < snap->n_borrowed && series_live_view(&m->series, t->snap_nb, &snap->series[m->snap_pos]) == 0)
-        return 0;
+    if (m->snap_pos < snap->n_borrowed) {
+        struct snap_series *e = &snap->series[m->snap_pos];
+        uint64_t before[HINT_FIELDS];
+        memcpy(before, &e->count, sizeof before);
+        int rc = series_live_view(&m->series, t->snap_nb, e);
+        if (rc == 0) {
+            hint_series_changed(e, &m->series, ver, before);
+            return 0;
+        }
+        /* whatever the view did to the entry, nobody may take it as it was */
+        e->hint_changed = e->hint_edges = ver;
+        e->hint_mask = SNAP_HINT_ALL_BUCKETS;
+        e->hint_fields = UINT32_MAX;
+    }
     engine_log(1, "series %s: cannot build its statistics (out of memory)", m->series.name);
     return -1;
 }
@@ -343,6 +397,9 @@ static int update(struct metric_table *t, struct snapshot *snap, struct metric *
 static int full_layout(struct metric_table *t, struct snapshot *snap, size_t base, uint32_t n_buckets)
 {
     snapshot_truncate(snap, base, 0);
+    /* other indexes: what a store saw of the old layout says nothing of this one */
+    snap->hint_epoch = snapshot_hint_epoch_new();
+    snap->hint_version = 1;
     t->snap = snap;
     t->snap_base = base;
     t->snap_nb = n_buckets;
@@ -396,8 +453,10 @@ int metrics_snapshot(struct metric_table *t, struct snapshot *snap, size_t base,
                  snap->n_series < t->snap_ns;
     int rc = 0;
     size_t n_new = 0;
-    if (!fresh)
+    if (!fresh) {
         snapshot_truncate(snap, base + t->snap_nc, t->snap_ns);
+        snap->hint_version++;   /* this call's changes (a fresh layout starts an epoch) */
+    }
     /* One pass: entries already laid out are brought up to date; the others
      * (touched for the first time since) are collected, to be appended if
      * they come after every laid-out one in creation order. */

@@ -16,7 +16,10 @@
  * (metrics_snapshot), and an entry written since the previous publish is on
  * the table's dirty list; only those are brought up to date, so a publish
  * costs in proportion to what changed. Whoever writes an entry other than
- * through the record functions below calls metrics_touch().
+ * through the record functions below calls metrics_touch(). Each call also
+ * sets the snapshot's change hints (snapshot.h) for the table's part: a
+ * version per call, a new epoch per fresh layout, and per entry what it
+ * changed, so that the store's persist need not find that out again.
  */
 #ifndef OBSD_ENGINE_METRICS_H
 #define OBSD_ENGINE_METRICS_H

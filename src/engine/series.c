@@ -56,6 +56,9 @@ struct series_view {
      * lower buckets and in that bucket (before <= rank < before + in) */
     uint32_t idx[OBSD_N_PERCENTILES];
     uint64_t before[OBSD_N_PERCENTILES], in[OBSD_N_PERCENTILES];
+    /* what the last call changed in its out (series_view_changes) */
+    uint64_t changed;            /* bucket counts: bit i for bucket i, all bits if unknown */
+    bool edges_moved;            /* edges or number of buckets */
 };
 
 static void view_free(struct series_view *v)
@@ -381,7 +384,9 @@ static void view_full(struct series *s, struct series_view *v, const uint64_t *r
 {
     const struct hist *h = &s->hist;
     size_t n = v->n_buckets;
+    v->changed = SNAP_HINT_ALL_BUCKETS;
     if (n && (!v->edges_valid || v->min != h->min || v->max != h->max)) {
+        v->edges_moved = true;
         hist_log_edges((double)h->min, (double)h->max, n, v->edges);
         for (size_t i = 0; i < n; i++) {
             v->buckets[i].lo = v->edges[i];
@@ -416,8 +421,11 @@ static bool view_update(struct series *s, struct series_view *v, size_t added, c
             else if (b == v->idx[k])
                 v->in[k]++;
         }
-        if (n)   /* binned as hist_bin() bins its bucket */
-            v->buckets[hist_bin_of(v->edges, n, hist_bucket_value(h, b))].count++;
+        if (n) {   /* binned as hist_bin() bins its bucket */
+            size_t bin = hist_bin_of(v->edges, n, hist_bucket_value(h, b));
+            v->buckets[bin].count++;
+            v->changed |= n <= 64 ? 1ULL << bin : SNAP_HINT_ALL_BUCKETS;
+        }
     }
     /* Each rank moved by a few observations at most: step it to the
      * neighbouring non-empty bucket until it holds the rank. All ranks step
@@ -458,6 +466,13 @@ static bool view_update(struct series *s, struct series_view *v, size_t added, c
     return true;
 }
 
+void series_view_changes(const struct series *s, uint64_t *buckets, bool *edges_moved)
+{
+    const struct series_view *v = s->view;
+    *buckets = v ? v->changed : SNAP_HINT_ALL_BUCKETS;
+    *edges_moved = v ? v->edges_moved : true;
+}
+
 void series_prefetch_view(const struct series *s)
 {
     const struct series_view *v = s->view;
@@ -479,7 +494,11 @@ int series_live_view(struct series *s, uint32_t n_buckets, struct snap_series *o
             return -1;
         s->view = v;
     }
+    v->changed = 0;
+    v->edges_moved = false;
     if (v->n_buckets != n_buckets || (n_buckets && !v->buckets)) {
+        v->changed = SNAP_HINT_ALL_BUCKETS;
+        v->edges_moved = true;
         free(v->edges);
         free(v->bins);
         free(v->buckets);
@@ -502,6 +521,8 @@ int series_live_view(struct series *s, uint32_t n_buckets, struct snap_series *o
     out->count = s->count;
     out->exact = false;
     if (h->count == 0) {      /* empty: all zeros, histogram [] */
+        v->changed = SNAP_HINT_ALL_BUCKETS;   /* rare: say everything moved */
+        v->edges_moved = true;
         out->total = out->min = out->max = out->sum_sq = 0;
         memset(out->percentiles, 0, sizeof out->percentiles);
         out->n_buckets = 0;
@@ -509,6 +530,10 @@ int series_live_view(struct series *s, uint32_t n_buckets, struct snap_series *o
     } else {
         uint64_t ranks[OBSD_N_PERCENTILES];
         view_ranks(h, ranks);
+        if (!v->valid || v->count == 0) {   /* the out before was empty, or none */
+            v->changed = SNAP_HINT_ALL_BUCKETS;
+            v->edges_moved = true;
+        }
         if (!v->valid || v->count != h->count) {
             uint64_t added = h->count - v->count;
             bool inc = v->valid && v->count > 0 && added == s->n_recent && v->edges_valid &&

@@ -113,6 +113,11 @@ void series_snap_release(struct snap_series *out);
  * until the next call, series_reset or series_destroy. Returns 0, or -1 when
  * out of memory. */
 int series_live_view(struct series *s, uint32_t n_buckets, struct snap_series *out);
+/* What the last series_live_view changed in its out, against the call
+ * before: the buckets whose count may have changed (bit i: bucket i; all
+ * bits when unknown, or for more than 64 buckets) and whether the bucket
+ * edges or their number may have. For the snapshot's change hints. */
+void series_view_changes(const struct series *s, uint64_t *buckets, bool *edges_moved);
 /* Prefetches what series_live_view reads first (for a loop over many series). */
 void series_prefetch_view(const struct series *s);
 

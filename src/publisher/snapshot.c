@@ -9,6 +9,7 @@
 #include "publisher/snapshot.h"
 
 #include <math.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -75,6 +76,14 @@ void snapshot_free(struct snapshot *s)
     free(s);
 }
 
+uint64_t snapshot_hint_epoch_new(void)
+{
+    /* process-wide, so that two kept snapshots (or one laid out anew) never
+     * share an epoch that a store could take for the one it persisted */
+    static _Atomic uint64_t next = 1;
+    return atomic_fetch_add_explicit(&next, 1, memory_order_relaxed);
+}
+
 static int grow(void **arr, size_t *cap, size_t n, size_t elem)
 {
     if (n < *cap)
@@ -120,6 +129,10 @@ int snapshot_add_series(struct snapshot *s, const struct snap_series *series)
     struct snap_series copy = *series;
     copy.name = strdup(series->name);
     copy.buckets = NULL;
+    /* a copy is nobody's kept entry: its hints would speak for another one */
+    copy.hint_placed = copy.hint_changed = copy.hint_edges = 0;
+    copy.hint_mask = SNAP_HINT_ALL_BUCKETS;
+    copy.hint_fields = UINT32_MAX;
     if (!copy.name)
         return -1;
     if (series->n_buckets) {
@@ -172,6 +185,9 @@ int snapshot_update_series(struct snapshot *s, size_t i, const struct snap_serie
     *to = *from;
     to->name = name;
     to->buckets = b;
+    to->hint_placed = to->hint_changed = to->hint_edges = 0;   /* see snapshot_add_series */
+    to->hint_mask = SNAP_HINT_ALL_BUCKETS;
+    to->hint_fields = UINT32_MAX;
     return 0;
 }
 

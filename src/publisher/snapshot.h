@@ -43,11 +43,36 @@ extern const double obsd_percentile_grid[OBSD_N_PERCENTILES];
 /* The JSON key of percentile i ("99.9", "99.0", ...); buf needs 8 bytes. */
 void obsd_percentile_key(int i, char *buf, size_t len);
 
+/*
+ * Change hints. A snapshot kept and brought up to date in place (the
+ * collector's) can say what changed, so that the store need not find out by
+ * matching every name and comparing every field and bucket with what it
+ * persisted last. The producer of the hints (engine/metrics.c) numbers its
+ * updates of the snapshot: hint_version grows by one at each, and a new
+ * layout (entries at other indexes) takes a new hint_epoch, unique in the
+ * process (snapshot_hint_epoch_new). Each entry says since which version it
+ * holds its metric at its index and at which version it last changed, so a
+ * reader that saw version V of the same epoch knows, for an entry with
+ * 0 < hint_placed <= V, which metric it is (the one it saw at that index) and
+ * that it is unchanged since V if hint_changed <= V.
+ *
+ * Hints only ever let a reader skip work: an entry with hint_placed 0 (every
+ * entry added by the copying adders, parsed from JSON or read from a store),
+ * a snapshot with hint_epoch 0, or a version the reader did not see, gets the
+ * full comparison. So whoever changes an entry that carries hints must
+ * advance them (or set hint_placed to 0): a stale hint_changed makes a
+ * reader miss the change.
+ */
+#define SNAP_HINT_ALL_BUCKETS UINT64_MAX
+#define SNAP_HINT_NCOUNTS 2
+
 struct snap_counter {
     char *name;
     bool is_float;   /* gauges and rates are floats; counters are integers */
     int64_t ivalue;
     double fvalue;
+    uint64_t hint_placed;   /* at this index since this version (0: no hint) */
+    uint64_t hint_changed;  /* value last written at this version */
 };
 
 struct snap_bucket {
@@ -63,6 +88,21 @@ struct snap_series {
     double percentiles[OBSD_N_PERCENTILES];
     size_t n_buckets;
     struct snap_bucket *buckets;  /* log-spaced over [min, max] */
+    /* change hints (see above; 0: none) */
+    uint64_t hint_placed;   /* at this index since this version */
+    uint64_t hint_changed;  /* some field last written at this version */
+    uint64_t hint_edges;    /* bucket edges (and n_buckets) last changed at this version */
+    uint64_t hint_mask;     /* the buckets whose count may have changed at version
+                               hint_changed, from version hint_changed - 1: bit i for
+                               bucket i (SNAP_HINT_ALL_BUCKETS: unknown, or more than
+                               64 buckets) */
+    uint32_t hint_fields;   /* the summary fields that may have changed at version
+                               hint_changed: bit 0 count, 1 total, 2 min, 3 max,
+                               4 sum_sq, 5 + i percentiles[i] */
+    uint64_t hint_counts[SNAP_HINT_NCOUNTS];  /* when hint_mask has at most
+                               SNAP_HINT_NCOUNTS bits: the counts of those buckets,
+                               lowest bit first, so that a reader need not go to
+                               the buckets (scattered over the producer's heap) */
 };
 
 struct snapshot {
@@ -78,18 +118,25 @@ struct snapshot {
     struct snap_series *series;
     size_t n_borrowed;            /* series[0..n_borrowed): name and buckets not owned */
     json_t *sections;             /* object: module name -> JSON value; never NULL */
+    uint64_t hint_epoch;          /* change hints: their layout (0: the snapshot has none) */
+    uint64_t hint_version;        /* change hints: the current version */
 };
 
 struct snapshot *snapshot_new(const char *run, uint64_t seq, enum obsd_run_state state);
 void snapshot_free(struct snapshot *s);
 
-/* Adders copy name (and buckets). They return 0, or -1 when out of memory. */
+/* A hint_epoch not handed out before in this process (never 0). */
+uint64_t snapshot_hint_epoch_new(void);
+
+/* Adders copy name (and buckets), not change hints: the copies have none.
+ * They return 0, or -1 when out of memory. */
 int snapshot_add_counter(struct snapshot *s, const char *name, int64_t value);
 int snapshot_add_gauge(struct snapshot *s, const char *name, double value);
 int snapshot_add_series(struct snapshot *s, const struct snap_series *series);
 /* Adds a series without copying its name and buckets: they must stay valid
  * and unchanged while the snapshot may be read (the collector's kept
- * snapshot refers to its series' live views so). Only before any series
+ * snapshot refers to its series' live views so). Its change hints are taken
+ * as they are. Only before any series
  * added by snapshot_add_series. Returns 0, or -1 (out of memory, or owned
  * series exist). */
 int snapshot_add_series_ref(struct snapshot *s, const struct snap_series *series);
@@ -97,9 +144,9 @@ int snapshot_add_series_ref(struct snapshot *s, const struct snap_series *series
  * the counters from index n_counters on and the series from n_series on. */
 void snapshot_truncate(struct snapshot *s, size_t n_counters, size_t n_series);
 /* Overwrites series i with from: a borrowed series takes from as it is (its
- * name and buckets, borrowed too), an owned one copies its statistics and
- * buckets and keeps its name. Returns 0, or -1 when out of memory (series i
- * is then unchanged). */
+ * name and buckets, borrowed too, and its change hints), an owned one copies
+ * its statistics and buckets and keeps its name, and loses its change hints.
+ * Returns 0, or -1 when out of memory (series i is then unchanged). */
 int snapshot_update_series(struct snapshot *s, size_t i, const struct snap_series *from);
 /* Steals the reference to value. */
 int snapshot_set_section(struct snapshot *s, const char *name, json_t *value);
