@@ -69,12 +69,6 @@ enum ud_kind {
 #define UD_GEN(ud) ((uint32_t)(((ud) >> 32) & 0xffffffu))
 #define UD_IDX(ud) ((uint32_t)(ud))
 
-struct outbuf {
-    struct outbuf *next;
-    size_t len, off;
-    char data[];
-};
-
 enum client_mode { CL_COMMAND, CL_WATCH, CL_CLOSING };
 
 struct client {
@@ -84,8 +78,11 @@ struct client {
     char in[CONTROL_MAX_LINE + 1];
     size_t n_in;
     struct __kernel_timespec idle;
-    struct outbuf *out_head, *out_tail;
-    size_t out_bytes;
+    /* Output, latest wins: the line being sent (from sent_off on), a run's
+     * final line that a newer one came after (held: sent next), and the
+     * newest line, which a newer one replaces. */
+    struct control_line *sending, *held, *next;
+    size_t sent_off;
     bool recv_inflight, send_inflight, close_after_send;
 };
 
@@ -156,8 +153,7 @@ struct obsd_collector {
     /* The snapshot, kept from one publish to the next and brought up to date
      * in place (metrics_snapshot): between publishes, the latest published. */
     struct snapshot *snap;
-    char *last_line;            /* its JSON line, rendered once someone watches */
-    size_t last_len;
+    struct control_line *last_line; /* its JSON line, rendered once someone watches */
 
     _Atomic bool stop_requested;
     _Atomic bool drain_cancel;
@@ -502,7 +498,7 @@ static struct snapshot *build_snapshot(struct obsd_collector *c, bool final)
     return s;
 }
 
-static void client_queue(struct obsd_collector *c, struct client *cl, const char *data, size_t len);
+static void client_queue(struct obsd_collector *c, struct client *cl, struct control_line *line);
 
 static bool have_watchers(struct obsd_collector *c)
 {
@@ -513,8 +509,9 @@ static bool have_watchers(struct obsd_collector *c)
 }
 
 /* The JSON line of the latest published snapshot, rendered only when a
- * watcher wants it (large for many series, and nobody may be watching). */
-static const char *last_line(struct obsd_collector *c)
+ * watcher wants it (large for many series, and nobody may be watching),
+ * once per snapshot for all of them. */
+static struct control_line *last_line(struct obsd_collector *c)
 {
     if (c->last_line || !c->snap)
         return c->last_line;
@@ -524,16 +521,12 @@ static const char *last_line(struct obsd_collector *c)
     if (!text)
         return NULL;
     size_t len = strlen(text);
-    char *line = realloc(text, len + 2);
-    if (!line) {
-        free(text);
-        return NULL;
-    }
-    line[len] = '\n';
-    line[len + 1] = '\0';
-    c->last_line = line;
-    c->last_len = len + 1;
-    return line;
+    text[len] = '\n';          /* (the NUL's place: the line needs none) */
+    c->last_line = control_line_new(text, len + 1);
+    free(text);
+    if (c->last_line)
+        c->last_line->final = finished(c->snap->state);
+    return c->last_line;
 }
 
 static void push_to_watchers(struct obsd_collector *c)
@@ -543,16 +536,15 @@ static void push_to_watchers(struct obsd_collector *c)
     for (size_t i = 0; i < MAX_CLIENTS; i++) {
         struct client *cl = c->clients[i];
         if (cl && cl->mode == CL_WATCH)
-            client_queue(c, cl, c->last_line, c->last_len);
+            client_queue(c, cl, c->last_line);
     }
 }
 
 static void publish(struct obsd_collector *c, bool final)
 {
     uint64_t t0 = now_ns(CLOCK_MONOTONIC);
-    free(c->last_line);          /* superseded by this publish */
+    control_line_put(c->last_line);   /* superseded by this publish */
     c->last_line = NULL;
-    c->last_len = 0;
     struct snapshot *s = build_snapshot(c, final);
     if (!s) {
         engine_log(0, "cannot build snapshot: out of memory");
@@ -832,11 +824,9 @@ static void client_free_if_idle(struct obsd_collector *c, uint32_t idx)
     if (!cl || cl->mode != CL_CLOSING || cl->recv_inflight || cl->send_inflight)
         return;
     close(cl->fd);
-    while (cl->out_head) {
-        struct outbuf *o = cl->out_head;
-        cl->out_head = o->next;
-        free(o);
-    }
+    control_line_put(cl->sending);
+    control_line_put(cl->held);
+    control_line_put(cl->next);
     free(cl);
     c->clients[idx] = NULL;
 }
@@ -866,7 +856,13 @@ static void client_flush(struct obsd_collector *c, uint32_t idx)
     struct client *cl = c->clients[idx];
     if (!cl || cl->send_inflight || cl->mode == CL_CLOSING)
         return;
-    if (!cl->out_head) {
+    if (!cl->sending) {
+        struct control_line **from = cl->held ? &cl->held : &cl->next;
+        cl->sending = *from;
+        *from = NULL;
+        cl->sent_off = 0;
+    }
+    if (!cl->sending) {
         if (cl->close_after_send)
             client_close(c, idx);
         return;
@@ -876,37 +872,29 @@ static void client_flush(struct obsd_collector *c, uint32_t idx)
         client_close(c, idx);
         return;
     }
-    struct outbuf *o = cl->out_head;
-    io_uring_prep_send(sqe, cl->fd, o->data + o->off, o->len - o->off, MSG_NOSIGNAL);
+    struct control_line *l = cl->sending;
+    io_uring_prep_send(sqe, cl->fd, l->data + cl->sent_off, l->len - cl->sent_off, MSG_NOSIGNAL);
     io_uring_sqe_set_data64(sqe, UD(UD_SEND, idx, cl->gen));
     cl->send_inflight = true;
 }
 
-static void client_queue(struct obsd_collector *c, struct client *cl, const char *data, size_t len)
+/* Queues a line for a client (taking a reference of its own). Latest wins:
+ * a line not yet started is replaced by the newer one, so a client that
+ * reads slowly skips snapshots; but a run's final line is held for it when
+ * the next run's first comes (unless a newer final replaces it). A client
+ * holds at most three lines: the one being sent, a final, the newest. */
+static void client_queue(struct obsd_collector *c, struct client *cl, struct control_line *line)
 {
     uint32_t idx = client_index(c, cl);
     if (idx == UINT32_MAX || cl->mode == CL_CLOSING)
         return;
-    if (cl->out_bytes + len > CONTROL_MAX_BACKLOG) {
-        engine_log(2, "control: dropping a watch client that does not keep up");
-        client_close(c, idx);
-        return;
+    if (cl->next && cl->next->final && !line->final) {
+        control_line_put(cl->held);
+        cl->held = cl->next;
+    } else {
+        control_line_put(cl->next);
     }
-    struct outbuf *o = malloc(sizeof *o + len);
-    if (!o) {
-        client_close(c, idx);
-        return;
-    }
-    o->next = NULL;
-    o->len = len;
-    o->off = 0;
-    memcpy(o->data, data, len);
-    if (cl->out_tail)
-        cl->out_tail->next = o;
-    else
-        cl->out_head = o;
-    cl->out_tail = o;
-    cl->out_bytes += len;
+    cl->next = control_line_get(line);
     client_flush(c, idx);
 }
 
@@ -953,8 +941,14 @@ static void queue_json_line(struct obsd_collector *c, struct client *cl, json_t 
         return;
     }
     line[len] = '\n';
-    client_queue(c, cl, line, len + 1);
+    struct control_line *l = control_line_new(line, len + 1);
     free(line);
+    if (!l) {
+        client_close(c, client_index(c, cl));
+        return;
+    }
+    client_queue(c, cl, l);
+    control_line_put(l);
 }
 
 static json_t *status_json(struct obsd_collector *c)
@@ -1014,7 +1008,7 @@ static void client_command(struct obsd_collector *c, uint32_t idx)
         cl->mode = CL_WATCH;
         cl->n_in = 0;
         if (last_line(c))
-            client_queue(c, cl, c->last_line, c->last_len);
+            client_queue(c, cl, c->last_line);
         client_recv(c, idx);          /* only to notice the client closing */
     } else {
         char msg[CONTROL_MAX_LINE + 64];
@@ -1084,14 +1078,10 @@ static void on_client_send(struct obsd_collector *c, uint64_t ud, int res)
         client_close(c, idx);
         return;
     }
-    struct outbuf *o = cl->out_head;
-    o->off += (size_t)res;
-    cl->out_bytes -= (size_t)res;
-    if (o->off == o->len) {
-        cl->out_head = o->next;
-        if (!cl->out_head)
-            cl->out_tail = NULL;
-        free(o);
+    cl->sent_off += (size_t)res;
+    if (cl->sent_off >= cl->sending->len) {
+        control_line_put(cl->sending);
+        cl->sending = NULL;
     }
     client_flush(c, idx);
 }
@@ -1640,11 +1630,9 @@ void obsd_collector_free(struct obsd_collector *c)
         if (!cl)
             continue;
         close(cl->fd);
-        while (cl->out_head) {
-            struct outbuf *o = cl->out_head;
-            cl->out_head = o->next;
-            free(o);
-        }
+        control_line_put(cl->sending);
+        control_line_put(cl->held);
+        control_line_put(cl->next);
         free(cl);
     }
     if (c->ring_ok)
@@ -1671,7 +1659,7 @@ void obsd_collector_free(struct obsd_collector *c)
         store_close(c->store);
     if (c->seg)
         shm_segment_close(c->seg, false);
-    free(c->last_line);
+    control_line_put(c->last_line);
     free(c->name);
     free(c->store_dir);
     free(c->socket_path);

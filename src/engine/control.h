@@ -28,9 +28,16 @@
  *               After the final snapshot of a run the connection stays open
  *               and the next run's snapshots follow (a client that only
  *               wants one run stops when "state" is complete or interrupted).
- *               A client that does not read fast enough (more than
- *               CONTROL_MAX_BACKLOG bytes queued) is disconnected rather
- *               than allowed to block the collector.
+ *               Latest wins: a client that does not read as fast as
+ *               snapshots come is never disconnected for it, and never
+ *               makes the collector wait; it skips snapshots instead. The
+ *               server holds per watcher at most the line being sent, the
+ *               newest one (replaced by each newer snapshot) and a run's
+ *               final snapshot that a next run's snapshot came after (not
+ *               skipped, unless a newer final comes while it waits), so
+ *               the seq of consecutive lines may jump, but a client sees
+ *               the final snapshot of every run it is not a whole run
+ *               behind on.
  *
  *   anything else: one line {"error": "unknown command '...'"} and close.
  *
@@ -40,14 +47,30 @@
 #ifndef OBSD_ENGINE_CONTROL_H
 #define OBSD_ENGINE_CONTROL_H
 
+#include <stdbool.h>
+#include <stddef.h>
+
 #define CONTROL_MAX_LINE 64
-#define CONTROL_MAX_BACKLOG (8u << 20)
 #define CONTROL_IDLE_MS 5000
 
 /* Default socket path: <store_dir>/<name>.sock. Returns the length written
  * (as snprintf). */
-#include <stddef.h>
 int control_default_socket_path(char *out, size_t outlen, const char *store_dir,
                                 const char *name);
+
+/* A line the server writes, shared by every client it is queued for
+ * (reference counted; the collector thread only). data holds len bytes,
+ * the last one '\n'. */
+struct control_line {
+    size_t refs;
+    size_t len;
+    bool final;      /* the watch line of a run's final snapshot */
+    char data[];
+};
+/* A line holding a copy of text (len bytes, final false), one reference;
+ * NULL when out of memory. */
+struct control_line *control_line_new(const char *text, size_t len);
+struct control_line *control_line_get(struct control_line *l);
+void control_line_put(struct control_line *l);
 
 #endif
