@@ -19,6 +19,12 @@
  * it last persisted (count, total, min, max for a series; the value for a
  * counter), what its base row holds, its previous time series point (points
  * are encoded as differences from it) and its points not yet in a chunk.
+ * A snapshot with change hints (snapshot.h: the collector's) saves most of
+ * the finding out: a metric whose hints continue those of the last
+ * committed persist is not looked up by name, is not read at all when
+ * unchanged, and a changed series gets its record from its previous one and
+ * the fields and buckets that moved, without reading its base row or its
+ * buckets. Anything else gets the full comparison, with the same result.
  *
  * Readers: a short read transaction per call; every value is decoded with
  * bounds checks, because a store file is input like any other.
@@ -413,6 +419,10 @@ struct base {
     uint8_t *counts;             /* packed counts */
 };
 
+/* metric_entry.hflags */
+#define HF_HINTED 0x01   /* in the persist being prepared, the snapshot's change hints
+                            say what changed since the last persist (snapshot.h) */
+
 /* What the store knows of one metric of a run: one cache line, since a
  * persist reads it for every metric of the snapshot (what only the writer
  * needs beyond it is in arrays of the handle, indexed like the entries). */
@@ -428,6 +438,7 @@ struct metric_entry {
     bool changed_now;            /* changed in the persist being prepared */
     bool point_dirty;            /* changed since its last time series point */
     bool has_point;
+    uint8_t hflags;              /* HF_* */
 };
 _Static_assert(sizeof(struct metric_entry) <= 64, "a metric entry fits a cache line");
 
@@ -581,8 +592,14 @@ struct store {
     uint32_t gen;                /* persists attempted by this handle */
     uint32_t *gone;              /* entries with a base row that the snapshot lacks */
     size_t gone_cap;
-    uint32_t *hint;              /* snapshot position -> entry index, from the last persist */
+    uint32_t *hint;              /* counter position -> entry index, from the last persist */
     size_t hint_cap;
+    uint32_t *shint;             /* series position -> entry index, from the last persist */
+    size_t shint_cap;
+    /* the change hints (snapshot.h) of the last persist, if it committed:
+     * its epoch (0: none, or it failed), version and sizes */
+    uint64_t h_epoch, h_version;
+    size_t h_ncounters, h_nseries;
     uint32_t *chg;               /* entries that changed in the persist being prepared */
     size_t chg_cap, n_chg;
     uint64_t series_interval_ns;
@@ -841,6 +858,7 @@ static void forget_run(struct store *st)
     st->ring_head = st->ring_n = 0;
     st->n_wmark = 0;
     st->n_rec = 0;
+    st->h_epoch = 0;             /* the positions it saw were the old run's entries */
 }
 
 void store_close(struct store *st)
@@ -849,6 +867,7 @@ void store_close(struct store *st)
         return;
     forget_run(st);
     free(st->hint);
+    free(st->shint);
     free(st->gone);
     free(st->chg);
     struct buf *bufs[] = {&st->full, &st->scratch, &st->delta, &st->delta_next, &st->hhead,
@@ -1505,10 +1524,11 @@ static size_t series_record_max(const struct snap_series *sr)
  * the caller that the edges moved. This runs for every changed series of a
  * persist, so the comparisons are branch-free and the buckets are walked
  * once (then packed from the cache). */
-static uint8_t *wr_series_record(uint8_t *p, const struct snap_series *sr, const struct base *bs,
-                                 bool *full)
+/* A series record's 3-byte mask of the summary fields that differ from the
+ * base and their 8-byte values. */
+static inline uint8_t *wr_record_summary(uint8_t *p, const struct snap_series *sr, const struct base *bs)
 {
-    uint8_t *fp = p++, *mp = p;
+    uint8_t *mp = p;
     p += 3;
     uint64_t v[N_SUMMARY];
     memcpy(v, &sr->count, sizeof v);
@@ -1522,6 +1542,14 @@ static uint8_t *wr_series_record(uint8_t *p, const struct snap_series *sr, const
     mp[0] = (uint8_t)mask;
     mp[1] = (uint8_t)(mask >> 8);
     mp[2] = (uint8_t)(mask >> 16);
+    return p;
+}
+
+static uint8_t *wr_series_record(uint8_t *p, const struct snap_series *sr, const struct base *bs,
+                                 bool *full)
+{
+    uint8_t *fp = p++;
+    p = wr_record_summary(p, sr, bs);
 
     size_t n = sr->n_buckets;
     const struct snap_bucket *b = sr->buckets;
@@ -1549,6 +1577,127 @@ static uint8_t *wr_series_record(uint8_t *p, const struct snap_series *sr, const
     }
     *full = mode == REC_HIST_FULL;
     *fp = (uint8_t)(REC_SERIES | (sr->exact ? REC_FLAG : 0) | mode << REC_HIST_SHIFT);
+    return p;
+}
+
+/* wr_counts of n counts held as an array. */
+static uint8_t *wr_counts_u64(uint8_t *p, const uint64_t *c, size_t n)
+{
+    uint64_t m = 0;
+    for (size_t i = 0; i < n; i++)
+        m |= c[i];
+    if (m < 1u << 8) {
+        *p++ = 1;
+        for (size_t i = 0; i < n; i++)
+            *p++ = (uint8_t)c[i];
+    } else if (m < 1u << 16) {
+        *p++ = 2;
+        for (size_t i = 0; i < n; i++, p += 2) {
+            p[0] = (uint8_t)c[i];
+            p[1] = (uint8_t)(c[i] >> 8);
+        }
+    } else {
+        size_t w = m <= UINT32_MAX ? 4 : 8;
+        *p++ = (uint8_t)w;
+        for (size_t i = 0; i < n; i++, p += w)
+            for (size_t k = 0; k < w; k++)
+                p[k] = (uint8_t)(c[i] >> (8 * k));
+    }
+    return p;
+}
+
+static inline int popcount64(uint64_t x)
+{
+    /* no -mpopcnt: __builtin_popcountll would be a library call */
+    x = x - ((x >> 1) & 0x5555555555555555ULL);
+    x = (x & 0x3333333333333333ULL) + ((x >> 2) & 0x3333333333333333ULL);
+    x = (x + (x >> 4)) & 0x0f0f0f0f0f0f0f0fULL;
+    return (int)((x * 0x0101010101010101ULL) >> 56);
+}
+
+/* The record of a series whose change hints say what changed since the last
+ * persist: which summary fields, which buckets (at most 64; the edges did
+ * not move). It is made from the series' record of that persist (prev, len
+ * prev_len; none: the metric was its base row), which holds everything else:
+ * the fields that differed from the base row and, unless they were the base
+ * row's, the counts. So neither the base row nor the snapshot's buckets are
+ * read, but for the buckets that moved when the hint does not carry their
+ * counts. What it writes reads back as what wr_series_record writes, with
+ * perhaps more fields and counts spelled out (some may equal the base row's
+ * again). Returns NULL, writing nothing, when prev is not of that form (its
+ * histogram in full: the edges differed from the base row's). */
+static uint8_t *wr_series_record_hinted(uint8_t *p, const struct snap_series *sr, const struct base *bs,
+                                        const uint8_t *prev, size_t prev_len)
+{
+    size_t n = sr->n_buckets;   /* as at the last persist: the edges did not move */
+    uint32_t mask = 0;
+    const uint8_t *counts = bs->counts;
+    /* the lengths must agree with the hint, or the hint is not about this */
+    if (n > 64)
+        return NULL;
+    if (prev_len) {
+        int mode = (prev[0] >> REC_HIST_SHIFT) & 3;
+        if (!(prev[0] & REC_SERIES) || mode == REC_HIST_FULL || prev_len < 4)
+            return NULL;
+        mask = prev[1] | (uint32_t)prev[2] << 8 | (uint32_t)prev[3] << 16;
+        size_t at = 4 + 8 * (size_t)popcount64(mask);
+        if (mode == REC_HIST_COUNTS) {
+            counts = prev + at;
+            if (prev_len <= at || prev_len != at + 1 + (size_t)counts[0] * n)
+                return NULL;
+        } else if (prev_len != at || bs->n_buckets != n) {
+            return NULL;
+        }
+    } else if (bs->n_buckets != n) {
+        return NULL;
+    }
+    mask = (mask | sr->hint_fields) & ((1u << N_SUMMARY) - 1);
+    uint8_t *fp = p++;
+    *p++ = (uint8_t)mask;
+    *p++ = (uint8_t)(mask >> 8);
+    *p++ = (uint8_t)(mask >> 16);
+    uint64_t v[N_SUMMARY];
+    memcpy(v, &sr->count, sizeof v);
+    for (uint32_t m = mask; m; m &= m - 1)
+        p = wr_le64(p, v[__builtin_ctz(m)]);
+
+    /* the counts that moved, and whether they fit the width of the others
+     * (then the packed counts are copied and patched: the common case) */
+    size_t w = counts[0];
+    uint64_t bm = sr->hint_mask;
+    bool inline_counts = popcount64(bm) <= SNAP_HINT_NCOUNTS;
+    if (n < 64)
+        bm &= (1ULL << n) - 1;
+    uint64_t lim = w >= 8 ? UINT64_MAX : (1ULL << (8 * w)) - 1;
+    uint64_t nc[64];
+    uint8_t ni[64];
+    int nn = 0;
+    bool fits = true;
+    for (int k = 0; bm; k++, bm &= bm - 1) {
+        ni[nn] = (uint8_t)__builtin_ctzll(bm);
+        nc[nn] = inline_counts ? sr->hint_counts[k] : sr->buckets[ni[nn]].count;
+        fits &= nc[nn] <= lim;
+        nn++;
+    }
+    if (fits) {
+        memcpy(p, counts, 1 + w * n);
+        for (int k = 0; k < nn; k++)
+            for (size_t b = 0; b < w; b++)
+                p[1 + w * ni[k] + b] = (uint8_t)(nc[k] >> (8 * b));
+        p += 1 + w * n;
+    } else {
+        uint64_t c[64];
+        for (size_t i = 0; i < n; i++) {
+            uint64_t x = 0;
+            for (size_t b = 0; b < w; b++)
+                x |= (uint64_t)counts[1 + w * i + b] << (8 * b);
+            c[i] = x;
+        }
+        for (int k = 0; k < nn; k++)
+            c[ni[k]] = nc[k];
+        p = wr_counts_u64(p, c, n);
+    }
+    *fp = (uint8_t)(REC_SERIES | (sr->exact ? REC_FLAG : 0) | REC_HIST_COUNTS << REC_HIST_SHIFT);
     return p;
 }
 
@@ -2052,16 +2201,15 @@ abort:
     return status;
 }
 
-/* Finds or creates the entry of one snapshot metric; the position hint makes
- * the common case (same metrics in the same order as last time) one strcmp.
- * A name seen for the first time must fit a key. */
-static long resolve(struct store *st, size_t pos, uint8_t cls, const char *name)
+/* Finds or creates the entry of one snapshot metric; the position hint
+ * (*hint: the entry at this position last time, updated) makes the common
+ * case (same metrics in the same order as last time) one strcmp. A name
+ * seen for the first time must fit a key. */
+static long resolve(struct store *st, uint32_t *hint, uint8_t cls, const char *name)
 {
-    if (pos < st->hint_cap) {
-        uint32_t h = st->hint[pos];
-        if (h < st->mt.n && st->mt.e[h].cls == cls && !strcmp(MT_NAME(&st->mt, &st->mt.e[h]), name))
-            return h;
-    }
+    uint32_t h = *hint;
+    if (h < st->mt.n && st->mt.e[h].cls == cls && !strcmp(MT_NAME(&st->mt, &st->mt.e[h]), name))
+        return h;
     long e = mt_find(&st->mt, cls, name);
     if (e < 0) {
         if (strlen(name) > MAX_NAME) {
@@ -2075,8 +2223,8 @@ static long resolve(struct store *st, size_t pos, uint8_t cls, const char *name)
         if (e >= 0)
             st->next_id++;
     }
-    if (e >= 0 && pos < st->hint_cap)
-        st->hint[pos] = (uint32_t)e;
+    if (e >= 0)
+        *hint = (uint32_t)e;
     return e;
 }
 
@@ -2232,11 +2380,25 @@ static int persist_txn(struct store *st, const struct snapshot *snap, bool final
     return mdb_txn_commit(txn);
 }
 
-/* Resolves a snapshot metric, notes whether it changed since the last persist. */
-static int note_metric(struct store *st, size_t pos, size_t idx, uint8_t cls, const char *name,
-                       const uint64_t fp[5], size_t *nc)
+/* Notes whether a metric changed since the last persist (its fingerprint
+ * differs); returns whether it did. */
+static inline bool note_change(struct store *st, struct metric_entry *me, uint32_t e, const uint64_t fp[5])
 {
-    long e = resolve(st, pos, cls, name);
+    if (me->fp_valid && !memcmp(me->fp, fp, sizeof me->fp))
+        return false;
+    me->changed_now = true;
+    memcpy(me->fp, fp, sizeof me->fp);
+    me->fp_valid = true;
+    st->chg[st->n_chg++] = e;
+    return true;
+}
+
+/* Resolves a snapshot metric by name, notes whether it changed since the
+ * last persist. */
+static int note_metric(struct store *st, uint32_t *hint, size_t idx, uint8_t cls, const char *name,
+                       const uint64_t fp[5])
+{
+    long e = resolve(st, hint, cls, name);
     if (e == -2)
         return STORE_ERROR;
     if (e < 0)
@@ -2244,13 +2406,23 @@ static int note_metric(struct store *st, size_t pos, size_t idx, uint8_t cls, co
     struct metric_entry *me = &st->mt.e[e];
     me->gen = st->gen;
     me->pos = (uint32_t)idx;
-    if (!me->fp_valid || memcmp(me->fp, fp, sizeof me->fp)) {
-        me->changed_now = true;
-        memcpy(me->fp, fp, sizeof me->fp);
-        me->fp_valid = true;
-        st->chg[(*nc)++] = (uint32_t)e;
-    }
+    note_change(st, me, (uint32_t)e, fp);
+    me->hflags &= (uint8_t)~HF_HINTED;
     return 0;
+}
+
+/* The entry that a hinted metric at this position is, when the hints say
+ * that it was there at the last persist (see snapshot.h); NULL when they do
+ * not, or cannot be trusted. */
+static inline struct metric_entry *hinted_entry(struct store *st, bool trust, size_t i, size_t n_known,
+                                                const uint32_t *hint, uint64_t placed, uint8_t cls)
+{
+    if (!trust || i >= n_known || !placed || placed > st->h_version)
+        return NULL;
+    uint32_t h = hint[i];
+    if (h >= st->mt.n || st->mt.e[h].cls != cls)
+        return NULL;
+    return &st->mt.e[h];
 }
 
 /* Prepares a persist: which metrics get a record, a base row, a point, which
@@ -2287,7 +2459,23 @@ static bool stage_persist(struct store *st, const struct snapshot *snap, bool fi
         if (i + PREFETCH_AHEAD < n) {
             const struct metric_entry *f = &st->mt.e[i + PREFETCH_AHEAD];
             const char *bp = (const char *)st->bases[i + PREFETCH_AHEAD];
-            if (f->changed_now && f->cls == CLASS_SERIES && bp) {
+            if ((f->hflags & HF_HINTED) && f->changed_now) {
+                /* hinted: the snapshot's entry (its record comes from the
+                 * previous one, which lies in order in the header row) */
+                const char *q = (const char *)&snap->series[f->pos];
+                for (size_t l = 0; l < sizeof(struct snap_series); l += 64)
+                    __builtin_prefetch(q + l);
+                __builtin_prefetch(q + sizeof(struct snap_series) - 1);
+                const struct stage_rec *r = &st->rec[i + PREFETCH_AHEAD];
+                if (r->len) {
+                    __builtin_prefetch(st->delta.p + r->off);
+                    __builtin_prefetch(st->delta.p + r->off + r->len - 1);
+                }
+                /* and where its record goes (about as far on as the records
+                 * between, in the header row being written) */
+                if (db->len + 512 < db->cap)
+                    __builtin_prefetch(db->p + db->len + 512, 1);
+            } else if (f->changed_now && f->cls == CLASS_SERIES && bp) {
                 const struct snap_series *fs = &snap->series[f->pos];
                 const char *q = (const char *)fs->buckets;
                 /* a base of 30 buckets is about 450 bytes; reading its
@@ -2335,7 +2523,10 @@ static bool stage_persist(struct store *st, const struct snapshot *snap, bool fi
                 } else if (cn) {
                     p = wr_counter_record(p, cn);
                 } else {
-                    p = wr_series_record(p, sr, bs, &full);
+                    uint8_t *q = NULL;
+                    if (e->hflags & HF_HINTED)
+                        q = wr_series_record_hinted(p, sr, bs, st->delta.p + old->off, old->len);
+                    p = q ? q : wr_series_record(p, sr, bs, &full);
                 }
                 if (full && in_rebase) {
                     rebase = true;
@@ -2488,29 +2679,88 @@ int store_persist(struct store *st, const struct snapshot *snap, bool final)
         return fail(st, STORE_ERROR, "run '%s': seq %llu is not after the last persisted seq %llu",
                     st->run.id, (unsigned long long)snap->seq, (unsigned long long)st->run.last_seq);
 
+    /* The change hints count only against the persist that committed last
+     * (a failed one leaves the handle between two states): trust them if
+     * this snapshot continues the hints of that one. Until this one
+     * commits, the next persist trusts nothing. */
+    bool trust = snap->hint_epoch && snap->hint_epoch == st->h_epoch && snap->hint_version >= st->h_version;
+    st->h_epoch = 0;
+
     size_t nm = snap->n_counters + snap->n_series;
     if (!grow_array((void **)&st->chg, &st->chg_cap, nm, sizeof *st->chg))
         return fail(st, STORE_ERROR, "out of memory");
-    if (st->hint_cap < nm) {
+    if (st->hint_cap < snap->n_counters) {
         size_t old = st->hint_cap;
-        if (!grow_array((void **)&st->hint, &st->hint_cap, nm, sizeof *st->hint))
+        if (!grow_array((void **)&st->hint, &st->hint_cap, snap->n_counters, sizeof *st->hint))
             return fail(st, STORE_ERROR, "out of memory");
         memset(st->hint + old, 0xff, (st->hint_cap - old) * sizeof *st->hint);
     }
+    if (st->shint_cap < snap->n_series) {
+        size_t old = st->shint_cap;
+        if (!grow_array((void **)&st->shint, &st->shint_cap, snap->n_series, sizeof *st->shint))
+            return fail(st, STORE_ERROR, "out of memory");
+        memset(st->shint + old, 0xff, (st->shint_cap - old) * sizeof *st->shint);
+    }
 
-    /* which metrics changed since the last persist */
+    /* Which metrics changed since the last persist. A metric whose hints say
+     * it is the one seen at its position last time is not looked up by name,
+     * and one they say is unchanged since then is not even read. One that
+     * changed is compared by fingerprint all the same (a changed hint may
+     * cover a write of the same value, which must not add a point), and
+     * takes its buckets from the hint when it says which buckets moved since
+     * exactly the last persist. */
     st->gen++;
     st->n_chg = st->n_spt = 0;
     int status = STORE_OK;
     uint64_t fp[5];
     for (size_t i = 0; i < snap->n_counters && !status; i++) {
-        fingerprint_counter(&snap->counters[i], fp);
-        status = note_metric(st, i, i, CLASS_COUNTER, snap->counters[i].name, fp, &st->n_chg);
+        const struct snap_counter *c = &snap->counters[i];
+        struct metric_entry *me = hinted_entry(st, trust, i, st->h_ncounters, st->hint, c->hint_placed,
+                                               CLASS_COUNTER);
+        if (me) {
+            me->gen = st->gen;
+            me->pos = (uint32_t)i;
+            if (c->hint_changed <= st->h_version && me->fp_valid)
+                continue;
+            fingerprint_counter(c, fp);
+            note_change(st, me, (uint32_t)(me - st->mt.e), fp);
+            continue;
+        }
+        fingerprint_counter(c, fp);
+        status = note_metric(st, &st->hint[i], i, CLASS_COUNTER, c->name, fp);
     }
     for (size_t i = 0; i < snap->n_series && !status; i++) {
-        fingerprint_series(&snap->series[i], fp);
-        status = note_metric(st, snap->n_counters + i, i, CLASS_SERIES, snap->series[i].name, fp,
-                             &st->n_chg);
+        const struct snap_series *sr = &snap->series[i];
+        /* the entries and the snapshot's series are in the same order, the
+         * common case: ask for both a few ahead (each series is 4 lines,
+         * each entry one), as the loop does little but wait for them */
+        if (trust && i + 2 * PREFETCH_AHEAD < snap->n_series && i + 2 * PREFETCH_AHEAD < st->h_nseries) {
+            const char *q = (const char *)&snap->series[i + 2 * PREFETCH_AHEAD];
+            __builtin_prefetch(q);
+            __builtin_prefetch(q + sizeof *sr - 1);
+            __builtin_prefetch(q + sizeof *sr - 65);
+            uint32_t h = st->shint[i + 2 * PREFETCH_AHEAD];
+            if (h < st->mt.n)
+                __builtin_prefetch(&st->mt.e[h], 1);
+        }
+        struct metric_entry *me = hinted_entry(st, trust, i, st->h_nseries, st->shint, sr->hint_placed,
+                                               CLASS_SERIES);
+        if (me) {
+            me->gen = st->gen;
+            me->pos = (uint32_t)i;
+            me->hflags &= (uint8_t)~HF_HINTED;
+            if (sr->hint_changed <= st->h_version && me->fp_valid)
+                continue;
+            fingerprint_series(sr, fp);
+            /* the hint says what changed if it speaks of exactly the
+             * versions since that persist */
+            if (note_change(st, me, (uint32_t)(me - st->mt.e), fp) && sr->hint_changed == st->h_version + 1 &&
+                sr->hint_edges <= st->h_version && sr->n_buckets <= 64)
+                me->hflags |= HF_HINTED;
+            continue;
+        }
+        fingerprint_series(sr, fp);
+        status = note_metric(st, &st->shint[i], i, CLASS_SERIES, sr->name, fp);
     }
     char *sections = NULL;
     if (!status && json_object_size(snap->sections)) {
@@ -2634,6 +2884,11 @@ int store_persist(struct store *st, const struct snapshot *snap, bool final)
                                                : base_new(e->cls, NULL, &snap->series[e->pos]);
         e->in_latest = true;
     }
+    /* the next persist may trust this one's change hints */
+    st->h_epoch = snap->hint_epoch;
+    st->h_version = snap->hint_version;
+    st->h_ncounters = snap->n_counters;
+    st->h_nseries = snap->n_series;
     struct stage_rec *tr = st->rec;
     size_t trc = st->rec_cap;
     st->rec = st->srec;
