@@ -153,7 +153,8 @@ struct obsd_collector {
     /* The snapshot, kept from one publish to the next and brought up to date
      * in place (metrics_snapshot): between publishes, the latest published. */
     struct snapshot *snap;
-    struct control_line *last_line; /* its JSON line, rendered once someone watches */
+    struct control_line *last_line; /* its watch line, rendered once someone watches */
+    struct watch_render *watch;     /* renders it, reusing what did not change */
 
     _Atomic bool stop_requested;
     _Atomic bool drain_cancel;
@@ -508,24 +509,17 @@ static bool have_watchers(struct obsd_collector *c)
     return false;
 }
 
-/* The JSON line of the latest published snapshot, rendered only when a
- * watcher wants it (large for many series, and nobody may be watching),
- * once per snapshot for all of them. */
+/* The watch line of the latest published snapshot, rendered only when a
+ * watcher wants it, once per snapshot for all of them. */
 static struct control_line *last_line(struct obsd_collector *c)
 {
     if (c->last_line || !c->snap)
         return c->last_line;
-    json_t *j = snapshot_to_json(c->snap);
-    char *text = j ? json_dumps(j, JSON_COMPACT) : NULL;
-    json_decref(j);
-    if (!text)
+    if (!c->watch && !(c->watch = watch_render_new()))
         return NULL;
-    size_t len = strlen(text);
-    text[len] = '\n';          /* (the NUL's place: the line needs none) */
-    c->last_line = control_line_new(text, len + 1);
-    free(text);
-    if (c->last_line)
-        c->last_line->final = finished(c->snap->state);
+    c->last_line = watch_render(c->watch, c->snap);
+    if (!c->last_line)
+        engine_log(1, "control: no watch line for snapshot %" PRIu64 ": out of memory", c->seq);
     return c->last_line;
 }
 
@@ -1660,6 +1654,7 @@ void obsd_collector_free(struct obsd_collector *c)
     if (c->seg)
         shm_segment_close(c->seg, false);
     control_line_put(c->last_line);
+    watch_render_free(c->watch);
     free(c->name);
     free(c->store_dir);
     free(c->socket_path);

@@ -22,9 +22,25 @@
  *                                  "fill": 0.0, "dropped": 0, "written": 10,
  *                                  "dead": false}, ... ]}
  *
- *   "watch\n"   The server writes every new snapshot as one JSON line, in the
- *               form of snapshot_to_json() (publisher/snapshot.h), starting
+ *   "watch\n"   The server writes every new snapshot as one line, starting
  *               with the most recent one if any, until the client closes.
+ *               The line is a summary, not the full snapshot (that is in
+ *               the store: obsctl show --json):
+ *                 {"form": "watch", "schema_version": 1, "run": "...",
+ *                  "seq": 7, "timestamp_ns": ..., "state": "live",
+ *                  "n_pending_tasks": 0,
+ *                  "metrics": [ {"type": "counter", "name": "...",
+ *                                "value": 12}, ...,
+ *                               {"type": "series", "name": "...",
+ *                                "exact": false, "count": 100,
+ *                                "total": ..., "min": ..., "max": ...,
+ *                                "mean": ...,
+ *                                "percentiles": {"50.0": ..., "99.0": ...}},
+ *                               ... ]}
+ *               Counters then series, in the snapshot's order; the fields
+ *               mean what they mean in snapshot_to_json() (a number that is
+ *               not finite is null; "mean" is total/count, null when count
+ *               is 0); no histograms, no sum_sq, no module sections.
  *               After the final snapshot of a run the connection stays open
  *               and the next run's snapshots follow (a client that only
  *               wants one run stops when "state" is complete or interrupted).
@@ -72,5 +88,17 @@ struct control_line {
 struct control_line *control_line_new(const char *text, size_t len);
 struct control_line *control_line_get(struct control_line *l);
 void control_line_put(struct control_line *l);
+
+/* The watch line of a snapshot (the form above), rendered directly into one
+ * buffer. A renderer keeps each entry's text with the values it was made
+ * from and copies it from its previous line when they did not change, so
+ * rendering the snapshots of one run in turn costs a copy of the line plus
+ * the formatting of the entries that changed. */
+struct snapshot;
+struct watch_render;
+struct watch_render *watch_render_new(void);
+void watch_render_free(struct watch_render *r);
+/* A new line with one reference (the caller's), or NULL when out of memory. */
+struct control_line *watch_render(struct watch_render *r, const struct snapshot *s);
 
 #endif
