@@ -15,7 +15,9 @@
  *   1. every series changes (count and total) at every persist, no fsync;
  *   2. 1% change, no fsync;   3. 1% change, fsync;
  *   4. every series changes as a live series does (count, total, sum_sq, one
- *      bucket, two percentiles), no fsync;   5. as 4, fsync.
+ *      bucket, two percentiles), no fsync;   5. as 4, fsync;
+ *   6. as 4, the snapshot saying what changed as the collector's kept snapshot
+ *      does (change hints, snapshot.h), no fsync;   7. as 6, fsync.
  */
 #include <lmdb.h>
 #include <sys/stat.h>
@@ -134,8 +136,24 @@ static size_t final_size(const char *dir)
     return n;
 }
 
+/* The change hints of a producer that keeps s: every entry placed at
+ * version 1 of a new epoch (the first persist compares everything). */
+static void hints_begin(struct snapshot *s)
+{
+    s->hint_epoch = snapshot_hint_epoch_new();
+    s->hint_version = 1;
+    for (size_t i = 0; i < s->n_counters; i++)
+        s->counters[i].hint_placed = s->counters[i].hint_changed = 1;
+    for (size_t i = 0; i < s->n_series; i++) {
+        struct snap_series *sr = &s->series[i];
+        sr->hint_placed = sr->hint_changed = sr->hint_edges = 1;
+        sr->hint_mask = SNAP_HINT_ALL_BUCKETS;
+        sr->hint_fields = UINT32_MAX;
+    }
+}
+
 static void scenario(const char *dir, size_t n_series, int reps, double change_frac, bool live,
-                     bool sync)
+                     bool sync, bool hinted)
 {
     rm_store(dir);
     char err[256];
@@ -145,20 +163,32 @@ static void scenario(const char *dir, size_t n_series, int reps, double change_f
         exit(1);
     }
     struct snapshot *s = build(n_series, 30);
+    if (hinted)
+        hints_begin(s);
     uint64_t *t = calloc((size_t)reps, sizeof *t);
     size_t n_change = (size_t)((double)n_series * change_frac);
     for (int r = 0; r <= reps; r++) {
         s->seq = (uint64_t)r;
         s->timestamp_ns = 1700000000000000000ULL + (uint64_t)r * 1000000000ULL;
+        if (hinted && r)
+            s->hint_version++;
         for (size_t k = 0; k < n_change; k++) {
             struct snap_series *sr = &s->series[((size_t)r * n_change + k) % n_series];
             sr->count++;
             sr->total += 1000;
             if (live) {
+                size_t b = ((size_t)r + k) % sr->n_buckets;
                 sr->sum_sq += 1e6;
-                sr->buckets[((size_t)r + k) % sr->n_buckets].count++;
+                sr->buckets[b].count++;
                 sr->percentiles[7] += 1;
                 sr->percentiles[1] += 3;
+                if (hinted && r) {
+                    /* count, total, sum_sq, p99 and p50; one bucket */
+                    sr->hint_changed = s->hint_version;
+                    sr->hint_fields = 1u << 0 | 1u << 1 | 1u << 4 | 1u << (5 + 1) | 1u << (5 + 7);
+                    sr->hint_mask = 1ULL << b;
+                    sr->hint_counts[0] = sr->buckets[b].count;
+                }
             }
         }
         /* the extra last persist is the final, so that the baseline can
@@ -183,11 +213,12 @@ static void scenario(const char *dir, size_t n_series, int reps, double change_f
         exit(1);
     }
     double base = baseline_ms(dir, bytes, sync, reps);
-    printf("{\"bench\":\"store_commit\",\"n_series\":%zu,\"changed_per_commit\":%zu,\"change\":\"%s\","
+    printf("{\"bench\":\"store_commit\",\"n_series\":%zu,\"changed_per_commit\":%zu,\"change\":\"%s%s\","
            "\"sync\":%s,\"commits\":%d,\"commit_ms_p50\":%.3f,\"commit_ms_p99\":%.3f,"
            "\"baseline\":\"bare LMDB txn rewriting one %zu-byte whole-snapshot value\",\"baseline_ms_p50\":%.3f,"
            "\"ratio\":%.2f}\n",
            n_series, n_change, live ? "count, total, sum_sq, a bucket, p50, p99" : "count, total",
+           hinted ? ", with change hints" : "",
            sync ? "true" : "false", reps, p50, p99, bytes, base, p50 / base);
     fflush(stdout);
     snapshot_free(s);
@@ -205,10 +236,12 @@ int main(int argc, char **argv)
     }
     char dir[256];
     snprintf(dir, sizeof dir, "/tmp/obsd-store-commit-%d", (int)getpid());
-    scenario(dir, n, reps, 1.0, false, false);
-    scenario(dir, n, reps, 0.01, false, false);
-    scenario(dir, n, reps, 0.01, false, true);
-    scenario(dir, n, reps, 1.0, true, false);
-    scenario(dir, n, reps, 1.0, true, true);
+    scenario(dir, n, reps, 1.0, false, false, false);
+    scenario(dir, n, reps, 0.01, false, false, false);
+    scenario(dir, n, reps, 0.01, false, true, false);
+    scenario(dir, n, reps, 1.0, true, false, false);
+    scenario(dir, n, reps, 1.0, true, true, false);
+    scenario(dir, n, reps, 1.0, true, false, true);
+    scenario(dir, n, reps, 1.0, true, true, true);
     return 0;
 }
