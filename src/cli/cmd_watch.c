@@ -7,6 +7,11 @@
  * with their rate, p50, p99 and max. On a terminal the view is a full-screen
  * ncurses page (q quits); with --plain, --once or when stdout is not a
  * terminal it prints one block of plain text per refresh.
+ *
+ * The daemon sends a summary line per snapshot (engine/control.h), latest
+ * wins: a view slower than the snapshots skips to the newest, here too (a
+ * line with a newer one already buffered is not shown, unless it is a run's
+ * final snapshot).
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -157,16 +162,19 @@ static int by_count_desc(const void *a, const void *b)
     return strcmp(x->name, y->name);
 }
 
+static int prev_by_name(const void *a, const void *b)
+{
+    return strcmp(((const struct prev_count *)a)->name, ((const struct prev_count *)b)->name);
+}
+
+/* w->prev is sorted by name (thousands of series: no linear search each). */
 static uint64_t prev_count_of(const struct watch *w, const char *name, bool *found)
 {
-    for (size_t i = 0; i < w->n_prev; i++) {
-        if (!strcmp(w->prev[i].name, name)) {
-            *found = true;
-            return w->prev[i].count;
-        }
-    }
-    *found = false;
-    return 0;
+    struct prev_count key = {.name = (char *)name};
+    const struct prev_count *p =
+        w->n_prev ? bsearch(&key, w->prev, w->n_prev, sizeof *w->prev, prev_by_name) : NULL;
+    *found = p != NULL;
+    return p ? p->count : 0;
 }
 
 static void prev_free(struct watch *w)
@@ -235,6 +243,18 @@ static void render_status_header(struct watch *w, json_t *st, const char *run, c
         view_line(w, "snapshot %" PRIu64, seq);
 }
 
+static bool is_final(json_t *snap)
+{
+    const char *state = json_string_value(json_object_get(snap, "state"));
+    return state && (!strcmp(state, "complete") || !strcmp(state, "interrupted"));
+}
+
+/* Whether another whole line is already buffered. */
+static bool line_buffered(const struct control_reader *r)
+{
+    return r->len > r->start && memchr(r->buf + r->start, '\n', r->len - r->start);
+}
+
 /* Renders one snapshot. Returns 1 if it is the final snapshot of its run. */
 static int render_snapshot(struct watch *w, json_t *snap)
 {
@@ -278,8 +298,12 @@ static int render_snapshot(struct watch *w, json_t *snap)
         r->rate = dt > 0 && found && r->count >= before ? (double)(r->count - before) / dt : NAN;
         next[n_rows].name = strdup(name);
         next[n_rows].count = r->count;
+        if (!next[n_rows].name)
+            break;
         n_rows++;
     }
+    if (next)
+        qsort(next, n_rows, sizeof *next, prev_by_name);
     qsort(rows, n_rows, sizeof *rows, by_count_desc);
 
     view_clear(w);
@@ -299,7 +323,7 @@ static int render_snapshot(struct watch *w, json_t *snap)
         view_line(w, "... %zu more series", n_rows - (size_t)w->top);
     if (!n_rows)
         view_line(w, "(no series yet)");
-    bool final = state && (!strcmp(state, "complete") || !strcmp(state, "interrupted"));
+    bool final = is_final(snap);
     if (final && pending)
         view_line(w, "warning: run %s with %" PRIu64 " tasks pending: the token drain is incomplete",
                   state, pending);
@@ -422,6 +446,8 @@ int cmd_watch(int argc, char **argv)
                 why = error ? "the daemon refused the watch" : "the daemon sent a bad line";
                 rc = 1;
                 quit = true;
+            } else if (!w.once && !is_final(snap) && line_buffered(&r)) {
+                /* a newer snapshot is already here: show that one */
             } else {
                 seen_final = render_snapshot(&w, snap);
                 shown = true;
