@@ -16,8 +16,9 @@
  *    (build_ms_p50: metrics_snapshot, what the collector runs at every publish,
  *    of those 10,000 changed series), and the build when no series changed
  *    (build_unchanged_ms_p50) and when each took 100 values (build_busy_ms_p50),
- *    and the JSON line a publish renders for watchers (watch_line_ms_p50: only
- *    while someone watches).
+ *    and the watch line a publish renders for watchers (watch_line_ms_p50:
+ *    only while someone watches; also its own result, against the full JSON
+ *    line watch sent before as the baseline).
  *
  * Usage: collector_throughput [--quick] [--only records|commit]. Prints one
  * JSON object per result.
@@ -32,6 +33,7 @@
 
 #include <jansson.h>
 
+#include "engine/control.h"
 #include "engine/metrics.h"
 #include "engine/series.h"
 #include "obsd/obsd.h"
@@ -314,8 +316,12 @@ static double commit_p50(const char *dir, const char *run, size_t n_series, bool
 }
 
 /* The build of 10,000 series when none changed, and when each took 100
- * values since the previous build (a busy publish interval); and the JSON
- * line of that snapshot, which a publish renders only while someone watches. */
+ * values since the previous build (a busy publish interval); and the watch
+ * line of that snapshot, which a publish renders only while someone watches:
+ * *json_ms is what the collector does (watch_render, the summary line, with
+ * the renderer kept from publish to publish as the collector keeps it); also
+ * printed as its own result, with the render when nothing changed and, as
+ * the baseline, the full snapshot_to_json line that watch used to send. */
 static void build_p50(size_t n_series, int reps, double *unchanged_ms, double *busy_ms,
                       double *json_ms)
 {
@@ -323,11 +329,18 @@ static void build_p50(size_t n_series, int reps, double *unchanged_ms, double *b
     struct metric_table t;
     struct metric **m = calloc(n_series, sizeof *m);
     fill_table(&t, &env, m, n_series);
-    double ums[64], bms[64], jms[64], ignore;
+    double ums[64], bms[64], jms[64], wms[64], wums[64], ignore;
+    size_t full_bytes = 0, watch_bytes = 0;
     struct snapshot *snap = NULL;
+    struct watch_render *wr = watch_render_new();
     build(&t, &snap, 0, &ignore);
+    control_line_put(wr ? watch_render(wr, snap) : NULL);
     for (int r = 0; r < reps; r++) {
         build(&t, &snap, (uint64_t)r, &ums[r]);
+        uint64_t w0 = now_ns();
+        struct control_line *wl = wr ? watch_render(wr, snap) : NULL;
+        wums[r] = (double)(now_ns() - w0) / 1e6;
+        control_line_put(wl);
         for (size_t i = 0; i < n_series; i++)
             for (size_t k = 0; k < 100; k++)
                 add_value(&t, m[i], bench_value(i, 50 + (size_t)r * 100 + k));
@@ -340,15 +353,33 @@ static void build_p50(size_t n_series, int reps, double *unchanged_ms, double *b
             fprintf(stderr, "collector_throughput: snapshot_to_json failed\n");
             exit(1);
         }
+        full_bytes = strlen(line) + 1;
         free(line);
         json_decref(j);
+        t0 = now_ns();
+        wl = wr ? watch_render(wr, snap) : NULL;
+        wms[r] = (double)(now_ns() - t0) / 1e6;
+        if (!wl) {
+            fprintf(stderr, "collector_throughput: watch_render failed\n");
+            exit(1);
+        }
+        watch_bytes = wl->len;
+        control_line_put(wl);
     }
+    watch_render_free(wr);
+    double w = median(wms, (size_t)reps), full = median(jms, (size_t)reps);
+    printf("{\"bench\":\"collector_throughput\",\"metric\":\"watch_line_ms_p50\",\"value\":%.3f,"
+           "\"series\":%zu,\"changed\":%zu,\"reps\":%d,\"bytes\":%zu,"
+           "\"unchanged_ms_p50\":%.3f,\"baseline\":\"full snapshot_to_json line (jansson)\","
+           "\"baseline_ms_p50\":%.3f,\"baseline_bytes\":%zu,\"ratio\":%.4f}\n",
+           w, n_series, n_series, reps, watch_bytes, median(wums, (size_t)reps), full, full_bytes,
+           w / full);
     snapshot_free(snap);
     free(m);
     metrics_free(&t);
     *unchanged_ms = median(ums, (size_t)reps);
     *busy_ms = median(bms, (size_t)reps);
-    *json_ms = median(jms, (size_t)reps);
+    *json_ms = w;
 }
 
 static void rm_store(const char *dir)
