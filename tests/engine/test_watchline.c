@@ -4,7 +4,8 @@
  * every series' summary; a renderer that reuses the text of unchanged
  * entries gives exactly the line a fresh one gives, also when series change,
  * appear, disappear or another series takes an index; names are escaped so
- * the line always parses; a number that is not finite is null.
+ * the line always parses; a number that is not finite is null, any other
+ * is the same double when read back.
  */
 #include <check.h>
 #include <jansson.h>
@@ -220,6 +221,49 @@ START_TEST(names_are_escaped)
 }
 END_TEST
 
+/* Every number is the same double when read back: gauges and series fields
+ * over many magnitudes, whole and not, positive and negative. */
+START_TEST(numbers_read_back_exactly)
+{
+    struct snapshot *s = snapshot_new("r", 0, OBSD_RUN_LIVE);
+    uint64_t x = 88172645463325252ull;
+    enum { N = 20000 };
+    static double want[N];
+    for (int i = 0; i < N; i++) {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        double mant = (double)(x >> 11) / 9007199254740992.0;   /* [0, 1) */
+        int e = (int)(x % 48) - 12;                               /* 1e-12 .. 1e35 */
+        double v = (mant + 0.1) * pow(10.0, e);
+        if (i % 7 == 0)
+            v = floor(v);
+        if (i % 5 == 0)
+            v = -v;
+        if (i % 11 == 0)
+            v = nextafter(1e15, 0) - (double)(x % 1000) / 8;      /* near the edge */
+        want[i] = v;
+        char name[32];
+        snprintf(name, sizeof name, "g%05d", i);
+        ck_assert_int_eq(snapshot_add_gauge(s, name, v), 0);
+    }
+    struct watch_render *r = watch_render_new();
+    struct control_line *l = watch_render(r, s);
+    json_t *j = parse_line(l);
+    json_t *m = json_object_get(j, "metrics");
+    ck_assert_uint_eq(json_array_size(m), N);
+    for (int i = 0; i < N; i++) {
+        json_t *v = json_object_get(json_array_get(m, (size_t)i), "value");
+        ck_assert_msg(json_is_number(v) && json_number_value(v) == want[i], "%.17g read back as %.17g",
+                      want[i], json_number_value(v));
+    }
+    json_decref(j);
+    control_line_put(l);
+    watch_render_free(r);
+    snapshot_free(s);
+}
+END_TEST
+
 int main(void)
 {
     Suite *su = suite_create("watchline");
@@ -228,6 +272,7 @@ int main(void)
     tcase_add_test(tc, ten_thousand_series_in_one_line);
     tcase_add_test(tc, reused_entries_match_a_fresh_render);
     tcase_add_test(tc, names_are_escaped);
+    tcase_add_test(tc, numbers_read_back_exactly);
     suite_add_tcase(su, tc);
     SRunner *sr = srunner_create(su);
     srunner_run_all(sr, CK_NORMAL);
