@@ -80,6 +80,7 @@ int control_default_socket_path(char *out, size_t outlen, const char *store_dir,
 struct control_line {
     size_t refs;
     size_t len;
+    size_t alloc;    /* bytes allocated, the struct included */
     bool final;      /* the watch line of a run's final snapshot */
     char data[];
 };

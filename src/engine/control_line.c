@@ -14,6 +14,7 @@ struct control_line *control_line_new(const char *text, size_t len)
         return NULL;
     l->refs = 1;
     l->len = len;
+    l->alloc = sizeof *l + len;
     l->final = false;
     memcpy(l->data, text, len);
     return l;

@@ -36,7 +36,9 @@ struct frag_cache {
 
 struct watch_render {
     struct control_line *prev;        /* the previous line (its texts are copied) */
+    struct control_line *spare;       /* an older one nobody holds: its memory is reused */
     struct frag_cache counters, series;
+    uint64_t hint_epoch, hint_version;  /* of the snapshot last rendered (0: none) */
     int p50, p99;                     /* indexes in obsd_percentile_grid */
 };
 
@@ -308,14 +310,28 @@ static void cache_free(struct frag_cache *fc)
     *fc = (struct frag_cache){0};
 }
 
+/* Whether the snapshot's change hints say that the entry at this index is
+ * the one last rendered there and unchanged since (snapshot.h): then
+ * neither its name nor its values need to be read. */
+static bool hinted_same(const struct watch_render *r, const struct snapshot *s, uint64_t placed,
+                        uint64_t changed)
+{
+    return r->hint_epoch && s->hint_epoch == r->hint_epoch && placed && placed <= r->hint_version &&
+           changed <= r->hint_version;
+}
+
 /* Entry i's text: copied from the previous line when its name and values
- * are the ones it was made from, else formatted (and remembered). */
+ * are the ones it was made from (same: the hints say so), else formatted
+ * (and remembered). */
 static void entry(struct watch_render *r, struct buf *b, struct frag_cache *fc, size_t i,
-                  const char *name, const uint64_t fp[FP_WORDS], const void *item, bool series)
+                  const char *name, const uint64_t fp[FP_WORDS], const void *item, bool series,
+                  bool same)
 {
     struct frag *f = &fc->f[i];
     size_t at = b->len;
-    if (f->name && r->prev && !memcmp(f->fp, fp, sizeof f->fp) && !strcmp(f->name, name)) {
+    if (f->name && r->prev && same) {
+        put(b, (const char *)r->prev + f->off, f->len);
+    } else if (f->name && r->prev && !memcmp(f->fp, fp, sizeof f->fp) && !strcmp(f->name, name)) {
         put(b, (const char *)r->prev + f->off, f->len);
     } else {
         if (series)
@@ -356,7 +372,9 @@ struct watch_render *watch_render_new(void)
 static void forget(struct watch_render *r)
 {
     control_line_put(r->prev);
-    r->prev = NULL;
+    control_line_put(r->spare);
+    r->prev = r->spare = NULL;
+    r->hint_epoch = r->hint_version = 0;
     cache_free(&r->counters);
     cache_free(&r->series);
 }
@@ -375,6 +393,11 @@ struct control_line *watch_render(struct watch_render *r, const struct snapshot 
     if (!cache_size(&r->counters, s->n_counters) || !cache_size(&r->series, s->n_series)) {
         forget(r);
         return NULL;
+    }
+    if (r->spare) {     /* no page faults for a fresh buffer at each render */
+        b.p = (char *)r->spare;
+        b.cap = r->spare->alloc;
+        r->spare = NULL;
     }
     size_t hint = r->prev ? r->prev->len + r->prev->len / 8 : 4096;
     reserve(&b, sizeof(struct control_line) + hint);
@@ -397,16 +420,22 @@ struct control_line *watch_render(struct watch_render *r, const struct snapshot 
     PUTS(&b, ",\"metrics\":[");
     uint64_t fp[FP_WORDS];
     for (size_t i = 0; i < s->n_counters; i++) {
+        const struct snap_counter *c = &s->counters[i];
         if (i)
             PUTS(&b, ",");
-        counter_fp(&s->counters[i], fp);
-        entry(r, &b, &r->counters, i, s->counters[i].name, fp, &s->counters[i], false);
+        bool same = hinted_same(r, s, c->hint_placed, c->hint_changed);
+        if (!same)
+            counter_fp(c, fp);
+        entry(r, &b, &r->counters, i, c->name, fp, c, false, same);
     }
     for (size_t i = 0; i < s->n_series; i++) {
+        const struct snap_series *sr = &s->series[i];
         if (i || s->n_counters)
             PUTS(&b, ",");
-        series_fp(r, &s->series[i], fp);
-        entry(r, &b, &r->series, i, s->series[i].name, fp, &s->series[i], true);
+        bool same = hinted_same(r, s, sr->hint_placed, sr->hint_changed);
+        if (!same)
+            series_fp(r, sr, fp);
+        entry(r, &b, &r->series, i, sr->name, fp, sr, true, same);
     }
     PUTS(&b, "]}\n");
     if (b.oom) {
@@ -418,7 +447,14 @@ struct control_line *watch_render(struct watch_render *r, const struct snapshot 
     line->refs = 1;
     line->len = b.len - base;
     line->final = s->state == OBSD_RUN_COMPLETE || s->state == OBSD_RUN_INTERRUPTED;
-    control_line_put(r->prev);
+    line->alloc = b.cap;
+    r->hint_epoch = s->hint_epoch;
+    r->hint_version = s->hint_version;
+    struct control_line *old = r->prev;
     r->prev = control_line_get(line);
+    if (old && old->refs == 1)
+        r->spare = old;            /* only ours: every client is done with it */
+    else
+        control_line_put(old);
     return line;
 }

@@ -15,6 +15,8 @@
 #include <string.h>
 
 #include "engine/control.h"
+#include "engine/metrics.h"
+#include "engine/series.h"
 #include "publisher/snapshot.h"
 
 static void add_series(struct snapshot *s, const char *name, uint64_t count, double base)
@@ -221,6 +223,70 @@ START_TEST(names_are_escaped)
 }
 END_TEST
 
+/* The collector's snapshot, kept and brought up to date by the metric table,
+ * carries change hints: a renderer that trusts them still gives the line a
+ * fresh one gives, through changed and unchanged series and counters, new
+ * series, a publish it did not render, and a new run. */
+START_TEST(change_hints_give_the_same_line)
+{
+    struct series_env env;
+    struct metric_table t;
+    series_env_init(&env, NULL, 0);
+    metrics_init(&t, &env);
+    struct metric *m[600];
+    for (size_t i = 0; i < 500; i++) {
+        char name[48];
+        snprintf(name, sizeof name, "hint.series.%03zu", i);
+        m[i] = metrics_get(&t, name, METRIC_SERIES);
+        ck_assert_ptr_nonnull(m[i]);
+    }
+    struct metric *cnt = metrics_get(&t, "hint.counter", METRIC_COUNTER);
+    struct snapshot *s = snapshot_new("hint-run", 0, OBSD_RUN_LIVE);
+    snapshot_add_counter(s, "obsd_dropped_records", 0);
+    snapshot_add_counter(s, "obsd_rejected_records", 0);
+    struct watch_render *r = watch_render_new();
+    size_t nc, ns, n = 500;
+    for (int round = 0; round < 12; round++) {
+        for (size_t i = 0; i < n; i++) {
+            if (round > 0 && (i + (size_t)round) % 5)
+                continue;                /* most stay unchanged */
+            metrics_touch(&t, m[i]);
+            series_add(&m[i]->series, 1000 + i * 7 + (size_t)round * 13);
+        }
+        if (round % 3 == 0) {
+            metrics_touch(&t, cnt);
+            cnt->counter += round + 1;
+        }
+        if (round == 6) {                 /* new series, after the others */
+            for (size_t i = 500; i < 600; i++) {
+                char name[48];
+                snprintf(name, sizeof name, "hint.series.new.%03zu", i);
+                m[i] = metrics_get(&t, name, METRIC_SERIES);
+                metrics_touch(&t, m[i]);
+                series_add(&m[i]->series, 5 + i);
+            }
+            n = 600;
+        }
+        if (round == 9) {                 /* a new run: everything back to zero */
+            metrics_reset(&t);
+            for (size_t i = 0; i < n; i += 3) {
+                metrics_touch(&t, m[i]);
+                series_add(&m[i]->series, 77 + i);
+            }
+        }
+        s->seq = (uint64_t)round;
+        ck_assert_int_eq(metrics_snapshot(&t, s, 2, 30, &nc, &ns), 0);
+        if (round == 4)
+            continue;                     /* a publish nobody watched */
+        control_line_put(render_checked(r, s));
+    }
+    ck_assert_uint_ne(s->hint_epoch, 0);
+    watch_render_free(r);
+    snapshot_free(s);
+    metrics_free(&t);
+}
+END_TEST
+
 /* Every number is the same double when read back: gauges and series fields
  * over many magnitudes, whole and not, positive and negative. */
 START_TEST(numbers_read_back_exactly)
@@ -273,6 +339,7 @@ int main(void)
     tcase_add_test(tc, reused_entries_match_a_fresh_render);
     tcase_add_test(tc, names_are_escaped);
     tcase_add_test(tc, numbers_read_back_exactly);
+    tcase_add_test(tc, change_hints_give_the_same_line);
     suite_add_tcase(su, tc);
     SRunner *sr = srunner_create(su);
     srunner_run_all(sr, CK_NORMAL);
