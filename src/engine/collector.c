@@ -231,7 +231,7 @@ static const char *key_name(void *ctx, uint32_t key)
 }
 
 static void open_run(struct obsd_collector *c);
-static void apply_session(struct obsd_collector *c, uint32_t event, uint64_t ts);
+static bool apply_session(struct obsd_collector *c, uint32_t event, uint64_t ts);
 
 static struct mod *module_for(struct obsd_collector *c, uint8_t type)
 {
@@ -262,7 +262,11 @@ static void on_record(void *ctx, const struct shm_producer *from, const struct s
             return;
         }
         memcpy(&pl, rec->payload, sizeof pl);
-        apply_session(c, rec->key, pl.ts_ns);
+        /* A run that starts before the previous one is final: what this
+         * producer wrote after STARTED is the next run's, so its ring waits
+         * (end_of_run resumes it once the next run is open). */
+        if (apply_session(c, rec->key, pl.ts_ns) && from)
+            shm_drain_hold(c->seg, from->slot);
         return;
     }
     if (!c->run_open) {
@@ -361,7 +365,9 @@ static void open_run(struct obsd_collector *c)
     engine_log(2, "run %s opened", c->run_id);
 }
 
-static void apply_session(struct obsd_collector *c, uint32_t event, uint64_t ts)
+/* Returns true when the event is a STARTED deferred until the current run
+ * is final. */
+static bool apply_session(struct obsd_collector *c, uint32_t event, uint64_t ts)
 {
     switch (event) {
     case OBSD_SESSION_STARTED:
@@ -370,11 +376,11 @@ static void apply_session(struct obsd_collector *c, uint32_t event, uint64_t ts)
         } else if (c->run_open && (c->end_requested || c->state == OBSD_RUN_DRAINING)) {
             c->start_after_end = true;      /* the next run starts once this one is final */
             c->start_after_end_ts = ts;
-            return;                         /* modules hear of it then */
+            return true;                    /* modules hear of it then */
         } else if (c->run_open) {
             engine_log(1, "run %s: session started again in state %s: ignored (producer bug)",
                        c->run_id, obsd_run_state_name(c->state));
-            return;
+            return false;
         } else {
             /* a new run: what arrived since the last final belongs to it */
             if (c->between_runs)
@@ -388,7 +394,7 @@ static void apply_session(struct obsd_collector *c, uint32_t event, uint64_t ts)
         if (!c->run_open && c->pre_run_records && !c->had_run)
             open_run(c);   /* the segment's first run had records but no STARTED */
         if (!c->run_open)
-            return;        /* a stray ENDED after the final: nothing to end */
+            return false;  /* a stray ENDED after the final: nothing to end */
         if (c->state == OBSD_RUN_INITIALIZE || c->state == OBSD_RUN_LIVE) {
             c->state = OBSD_RUN_DRAINING;
             c->end_requested = true;
@@ -396,7 +402,7 @@ static void apply_session(struct obsd_collector *c, uint32_t event, uint64_t ts)
         break;
     case OBSD_SESSION_INTERRUPTED:
         if (!c->run_open && c->had_run)
-            return;        /* after the final: it cannot concern the next run */
+            return false;  /* after the final: it cannot concern the next run */
         c->interrupt_latched = true;
         break;
     default:
@@ -405,6 +411,7 @@ static void apply_session(struct obsd_collector *c, uint32_t event, uint64_t ts)
     for (size_t i = 0; i < c->n_mods; i++)
         if (c->mods[i].ops->on_session)
             c->mods[i].ops->on_session(c->mods[i].state, (int)event, ts);
+    return false;
 }
 
 /* ---- snapshots --------------------------------------------------------- */
@@ -635,6 +642,7 @@ static void end_of_run(struct obsd_collector *c)
                        c->run_id, pending_tasks(c));
             c->quit = true;
             finalize(c, true);
+            shm_drain_resume(c->seg);
             return;
         }
     }
@@ -651,6 +659,7 @@ static void end_of_run(struct obsd_collector *c)
                                            c->start_after_end_ts);
     }
     c->start_after_end = false;
+    shm_drain_resume(c->seg);    /* the rings held at that STARTED now feed the new run */
 }
 
 /* ---- restart: continue the segment's run from the store ---------------- */

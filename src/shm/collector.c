@@ -24,6 +24,7 @@ struct cslot {
     uint64_t tail;          /* trusted: our private read cursor (what we consumed) */
     bool bad_state;         /* invalid slot state already counted */
     bool exited;            /* owner died, ring drained: free at the next release */
+    bool held;              /* shm_drain_hold(): not drained until shm_drain_resume() */
     /* reassembly of a fragmented record */
     bool active;
     uint32_t seq;
@@ -495,6 +496,8 @@ static size_t drain_ring(struct shm_segment *seg, uint32_t slot, shm_record_fn f
         return 0;
     }
     cs->bad_state = false;
+    if (cs->held)
+        return 0;
     const uint64_t size = seg->L.ring_bytes, mask = size - 1;
     const unsigned char *data = seg_ring_data(seg->base, &seg->L, slot);
     uint64_t head = atomic_load_explicit(&ctl->head, memory_order_acquire);
@@ -528,6 +531,8 @@ static size_t drain_ring(struct shm_segment *seg, uint32_t slot, shm_record_fn f
         tail += rs;
         if (handle_record(&d, cs, &h, (const unsigned char *)seg->rec))
             counted++;
+        if (cs->held)
+            break;      /* the callback held this ring: stop right after the record */
     }
     /* Only the private cursor moves: ctl->tail (the space the producer may
      * reuse) waits for shm_release(), i.e. for the store commit. */
@@ -580,6 +585,18 @@ size_t shm_drain(struct shm_segment *seg, shm_record_fn fn, void *ctx, size_t ma
         maybe_free(seg, i);
     }
     return total;
+}
+
+void shm_drain_hold(struct shm_segment *seg, uint32_t slot)
+{
+    if (slot < seg->L.max_producers)
+        seg->slots[slot].held = true;
+}
+
+void shm_drain_resume(struct shm_segment *seg)
+{
+    for (uint32_t i = 0; i < seg->L.max_producers; i++)
+        seg->slots[i].held = false;
 }
 
 /* ------------------------------------------------------------------ */

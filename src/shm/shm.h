@@ -72,6 +72,13 @@ typedef void (*shm_record_fn)(void *ctx, const struct shm_producer *from, const 
  * each complete record in per-ring order. Returns the number of records
  * delivered. Malformed data is rejected and counted in shm_stats. */
 size_t shm_drain(struct shm_segment *seg, shm_record_fn fn, void *ctx, size_t max_records);
+/* Called from fn: the ring of the current record stops right after it and
+ * later drains skip that ring until shm_drain_resume(); the other rings go
+ * on. For a session event whose records behind it must wait (a run that
+ * starts before the previous one is final). */
+void shm_drain_hold(struct shm_segment *seg, uint32_t slot);
+/* Every held ring drains again from where it stopped. */
+void shm_drain_resume(struct shm_segment *seg);
 
 /* The name of a key, validated; NULL for an unknown or malformed key. */
 const char *shm_key_name(struct shm_segment *seg, uint32_t key);

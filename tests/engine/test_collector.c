@@ -396,6 +396,55 @@ START_TEST(runs_follow_runs_with_one_final_each)
 }
 END_TEST
 
+/* Two whole runs already in one ring when the collector first drains it
+ * (ENDED, STARTED, spans, ENDED back to back): the second run's records wait
+ * for its own run, and its ENDED ends it. */
+START_TEST(back_to_back_runs_in_one_ring)
+{
+    struct eng_fixture f;
+    eng_fixture_init(&f, "b");
+    struct obsd_collector *c = new_collector(&f);
+    pid_t p = fork();
+    ck_assert_int_ge(p, 0);
+    if (p == 0) {
+        produce(f.name, 10, P_START | P_END);
+        produce(f.name, 5, P_START | P_END);
+        _exit(0);
+    }
+    eng_wait_child(p);          /* everything is in the ring before the loop runs */
+    struct eng_runner r;
+    eng_start(&r, c);
+    struct store_run_info *runs = NULL;
+    size_t n = 0;
+    for (int i = 0; i < 500; i++) {
+        struct store *st = eng_store_ro(f.dir);
+        free(runs);
+        runs = NULL;
+        ck_assert_int_eq(store_list_runs(st, &runs, &n), STORE_OK);
+        store_close(st);
+        if (n == 2 && runs[0].has_final && runs[1].has_final)
+            break;
+        sleep_ms(10);
+    }
+    obsd_collector_stop(c);
+    eng_join(&r);
+    obsd_collector_free(c);
+    ck_assert_uint_eq(n, 2);
+    struct store *st = eng_store_ro(f.dir);
+    for (size_t i = 0; i < 2; i++) {
+        ck_assert_msg(runs[i].has_final, "run %zu has no final snapshot", i + 1);
+        struct snapshot *s = NULL;
+        ck_assert_int_eq(store_final(st, runs[i].id, &s), STORE_OK);
+        ck_assert_int_eq(s->state, OBSD_RUN_COMPLETE);
+        check_work(s, i == 0 ? 10 : 5);      /* each run its own records */
+        snapshot_free(s);
+    }
+    free(runs);
+    store_close(st);
+    eng_fixture_done(&f);
+}
+END_TEST
+
 START_TEST(control_socket_status_watch_and_errors)
 {
     struct eng_fixture f;
@@ -653,6 +702,7 @@ int main(void)
     tcase_add_test(tc, interrupted_marker_is_latched_until_ended);
     tcase_add_test(tc, malformed_records_are_rejected_and_counted);
     tcase_add_test(tc, runs_follow_runs_with_one_final_each);
+    tcase_add_test(tc, back_to_back_runs_in_one_ring);
     tcase_add_test(tc, control_socket_status_watch_and_errors);
     tcase_add_test(tc, watch_after_the_run_gets_its_final_snapshot);
     tcase_add_test(tc, restarted_collector_continues_the_run);
