@@ -38,8 +38,10 @@ extern "C" {
 #endif
 
 /* Version of the shared-memory layout and record format. A segment with
- * another version is refused by obsd_open() with both versions named. */
-#define OBSD_ABI_VERSION 1
+ * another version is refused by obsd_open() with both versions named.
+ * 2: the key table's size is the collector's max_keys (header keys_count),
+ *    no longer a fixed 4096 entries. */
+#define OBSD_ABI_VERSION 2
 
 typedef struct obsd obsd_t;
 
@@ -86,7 +88,8 @@ const char *obsd_last_error(void);
 uint64_t obsd_now(void);
 
 /* Interns a name (at most OBSD_KEY_MAX bytes of [A-Za-z0-9_.:-]). Slow path:
- * call it once and keep the key. Returns 0 on failure. */
+ * call it once and keep the key. Returns 0 on failure, e.g. when the
+ * segment's key table (max_keys names, set by the collector) is full. */
 #define OBSD_KEY_MAX 120
 obsd_key_t obsd_key(obsd_t *h, const char *name);
 

@@ -35,6 +35,8 @@ struct obsd_collector_config {
     uint64_t max_text_bytes;          /* default 16 MiB */
     const char *shm_group;            /* NULL: mode 0600; else 0660 with this group */
     uint32_t sched_workers;           /* scheduler counter blocks; default 256 */
+    uint32_t max_keys;                /* key table entries (distinct names, 128 B of /dev/shm
+                                         each); default 16384, 256..1048576 */
 
     /* [collector] */
     uint32_t publish_interval_ms;     /* default 250 */

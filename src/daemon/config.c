@@ -71,6 +71,7 @@ static const struct key_desc keys[] = {
     {"segment", "max_text_bytes",        KEY_SIZE,     F(max_text_bytes), 4 * KIB, GIB, false},
     {"segment", "shm_group",             KEY_GROUP,    F(shm_group), 0, 0, true},
     {"segment", "sched_workers",         KEY_U32,      F(sched_workers), 0, 65536, false},
+    {"segment", "max_keys",              KEY_U32,      F(max_keys), 256, 1048576, false},
 
     {"collector", "publish_interval_ms", KEY_U32,      F(publish_interval_ms), 10, 60000, false},
     {"collector", "cpus",                KEY_CPUS,     F(cpus), 0, 0, true},

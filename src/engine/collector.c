@@ -195,6 +195,7 @@ void obsd_collector_config_defaults(struct obsd_collector_config *cfg)
     cfg->max_text_bytes = 16u << 20;
     cfg->shm_group = NULL;
     cfg->sched_workers = 256;
+    cfg->max_keys = 16384;
     cfg->publish_interval_ms = 250;
     cfg->cpus = NULL;
     cfg->socket_path = NULL;
@@ -1525,6 +1526,7 @@ struct obsd_collector *obsd_collector_new(const struct obsd_collector_config *cf
     sc.ring_bytes = cfg->ring_size;
     c->ring_bytes = cfg->ring_size;
     sc.sched_workers = cfg->sched_workers;
+    sc.keys_count = cfg->max_keys;
     sc.max_text_bytes = cfg->max_text_bytes;
     sc.full_policy = cfg->ring_full_block ? SHM_FULL_BLOCK : SHM_FULL_DROP;
     sc.block_timeout_ns = (uint64_t)cfg->ring_block_timeout_ms * 1000000ull;

@@ -59,6 +59,7 @@ void shm_config_defaults(struct shm_config *cfg, const char *name)
 {
     memset(cfg, 0, sizeof *cfg);
     cfg->name = name;
+    cfg->keys_count = SEG_KEYS_DEFAULT;
     cfg->max_producers = 64;
     cfg->ring_bytes = 1u << 20;
     cfg->sched_workers = 256;
@@ -80,7 +81,7 @@ static void header_init(struct seg_header *h, const struct seg_layout *L, const 
     h->header_bytes = SEG_HEADER_BYTES;
     h->segment_bytes = L->segment_bytes;
     h->keys_off = L->keys_off;
-    h->keys_count = SEG_KEYS;
+    h->keys_count = L->keys_count;
     h->key_bytes = SEG_KEY_BYTES;
     h->rings_off = L->rings_off;
     h->ring_stride = L->ring_stride;
@@ -155,8 +156,8 @@ struct shm_segment *shm_segment_create(const struct shm_config *cfg, char *err, 
     }
     struct seg_layout L;
     char why[200];
-    if (seg_layout_compute(&L, cfg->max_producers, cfg->ring_bytes, cfg->sched_workers,
-                           cfg->max_text_bytes, why, sizeof why) < 0) {
+    if (seg_layout_compute(&L, cfg->keys_count, cfg->max_producers, cfg->ring_bytes,
+                           cfg->sched_workers, cfg->max_text_bytes, why, sizeof why) < 0) {
         snprintf(err, errlen, "segment obsd.%s: %s", cfg->name, why);
         return NULL;
     }
@@ -206,12 +207,13 @@ struct shm_segment *shm_segment_create(const struct shm_config *cfg, char *err, 
             goto fail;
         }
         if (found.max_producers != L.max_producers || found.ring_bytes != L.ring_bytes ||
-            found.sched_workers != L.sched_workers || found.max_text_bytes != L.max_text_bytes) {
+            found.sched_workers != L.sched_workers || found.max_text_bytes != L.max_text_bytes ||
+            found.keys_count != L.keys_count) {
             snprintf(err, errlen,
                      "segment obsd.%s exists with another layout (max_producers %u, ring_bytes %u, "
-                     "sched_workers %u, max_text_bytes %llu); configure the same or remove %s",
+                     "sched_workers %u, max_text_bytes %llu, max_keys %u); configure the same or remove %s",
                      cfg->name, found.max_producers, found.ring_bytes, found.sched_workers,
-                     (unsigned long long)found.max_text_bytes, seg->path);
+                     (unsigned long long)found.max_text_bytes, found.keys_count, seg->path);
             close(fd);
             goto fail;
         }
@@ -236,7 +238,7 @@ struct shm_segment *shm_segment_create(const struct shm_config *cfg, char *err, 
         seg->hdr->block_timeout_ns = cfg->block_timeout_ns;
     }
     seg->slots = calloc(L.max_producers, sizeof *seg->slots);
-    seg->keys = calloc(SEG_KEYS + 1, sizeof *seg->keys);
+    seg->keys = calloc((size_t)L.keys_count + 1, sizeof *seg->keys);
     seg->rec = malloc(65536 + 64);
     if (!seg->slots || !seg->keys || !seg->rec) {
         snprintf(err, errlen, "out of memory");
@@ -280,7 +282,7 @@ void shm_segment_close(struct shm_segment *seg, bool unlink_file)
         for (uint32_t i = 0; i < seg->L.max_producers; i++)
             free(seg->slots[i].buf);
     if (seg->keys)
-        for (uint32_t i = 0; i <= SEG_KEYS; i++)
+        for (uint32_t i = 0; i <= seg->L.keys_count; i++)
             free(seg->keys[i]);
     free(seg->keys);
     free(seg->slots);
@@ -296,7 +298,7 @@ static const char *key_name_slow(struct shm_segment *seg, uint32_t key);
 
 const char *shm_key_name(struct shm_segment *seg, uint32_t key)
 {
-    if (key == 0 || key > SEG_KEYS)
+    if (key == 0 || key > seg->L.keys_count)
         return NULL;
     if (seg->keys[key])
         return seg->keys[key];
@@ -306,7 +308,7 @@ const char *shm_key_name(struct shm_segment *seg, uint32_t key)
 /* The drain's check: a validated name is cached, so this is one load. */
 static inline bool key_known(struct shm_segment *seg, uint32_t key)
 {
-    if (key - 1u >= SEG_KEYS)
+    if (key - 1u >= seg->L.keys_count)
         return false;
     return seg->keys[key] || key_name_slow(seg, key);
 }

@@ -68,6 +68,8 @@ struct keycache_entry {
 
 struct obsd {
     uint64_t id;                /* unique per handle in the process, for TLS caches */
+    uint32_t keys_count;        /* == L.keys_count, beside id: check_key reads it from
+                                   the cache line ring_get() loads anyway */
     void *base;
     size_t size;
     struct seg_header *hdr;
@@ -278,6 +280,7 @@ obsd_t *obsd_open(const char *name)
     h->size = L.segment_bytes;
     h->hdr = base;
     h->L = L;
+    h->keys_count = L.keys_count;
     h->max_payload = seg_max_record_payload(L.ring_bytes);
     h->full_policy = copy.full_policy;
     h->block_timeout_ns = copy.block_timeout_ns;
@@ -826,7 +829,7 @@ uint64_t obsd__max_message(obsd_t *h)
 
 static inline int check_key(obsd_t *h, obsd_key_t key)
 {
-    if (unlikely(!h || key == 0 || key > SEG_KEYS)) {
+    if (unlikely(!h || key == 0 || key > h->keys_count)) {
         if (h)
             atomic_fetch_add_explicit(&h->refused, 1, memory_order_relaxed);
         obsd__set_error(h ? "invalid key %u" : "NULL handle", key);
@@ -1075,8 +1078,8 @@ static void keycache_add(obsd_t *h, const char *name, size_t len, uint32_t id)
 static uint32_t keytable_find(obsd_t *h, const char *name, size_t len)
 {
     uint32_t n = atomic_load_explicit(&h->hdr->keys_next, memory_order_acquire);
-    if (n > SEG_KEYS)
-        n = SEG_KEYS;
+    if (n > h->keys_count)
+        n = h->keys_count;
     for (uint32_t i = 0; i < n; i++) {
         struct seg_key *k = seg_key_entry(h->base, &h->L, i + 1);
         if (atomic_load_explicit(&k->ready, memory_order_acquire) == SEG_KEY_READY &&
@@ -1109,9 +1112,10 @@ obsd_key_t obsd_key(obsd_t *h, const char *name)
         id = keytable_find(h, name, len);
     if (!id) {
         uint32_t idx = atomic_fetch_add_explicit(&h->hdr->keys_next, 1, memory_order_acq_rel);
-        if (idx >= SEG_KEYS) {
+        if (idx >= h->keys_count) {
             pthread_mutex_unlock(&h->lock);
-            obsd__set_error("segment obsd.%s: key table full (%u names)", h->name, SEG_KEYS);
+            obsd__set_error("segment obsd.%s: key table full (%u names; the collector's "
+                            "max_keys in obsd.conf sets the size)", h->name, h->keys_count);
             return 0;
         }
         id = idx + 1;

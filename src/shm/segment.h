@@ -7,7 +7,8 @@
  * it with seg_layout_compute(), so a header that lies is refused):
  *
  *   0                 struct seg_header (one 4 KiB page)
- *   keys_off          SEG_KEYS entries of struct seg_key (128 B): key id = index + 1
+ *   keys_off          keys_count entries of struct seg_key (128 B): key id = index + 1,
+ *                     the area rounded up to whole pages
  *   rings_off         max_producers x { struct seg_ring_ctl (256 B), data[ring_bytes] }
  *   sched_off         sched_workers x 256 B scheduler counter blocks (sched module)
  *
@@ -70,7 +71,12 @@
 
 #define SEG_MAGIC 0x314d485344534a4fULL  /* "OJSDSHM1" little-endian; any fixed value */
 #define SEG_HEADER_BYTES 4096u
-#define SEG_KEYS 4096u
+/* Key table entries (keys_count): the collector's max_keys, written into the
+ * header at creation; producers and a re-attaching collector take it from
+ * there (validated against this range) and check key ids against it. */
+#define SEG_KEYS_MIN 256u
+#define SEG_KEYS_MAX (1u << 20)
+#define SEG_KEYS_DEFAULT 16384u
 #define SEG_KEY_BYTES 128u
 #define SEG_KEY_NAME_MAX 120u            /* == OBSD_KEY_MAX */
 #define SEG_CTL_BYTES 256u
@@ -140,7 +146,7 @@ struct seg_header {
     _Atomic uint32_t reader_sleeping;
 
     /* Shared by producers, slow paths only. */
-    alignas(64) _Atomic uint32_t keys_next;  /* next free key entry (may exceed SEG_KEYS) */
+    alignas(64) _Atomic uint32_t keys_next;  /* next free key entry (may exceed keys_count) */
     _Atomic uint64_t slot_drops;             /* records dropped for want of a ring slot */
 };
 _Static_assert(sizeof(struct seg_header) <= SEG_HEADER_BYTES, "header fits its page");
@@ -171,17 +177,23 @@ struct seg_ring_ctl {
 };
 _Static_assert(sizeof(struct seg_ring_ctl) <= SEG_CTL_BYTES, "ring control fits 256 bytes");
 
-/* The layout both sides derive from the four parameters. */
+/* The layout both sides derive from the five parameters. */
 struct seg_layout {
-    uint32_t max_producers, ring_bytes, sched_workers;
+    uint32_t keys_count, max_producers, ring_bytes, sched_workers;
     uint64_t max_text_bytes;
     uint64_t keys_off, rings_off, ring_stride, sched_off, segment_bytes;
 };
 
-static inline int seg_layout_compute(struct seg_layout *L, uint32_t max_producers,
-                                     uint32_t ring_bytes, uint32_t sched_workers,
-                                     uint64_t max_text_bytes, char *err, size_t errlen)
+static inline int seg_layout_compute(struct seg_layout *L, uint32_t keys_count,
+                                     uint32_t max_producers, uint32_t ring_bytes,
+                                     uint32_t sched_workers, uint64_t max_text_bytes,
+                                     char *err, size_t errlen)
 {
+    if (keys_count < SEG_KEYS_MIN || keys_count > SEG_KEYS_MAX) {
+        snprintf(err, errlen, "keys_count %u out of range %u..%u", keys_count, SEG_KEYS_MIN,
+                 SEG_KEYS_MAX);
+        return -1;
+    }
     if (max_producers < 1 || max_producers > SEG_PRODUCERS_MAX) {
         snprintf(err, errlen, "max_producers %u out of range 1..%u", max_producers, SEG_PRODUCERS_MAX);
         return -1;
@@ -200,12 +212,14 @@ static inline int seg_layout_compute(struct seg_layout *L, uint32_t max_producer
                  (unsigned long long)max_text_bytes, (unsigned long long)SEG_TEXT_MAX);
         return -1;
     }
+    L->keys_count = keys_count;
     L->max_producers = max_producers;
     L->ring_bytes = ring_bytes;
     L->sched_workers = sched_workers;
     L->max_text_bytes = max_text_bytes;
     L->keys_off = SEG_HEADER_BYTES;
-    L->rings_off = L->keys_off + (uint64_t)SEG_KEYS * SEG_KEY_BYTES;
+    /* The rings start on a page boundary whatever the key count. */
+    L->rings_off = L->keys_off + (((uint64_t)keys_count * SEG_KEY_BYTES + 4095) & ~(uint64_t)4095);
     L->ring_stride = SEG_CTL_BYTES + (uint64_t)ring_bytes;
     L->sched_off = L->rings_off + L->ring_stride * max_producers;
     L->segment_bytes = L->sched_off + (uint64_t)sched_workers * SEG_SCHED_BLOCK_BYTES;
@@ -229,12 +243,12 @@ static inline int seg_header_check(const struct seg_header *h, uint64_t file_byt
         return -1;
     }
     char why[160];
-    if (seg_layout_compute(L, h->max_producers, h->ring_bytes, h->sched_workers,
+    if (seg_layout_compute(L, h->keys_count, h->max_producers, h->ring_bytes, h->sched_workers,
                            h->max_text_bytes, why, sizeof why) < 0) {
         snprintf(err, errlen, "segment obsd.%s has a corrupt header: %s", name, why);
         return -1;
     }
-    if (h->header_bytes != SEG_HEADER_BYTES || h->keys_count != SEG_KEYS ||
+    if (h->header_bytes != SEG_HEADER_BYTES ||
         h->key_bytes != SEG_KEY_BYTES || h->keys_off != L->keys_off ||
         h->rings_off != L->rings_off || h->ring_stride != L->ring_stride ||
         h->sched_off != L->sched_off || h->sched_block_bytes != SEG_SCHED_BLOCK_BYTES ||

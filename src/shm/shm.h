@@ -30,6 +30,8 @@ enum shm_full_policy {
 
 struct shm_config {
     const char *name;           /* segment /dev/shm/obsd.<name> */
+    uint32_t keys_count;        /* key table entries (obsd.conf max_keys), default 16384,
+                                   SEG_KEYS_MIN..SEG_KEYS_MAX (segment.h) */
     uint32_t max_producers;     /* ring slots (threads), default 64 */
     uint32_t ring_bytes;        /* data bytes per ring, power of two, default 1 MiB */
     uint32_t sched_workers;     /* scheduler counter blocks, default 256 */

@@ -261,7 +261,7 @@ START_TEST(written_config_reads_back_identically)
     base_config(&a);
     ck_assert_int_eq(load_text(&a,
         "[segment]\nname = rt\nmax_producers = 7\nring_size = 128KiB\nring_full_policy = block\n"
-        "ring_block_timeout_ms = 3\nmax_text_bytes = 5000\nsched_workers = 3\n"
+        "ring_block_timeout_ms = 3\nmax_text_bytes = 5000\nsched_workers = 3\nmax_keys = 70000\n"
         "[collector]\npublish_interval_ms = 77\ncpus = 0\nsocket_path = /tmp/x.sock\n"
         "raw_values_memory = 3MiB\nhistogram_buckets = 12\nexit_after_run = true\n"
         "[store]\nstore_dir = /tmp/s\nstore_map_size = 5MiB\nstore_sync = false\nhistory_full_every = 9\n"
@@ -297,6 +297,34 @@ START_TEST(written_config_reads_back_identically)
     ck_assert_uint_eq(b.drain_timeout_s, 60);
     ck_assert_int_eq(b.log_level, 1);
     ck_assert_uint_eq(b.max_producers, 7);
+    ck_assert_uint_eq(b.max_keys, 70000);
+}
+END_TEST
+
+/* max_keys sizes the segment's key table: any count in 256..1048576, from the
+ * file, the environment or a flag; anything else names the key and the range. */
+START_TEST(max_keys_accepts_its_range_and_names_it_otherwise)
+{
+    struct obsd_collector_config cfg;
+    char err[512] = "";
+    base_config(&cfg);
+    ck_assert_int_eq(load_text(&cfg, "[segment]\nmax_keys = 256\n", err, sizeof err), 0);
+    ck_assert_uint_eq(cfg.max_keys, 256);
+    ck_assert_int_eq(obsd_config_set(&cfg, "max_keys", "1048576", "--set", err, sizeof err), 0);
+    ck_assert_uint_eq(cfg.max_keys, 1048576);
+    char *env[] = {"OBSD_MAX_KEYS=20000", NULL};
+    ck_assert_int_eq(obsd_config_load_env(&cfg, env, err, sizeof err), 0);
+    ck_assert_uint_eq(cfg.max_keys, 20000);
+
+    ck_assert_int_eq(load_text(&cfg, "[segment]\nmax_keys = 255\n", err, sizeof err), -1);
+    ck_assert_str_eq(err, "obsd.conf:2: max_keys: '255' is out of range (accepted: 256..1048576)");
+    ck_assert_int_eq(obsd_config_set(&cfg, "max_keys", "1048577", "--set", err, sizeof err), -1);
+    ck_assert_str_eq(err, "--set: max_keys: '1048577' is out of range (accepted: 256..1048576)");
+    ck_assert_int_eq(obsd_config_set(&cfg, "max_keys", "16k", "--set", err, sizeof err), -1);
+    ck_assert_str_eq(err, "--set: max_keys: '16k' is not a number (accepted: 256..1048576)");
+    ck_assert_int_eq(load_text(&cfg, "[collector]\nmax_keys = 4096\n", err, sizeof err), -1);
+    ck_assert_msg(strstr(err, "max_keys") && strstr(err, "[segment]"), "%s", err);
+    ck_assert_uint_eq(cfg.max_keys, 20000);
 }
 END_TEST
 
@@ -315,6 +343,7 @@ int main(void)
     tcase_add_test(tc, optional_strings_are_unset_by_empty_values);
     tcase_add_test(tc, sizes_and_cpu_lists);
     tcase_add_test(tc, written_config_reads_back_identically);
+    tcase_add_test(tc, max_keys_accepts_its_range_and_names_it_otherwise);
     suite_add_tcase(s, tc);
     SRunner *sr = srunner_create(s);
     srunner_run_all(sr, CK_NORMAL);

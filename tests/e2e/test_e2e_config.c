@@ -153,7 +153,7 @@ START_TEST(etc_obsd_conf_documents_the_real_defaults)
         line += len;
     }
     *w = '\0';
-    ck_assert_int_eq(keys, 23);   /* every key of struct obsd_collector_config */
+    ck_assert_int_eq(keys, 24);   /* every key of struct obsd_collector_config */
     const char *conf = write_conf("all.conf", uncommented);
     const char *empty = write_conf("empty.conf", "");
     free(text);

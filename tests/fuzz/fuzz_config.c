@@ -22,6 +22,7 @@ static void start(struct obsd_collector_config *cfg)
     cfg->ring_block_timeout_ms = 10;
     cfg->max_text_bytes = 16u << 20;
     cfg->sched_workers = 256;
+    cfg->max_keys = 16384;
     cfg->publish_interval_ms = 250;
     cfg->raw_values_memory = 64u << 20;
     cfg->histogram_buckets = 30;

@@ -44,8 +44,8 @@ static void setup(void)
         fprintf(stderr, "fuzz_records: %s\n", err);
         abort();
     }
-    seg_layout_compute(&g_L, cfg.max_producers, cfg.ring_bytes, cfg.sched_workers, cfg.max_text_bytes,
-                       err, sizeof err);
+    seg_layout_compute(&g_L, cfg.keys_count, cfg.max_producers, cfg.ring_bytes, cfg.sched_workers,
+                       cfg.max_text_bytes, err, sizeof err);
     snprintf(g_path, sizeof g_path, "/dev/shm/obsd.%s", name);
     int fd = open(g_path, O_RDWR);
     g_map = mmap(NULL, g_L.segment_bytes, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);

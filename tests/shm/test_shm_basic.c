@@ -37,33 +37,38 @@ END_TEST
 
 START_TEST(abi_mismatch_is_refused_naming_both_versions)
 {
-    struct shm_config cfg;
-    shm_config_defaults(&cfg, test_seg_name("abi"));
-    cfg.ring_bytes = 64 << 10;
-    struct shm_segment *seg = test_segment(&cfg);
-    uint32_t two = 2;
-    patch_header(cfg.name, offsetof(struct seg_header, abi_version), &two, sizeof two);
+    /* 1: a segment of a libobsd/obsd from before the key table's size was
+     * configurable; OBSD_ABI_VERSION + 1: one from a newer release. */
+    const uint32_t others[] = {1, OBSD_ABI_VERSION + 1};
+    ck_assert_int_eq(OBSD_ABI_VERSION, 2);
+    for (size_t i = 0; i < sizeof others / sizeof others[0]; i++) {
+        struct shm_config cfg;
+        shm_config_defaults(&cfg, test_seg_name("abi"));
+        cfg.ring_bytes = 64 << 10;
+        struct shm_segment *seg = test_segment(&cfg);
+        patch_header(cfg.name, offsetof(struct seg_header, abi_version), &others[i], sizeof others[i]);
 
-    obsd_t *h = obsd_open(cfg.name);
-    ck_assert_ptr_null(h);
-    char want[160];
-    snprintf(want, sizeof want, "segment obsd.%s has ABI version 2, this libobsd speaks %d", cfg.name,
-             OBSD_ABI_VERSION);
-    ck_assert_str_eq(obsd_last_error(), want);
+        obsd_t *h = obsd_open(cfg.name);
+        ck_assert_ptr_null(h);
+        char want[160];
+        snprintf(want, sizeof want, "segment obsd.%s has ABI version %u, this libobsd speaks %d",
+                 cfg.name, others[i], OBSD_ABI_VERSION);
+        ck_assert_str_eq(obsd_last_error(), want);
 
-    /* A collector refuses to re-attach to it too, with the same words. */
-    shm_segment_close(seg, false);
-    char err[256];
-    ck_assert_ptr_null(shm_segment_create(&cfg, err, sizeof err));
-    ck_assert_ptr_nonnull(strstr(err, want));
+        /* A collector refuses to re-attach to it too, with the same words. */
+        shm_segment_close(seg, false);
+        char err[256];
+        ck_assert_ptr_null(shm_segment_create(&cfg, err, sizeof err));
+        ck_assert_ptr_nonnull(strstr(err, want));
 
-    uint32_t one = OBSD_ABI_VERSION;
-    patch_header(cfg.name, offsetof(struct seg_header, abi_version), &one, sizeof one);
-    seg = test_segment(&cfg);
-    h = obsd_open(cfg.name);
-    ck_assert_ptr_nonnull(h);
-    obsd_close(h);
-    shm_segment_close(seg, true);
+        uint32_t ours = OBSD_ABI_VERSION;
+        patch_header(cfg.name, offsetof(struct seg_header, abi_version), &ours, sizeof ours);
+        seg = test_segment(&cfg);
+        h = obsd_open(cfg.name);
+        ck_assert_ptr_nonnull(h);
+        obsd_close(h);
+        shm_segment_close(seg, true);
+    }
 }
 END_TEST
 
@@ -419,10 +424,86 @@ START_TEST(keys_and_pending_records_survive_a_collector_restart)
     char err[256];
     ck_assert_ptr_null(shm_segment_create(&other, err, sizeof err));
     ck_assert_ptr_nonnull(strstr(err, "another layout"));
+    /* So is another key table size, naming the one the segment has. */
+    other = cfg;
+    other.keys_count = 512;
+    ck_assert_ptr_null(shm_segment_create(&other, err, sizeof err));
+    ck_assert_ptr_nonnull(strstr(err, "another layout"));
+    ck_assert_ptr_nonnull(strstr(err, "max_keys 16384"));
     seg = test_segment(&cfg);
     sink_free(&s);
     obsd_close(h);
     shm_segment_close(seg, true);
+}
+END_TEST
+
+/* The key table holds the collector's keys_count names (header), not a
+ * compile-time count: the next name is refused with a message naming the size
+ * and the setting, and the names that fit keep working. */
+START_TEST(key_table_size_is_the_headers)
+{
+    struct shm_config cfg;
+    shm_config_defaults(&cfg, test_seg_name("keys"));
+    cfg.ring_bytes = 64 << 10;
+    cfg.keys_count = SEG_KEYS_MIN;
+    struct shm_segment *seg = test_segment(&cfg);
+    obsd_t *h = obsd_open(cfg.name);
+    ck_assert_ptr_nonnull(h);
+    obsd_key_t keys[SEG_KEYS_MIN];
+    for (uint32_t i = 0; i < SEG_KEYS_MIN; i++) {
+        char name[32];
+        snprintf(name, sizeof name, "small.%u", i);
+        keys[i] = obsd_key(h, name);
+        ck_assert_msg(keys[i] == i + 1, "key %u: %s", i, obsd_last_error());
+    }
+    ck_assert_uint_eq(obsd_key(h, "one.too.many"), 0);
+    char want[200];
+    snprintf(want, sizeof want, "segment obsd.%s: key table full (%u names; the collector's "
+             "max_keys in obsd.conf sets the size)", cfg.name, SEG_KEYS_MIN);
+    ck_assert_str_eq(obsd_last_error(), want);
+    /* An interned name is still found; a key past the table is refused. */
+    ck_assert_uint_eq(obsd_key(h, "small.7"), keys[7]);
+    ck_assert_int_eq(obsd_span(h, SEG_KEYS_MIN + 1, 1, 2), OBSD_EINVAL);
+    ck_assert_int_eq(obsd_counter_add(h, SEG_KEYS_MIN + 1, 1), OBSD_EINVAL);
+
+    struct sink s = {0};
+    for (uint32_t i = 0; i < SEG_KEYS_MIN; i++)
+        ck_assert_int_eq(obsd_span(h, keys[i], 0, i), OBSD_OK);
+    ck_assert_uint_eq(shm_drain(seg, sink_fn, &s, 0), SEG_KEYS_MIN);
+    for (uint32_t i = 0; i < SEG_KEYS_MIN; i++) {
+        char name[32];
+        snprintf(name, sizeof name, "small.%u", i);
+        ck_assert_str_eq(shm_key_name(seg, s.v[i].key), name);
+        ck_assert_uint_eq(got_u64(&s.v[i], 1), i);  /* end_ns */
+    }
+    ck_assert_ptr_null(shm_key_name(seg, SEG_KEYS_MIN + 1));
+    sink_free(&s);
+    obsd_close(h);
+    shm_segment_close(seg, true);
+
+    /* The maximum is accepted (the file is sparse: 128 MiB of key table
+     * costs only the pages written); one past either end is refused. */
+    cfg.name = test_seg_name("keys");
+    cfg.keys_count = SEG_KEYS_MAX;
+    seg = test_segment(&cfg);
+    h = obsd_open(cfg.name);
+    ck_assert_ptr_nonnull(h);
+    obsd_key_t k = obsd_key(h, "big.table");
+    ck_assert_uint_eq(k, 1);
+    ck_assert_int_eq(obsd_span(h, SEG_KEYS_MAX, 1, 2), OBSD_OK);  /* in range; unknown to the collector */
+    obsd_close(h);
+    shm_segment_close(seg, true);
+    const uint32_t bad[] = {0, SEG_KEYS_MIN - 1, SEG_KEYS_MAX + 1};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        char err[256];
+        cfg.name = test_seg_name("keys");
+        cfg.keys_count = bad[i];
+        ck_assert_ptr_null(shm_segment_create(&cfg, err, sizeof err));
+        char want_range[80];
+        snprintf(want_range, sizeof want_range, "keys_count %u out of range %u..%u", bad[i],
+                 SEG_KEYS_MIN, SEG_KEYS_MAX);
+        ck_assert_msg(strstr(err, want_range), "%s", err);
+    }
 }
 END_TEST
 
@@ -640,6 +721,7 @@ static Suite *suite(void)
     tcase_add_test(tc, full_dev_shm_refuses_a_ring_instead_of_sigbus);
     tcase_add_test(tc, block_mode_times_out_and_counts);
     tcase_add_test(tc, keys_and_pending_records_survive_a_collector_restart);
+    tcase_add_test(tc, key_table_size_is_the_headers);
     tcase_add_test(tc, keys_are_shared_by_handles_and_processes);
     tcase_add_test(tc, thread_exit_releases_its_slot);
     tcase_add_test(tc, abandoned_fragmented_message_is_never_delivered);

@@ -26,8 +26,9 @@ static void fx_open(struct fixture *f, const char *tag)
     f->cfg.max_producers = 4;
     f->seg = test_segment(&f->cfg);
     char err[128];
-    ck_assert_int_eq(seg_layout_compute(&f->L, f->cfg.max_producers, f->cfg.ring_bytes,
-                                        f->cfg.sched_workers, f->cfg.max_text_bytes, err, sizeof err), 0);
+    ck_assert_int_eq(seg_layout_compute(&f->L, f->cfg.keys_count, f->cfg.max_producers,
+                                        f->cfg.ring_bytes, f->cfg.sched_workers,
+                                        f->cfg.max_text_bytes, err, sizeof err), 0);
     char path[128];
     snprintf(path, sizeof path, "/dev/shm/obsd.%s", f->cfg.name);
     int fd = open(path, O_RDWR);
@@ -176,7 +177,7 @@ START_TEST(garbage_slot_states_and_key_table_are_survived)
         if (s.v[i].type == OBSD_REC_SPAN)
             ck_assert_ptr_nonnull(shm_key_name(f.seg, s.v[i].key));
     sink_free(&s);
-    for (uint32_t key = 0; key <= SEG_KEYS + 1; key++) {
+    for (uint32_t key = 0; key <= f.cfg.keys_count + 1; key++) {
         const char *name = shm_key_name(f.seg, key);
         if (name) {
             ck_assert_uint_le(strlen(name), OBSD_KEY_MAX);
@@ -227,6 +228,93 @@ START_TEST(corrupt_header_keeps_reader_running_and_is_refused_at_reattach)
 }
 END_TEST
 
+/* Opens the fixture's segment with obsd_open; on refusal, the message. */
+static bool open_refused(struct fixture *f, char *msg, size_t msglen)
+{
+    obsd_t *h = obsd_open(f->cfg.name);
+    if (h) {
+        obsd_close(h);
+        return false;
+    }
+    snprintf(msg, msglen, "%s", obsd_last_error());
+    return true;
+}
+
+/* keys_count sizes the key table, so it decides where the rings start: a
+ * value out of range, one that disagrees with the offsets, and one whose
+ * consistent layout the file is too small for are all refused, by producers
+ * and by a re-attaching collector, and the running reader is unaffected. */
+START_TEST(lying_keys_count_is_refused)
+{
+    struct fixture f;
+    fx_open(&f, "keys");
+    ck_assert_uint_eq(f.cfg.keys_count, SEG_KEYS_DEFAULT);
+    obsd_t *h = obsd_open(f.cfg.name);
+    obsd_key_t k = obsd_key(h, "c.span");
+    struct seg_header *hd = f.map;
+    /* The fields written once at creation; the rest are live. */
+    const size_t fixed = offsetof(struct seg_header, collector_pid);
+    struct seg_header good;
+    memcpy(&good, hd, fixed);
+    char msg[256], want[200], err[256];
+
+    const uint32_t out_of_range[] = {0, 1, SEG_KEYS_MIN - 1, SEG_KEYS_MAX + 1, UINT32_MAX};
+    for (size_t i = 0; i < sizeof out_of_range / sizeof out_of_range[0]; i++) {
+        hd->keys_count = out_of_range[i];
+        ck_assert(open_refused(&f, msg, sizeof msg));
+        snprintf(want, sizeof want, "segment obsd.%s has a corrupt header: keys_count %u out of range %u..%u",
+                 f.cfg.name, out_of_range[i], SEG_KEYS_MIN, SEG_KEYS_MAX);
+        ck_assert_str_eq(msg, want);
+    }
+
+    /* In range, but the rings are not where such a table would end. */
+    hd->keys_count = SEG_KEYS_DEFAULT / 2;
+    ck_assert(open_refused(&f, msg, sizeof msg));
+    ck_assert_msg(strstr(msg, "layout fields disagree"), "%s", msg);
+
+    /* A bigger table with every offset moved to match: the file is too small. */
+    struct seg_layout big;
+    ck_assert_int_eq(seg_layout_compute(&big, SEG_KEYS_MAX, good.max_producers, good.ring_bytes,
+                                        good.sched_workers, good.max_text_bytes, err, sizeof err), 0);
+    hd->keys_count = SEG_KEYS_MAX;
+    hd->rings_off = big.rings_off;
+    hd->sched_off = big.sched_off;
+    hd->segment_bytes = big.segment_bytes;
+    ck_assert(open_refused(&f, msg, sizeof msg));
+    ck_assert_msg(strstr(msg, "is truncated"), "%s", msg);
+
+    /* Random values: whatever is accepted has the layout of the file. */
+    memcpy(hd, &good, fixed);
+    unsigned seed = 23;
+    for (int i = 0; i < 2000; i++) {
+        uint32_t v = (uint32_t)rand_r(&seed) ^ ((uint32_t)rand_r(&seed) << 16);
+        if (i & 1)
+            v = SEG_KEYS_DEFAULT - 64 + (v % 128);   /* near the real value */
+        hd->keys_count = v;
+        struct seg_layout L;
+        bool consistent = seg_layout_compute(&L, v, good.max_producers, good.ring_bytes,
+                                             good.sched_workers, good.max_text_bytes, err,
+                                             sizeof err) == 0 &&
+                          L.rings_off == good.rings_off;
+        ck_assert_msg(open_refused(&f, msg, sizeof msg) == !consistent, "keys_count %u: %s", v,
+                      consistent ? "refused" : "accepted");
+    }
+
+    /* The running reader keeps its own layout. */
+    hd->keys_count = UINT32_MAX;
+    ck_assert_uint_eq(write_and_count(f.seg, h, k, 10), 10);
+    obsd_close(h);
+    shm_segment_close(f.seg, false);
+    ck_assert_ptr_null(shm_segment_create(&f.cfg, err, sizeof err));
+    ck_assert_msg(strstr(err, "keys_count 4294967295 out of range"), "%s", err);
+    ck_assert_ptr_nonnull(strstr(err, "remove /dev/shm/obsd."));
+    /* Restored, it is attached again. */
+    memcpy(hd, &good, fixed);
+    f.seg = test_segment(&f.cfg);
+    fx_close(&f);
+}
+END_TEST
+
 static Suite *suite(void)
 {
     Suite *s = suite_create("shm_corrupt");
@@ -236,6 +324,7 @@ static Suite *suite(void)
     tcase_add_test(tc, random_ring_control_words_are_survived);
     tcase_add_test(tc, garbage_slot_states_and_key_table_are_survived);
     tcase_add_test(tc, corrupt_header_keeps_reader_running_and_is_refused_at_reattach);
+    tcase_add_test(tc, lying_keys_count_is_refused);
     suite_add_tcase(s, tc);
     return s;
 }
