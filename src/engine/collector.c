@@ -822,16 +822,22 @@ static int open_control_socket(struct obsd_collector *c, char *err, size_t errle
     return 0;
 }
 
-static void client_free_if_idle(struct obsd_collector *c, uint32_t idx)
+/* Closes a client's socket and frees it with the lines it holds. */
+static void client_destroy(struct client *cl)
 {
-    struct client *cl = c->clients[idx];
-    if (!cl || cl->mode != CL_CLOSING || cl->recv_inflight || cl->send_inflight)
-        return;
     close(cl->fd);
     control_line_put(cl->sending);
     control_line_put(cl->held);
     control_line_put(cl->next);
     free(cl);
+}
+
+static void client_free_if_idle(struct obsd_collector *c, uint32_t idx)
+{
+    struct client *cl = c->clients[idx];
+    if (!cl || cl->mode != CL_CLOSING || cl->recv_inflight || cl->send_inflight)
+        return;
+    client_destroy(cl);
     c->clients[idx] = NULL;
 }
 
@@ -938,19 +944,15 @@ static void queue_json_line(struct obsd_collector *c, struct client *cl, json_t 
     json_decref(j);
     if (!text)
         return;
+    /* the copy takes the terminating NUL's byte for the '\n' */
     size_t len = strlen(text);
-    char *line = realloc(text, len + 2);
-    if (!line) {
-        free(text);
-        return;
-    }
-    line[len] = '\n';
-    struct control_line *l = control_line_new(line, len + 1);
-    free(line);
+    struct control_line *l = control_line_new(text, len + 1);
+    free(text);
     if (!l) {
         client_close(c, client_index(c, cl));
         return;
     }
+    l->data[len] = '\n';
     client_queue(c, cl, l);
     control_line_put(l);
 }
@@ -1632,13 +1634,8 @@ void obsd_collector_free(struct obsd_collector *c)
     c->ring_ok = false;
     for (size_t i = 0; i < MAX_CLIENTS; i++) {
         struct client *cl = c->clients[i];
-        if (!cl)
-            continue;
-        close(cl->fd);
-        control_line_put(cl->sending);
-        control_line_put(cl->held);
-        control_line_put(cl->next);
-        free(cl);
+        if (cl)
+            client_destroy(cl);
     }
     if (c->ring_ok)
         io_uring_queue_exit(&c->ring);
