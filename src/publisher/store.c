@@ -1816,12 +1816,14 @@ static void fingerprint_counter(const struct snap_counter *c, uint64_t fp[5])
 static void fingerprint_series(const struct snap_series *sr, uint64_t fp[5])
 {
     /* No value recorded <=> count unchanged; total/min/max catch a reset. The
-     * exact flag changes when final statistics replace live ones. */
+     * exact flag changes when final statistics replace live ones, the number
+     * of buckets when histogram_buckets changed across a collector restart
+     * (with min and max, it fixes the engine's log-spaced edges). */
     fp[0] = sr->count;
     memcpy(&fp[1], &sr->total, 8);
     memcpy(&fp[2], &sr->min, 8);
     memcpy(&fp[3], &sr->max, 8);
-    fp[4] = sr->exact;
+    fp[4] = (uint64_t)sr->exact | (uint64_t)sr->n_buckets << 1;
 }
 
 /* First index of tab (sorted by id) whose id is at least id. */
