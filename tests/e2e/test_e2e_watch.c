@@ -1,7 +1,8 @@
 /*
  * test_e2e_watch.c: `watch` on the control socket with real processes: obsd,
- * a producer process writing N_SERIES series (nearly the 4096 names a
- * segment's key table holds), and watchers.
+ * a producer process writing N_SERIES series (the 10,000 of the collector
+ * benchmark; the key table holds obsd.conf max_keys, 16384 by default), and
+ * watchers.
  *
  *  - a watcher that reads slower than snapshots come keeps getting whole
  *    lines with every series (it skips snapshots: latest wins) and is not
@@ -10,9 +11,6 @@
  *  - a watcher that never reads does not make obsd's memory grow with the
  *    snapshots published meanwhile, and is still served when it reads,
  *    with the final snapshot of each of the two runs that ended meanwhile.
- *
- * (A segment's key table holds 4096 names, so a producer cannot make more
- * series than that; tests/engine/test_watchline renders 10,000.)
  */
 #include <check.h>
 #include <fcntl.h>
@@ -30,7 +28,7 @@
 #include "e2e.h"
 #include "obsd/obsd.h"
 
-#define N_SERIES 4000
+#define N_SERIES 10000
 
 static struct e2e t;
 
