@@ -652,7 +652,13 @@ static inline bool dispatch_pop(struct budget_ctx *c)
     return --c->dispatch.depth == 0;
 }
 
-int obsd_budget_dispatch_begin_at(obsd_budget_op_t op, unsigned flags, uint64_t now_ns)
+/* The span calls come in pairs: with the caller's timestamp (_at) and
+ * reading the clock themselves, which they do only when the outermost span
+ * starts or stops. One always-inlined body each, so that both keep their own
+ * straight-line code (have_now is a constant at every call). */
+#define SPAN_INLINE static inline __attribute__((always_inline))
+
+SPAN_INLINE int dispatch_begin(obsd_budget_op_t op, unsigned flags, bool have_now, uint64_t now_ns)
 {
     struct budget_ctx *c = tls_ctx;
     if (unlikely(!c))
@@ -662,29 +668,13 @@ int obsd_budget_dispatch_begin_at(obsd_budget_op_t op, unsigned flags, uint64_t 
     bool starts;
     int rc = dispatch_push(c, flags, &starts);
     if (starts) {
-        c->dispatch.t0 = now_ns;
+        c->dispatch.t0 = have_now ? now_ns : budget_clock();
         c->dispatch.st = span_stats(c, op);
     }
     return rc;
 }
 
-int obsd_budget_dispatch_begin(obsd_budget_op_t op, unsigned flags)
-{
-    struct budget_ctx *c = tls_ctx;
-    if (unlikely(!c))
-        return no_context("obsd_budget_dispatch_begin");
-    if (unlikely(op && !op_ok(op)))
-        return bad_op("obsd_budget_dispatch_begin", op);
-    bool starts;
-    int rc = dispatch_push(c, flags, &starts);
-    if (starts) {
-        c->dispatch.t0 = budget_clock();
-        c->dispatch.st = span_stats(c, op);
-    }
-    return rc;
-}
-
-int obsd_budget_dispatch_end_at(uint64_t now_ns)
+SPAN_INLINE int dispatch_end(bool have_now, uint64_t now_ns)
 {
     struct budget_ctx *c = tls_ctx;
     if (unlikely(!c))
@@ -692,22 +682,7 @@ int obsd_budget_dispatch_end_at(uint64_t now_ns)
     if (unlikely(c->d_depth == 0))
         return not_begun("obsd_budget_dispatch_end");
     if (dispatch_pop(c)) {
-        clock_stop(&c->dispatch, &c->dispatch_ns, false, now_ns);
-        if (unlikely(now_ns >= c->next_progress_ns))
-            send_progress(c, now_ns);
-    }
-    return OBSD_OK;
-}
-
-int obsd_budget_dispatch_end(void)
-{
-    struct budget_ctx *c = tls_ctx;
-    if (unlikely(!c))
-        return no_context("obsd_budget_dispatch_end");
-    if (unlikely(c->d_depth == 0))
-        return not_begun("obsd_budget_dispatch_end");
-    if (dispatch_pop(c)) {
-        uint64_t now = budget_clock();
+        uint64_t now = have_now ? now_ns : budget_clock();
         clock_stop(&c->dispatch, &c->dispatch_ns, false, now);
         if (unlikely(now >= c->next_progress_ns))
             send_progress(c, now);
@@ -715,7 +690,7 @@ int obsd_budget_dispatch_end(void)
     return OBSD_OK;
 }
 
-int obsd_budget_kernel_begin_at(obsd_budget_op_t op, uint64_t now_ns)
+SPAN_INLINE int kernel_begin(obsd_budget_op_t op, bool have_now, uint64_t now_ns)
 {
     struct budget_ctx *c = tls_ctx;
     if (unlikely(!c))
@@ -725,29 +700,13 @@ int obsd_budget_kernel_begin_at(obsd_budget_op_t op, uint64_t now_ns)
     if (unlikely(c->kernel.depth >= OBSD_BUDGET_MAX_SPAN_DEPTH))
         return too_deep("obsd_budget_kernel_begin");
     if (c->kernel.depth++ == 0) {
-        c->kernel.t0 = now_ns;
+        c->kernel.t0 = have_now ? now_ns : budget_clock();
         c->kernel.st = span_stats(c, op);
     }
     return OBSD_OK;
 }
 
-int obsd_budget_kernel_begin(obsd_budget_op_t op)
-{
-    struct budget_ctx *c = tls_ctx;
-    if (unlikely(!c))
-        return no_context("obsd_budget_kernel_begin");
-    if (unlikely(op && !op_ok(op)))
-        return bad_op("obsd_budget_kernel_begin", op);
-    if (unlikely(c->kernel.depth >= OBSD_BUDGET_MAX_SPAN_DEPTH))
-        return too_deep("obsd_budget_kernel_begin");
-    if (c->kernel.depth++ == 0) {
-        c->kernel.t0 = budget_clock();
-        c->kernel.st = span_stats(c, op);
-    }
-    return OBSD_OK;
-}
-
-int obsd_budget_kernel_end_at(uint64_t now_ns)
+SPAN_INLINE int kernel_end(bool have_now, uint64_t now_ns)
 {
     struct budget_ctx *c = tls_ctx;
     if (unlikely(!c))
@@ -755,22 +714,7 @@ int obsd_budget_kernel_end_at(uint64_t now_ns)
     if (unlikely(c->kernel.depth == 0))
         return not_begun("obsd_budget_kernel_end");
     if (--c->kernel.depth == 0) {
-        clock_stop(&c->kernel, &c->kernel_ns, true, now_ns);
-        if (unlikely(now_ns >= c->next_progress_ns))
-            send_progress(c, now_ns);
-    }
-    return OBSD_OK;
-}
-
-int obsd_budget_kernel_end(void)
-{
-    struct budget_ctx *c = tls_ctx;
-    if (unlikely(!c))
-        return no_context("obsd_budget_kernel_end");
-    if (unlikely(c->kernel.depth == 0))
-        return not_begun("obsd_budget_kernel_end");
-    if (--c->kernel.depth == 0) {
-        uint64_t now = budget_clock();
+        uint64_t now = have_now ? now_ns : budget_clock();
         clock_stop(&c->kernel, &c->kernel_ns, true, now);
         if (unlikely(now >= c->next_progress_ns))
             send_progress(c, now);
@@ -778,9 +722,28 @@ int obsd_budget_kernel_end(void)
     return OBSD_OK;
 }
 
-/* ---- summaries ---- */
+int obsd_budget_dispatch_begin_at(obsd_budget_op_t op, unsigned flags, uint64_t now_ns)
+{
+    return dispatch_begin(op, flags, true, now_ns);
+}
 
-/* Fills *out and the thread's rows from c as of now. */
+int obsd_budget_dispatch_begin(obsd_budget_op_t op, unsigned flags)
+{
+    return dispatch_begin(op, flags, false, 0);
+}
+
+int obsd_budget_dispatch_end_at(uint64_t now_ns) { return dispatch_end(true, now_ns); }
+int obsd_budget_dispatch_end(void) { return dispatch_end(false, 0); }
+
+int obsd_budget_kernel_begin_at(obsd_budget_op_t op, uint64_t now_ns)
+{
+    return kernel_begin(op, true, now_ns);
+}
+
+int obsd_budget_kernel_begin(obsd_budget_op_t op) { return kernel_begin(op, false, 0); }
+int obsd_budget_kernel_end_at(uint64_t now_ns) { return kernel_end(true, now_ns); }
+int obsd_budget_kernel_end(void) { return kernel_end(false, 0); }
+
 static int summarize(struct budget_ctx *c, uint64_t now, bool open, struct obsd_budget_summary *out)
 {
     struct obsd_budget_summary s;
