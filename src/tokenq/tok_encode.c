@@ -1282,6 +1282,21 @@ uint8_t *tok_nfc(const tokenizer *tok, const uint8_t *p, size_t n, size_t *outle
 
 /* ---------------- the pipeline ---------------- */
 
+/* The added-token matches of ws, copied out (starts, ends, tokens: nmatch
+ * each), since segmenting between them reuses ws. */
+static int copy_matches(const struct tok_ws *ws, uint32_t **out)
+{
+    size_t nm = ws->nmatch;
+    uint32_t *ms = malloc(nm * 3 * sizeof *ms);
+    if (!ms)
+        return TOKENIZER_ENOMEM;
+    memcpy(ms, ws->match_start, nm * sizeof *ms);
+    memcpy(ms + nm, ws->match_end, nm * sizeof *ms);
+    memcpy(ms + 2 * nm, ws->match_tok, nm * sizeof *ms);
+    *out = ms;
+    return 0;
+}
+
 static int normalized_segment(const tokenizer *tok, struct tok_ws *ws, const uint8_t *p, size_t n, bool at_origin,
                               tokenizer_ids *out, uint64_t *count)
 {
@@ -1299,16 +1314,8 @@ static int normalized_segment(const tokenizer *tok, struct tok_ws *ws, const uin
         rc = find_added(&tok->added_norm, ws, p, n);
         size_t nm = ws->nmatch;
         uint32_t *ms = NULL;
-        if (!rc && nm) {
-            ms = malloc(nm * 3 * sizeof *ms);
-            if (!ms)
-                rc = TOKENIZER_ENOMEM;
-            else {
-                memcpy(ms, ws->match_start, nm * sizeof *ms);
-                memcpy(ms + nm, ws->match_end, nm * sizeof *ms);
-                memcpy(ms + 2 * nm, ws->match_tok, nm * sizeof *ms);
-            }
-        }
+        if (!rc && nm)
+            rc = copy_matches(ws, &ms);
         size_t prev = 0;
         for (size_t k = 0; !rc && k < nm; k++) {
             if (ms[k] > prev)
@@ -1342,16 +1349,8 @@ int tok_run(const tokenizer *tok, struct tok_ws *ws, const uint8_t *text, size_t
     int rc = find_added(&tok->added_raw, ws, text, len);
     size_t nm = ws->nmatch;
     uint32_t *ms = NULL;
-    if (!rc && nm) {
-        ms = malloc(nm * 3 * sizeof *ms);
-        if (!ms)
-            rc = TOKENIZER_ENOMEM;
-        else {
-            memcpy(ms, ws->match_start, nm * sizeof *ms);
-            memcpy(ms + nm, ws->match_end, nm * sizeof *ms);
-            memcpy(ms + 2 * nm, ws->match_tok, nm * sizeof *ms);
-        }
-    }
+    if (!rc && nm)
+        rc = copy_matches(ws, &ms);
     size_t prev = 0;
     for (size_t k = 0; !rc && k < nm; k++) {
         if (ms[k] > prev)
