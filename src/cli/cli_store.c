@@ -6,6 +6,7 @@
 #include <errno.h>
 #include <inttypes.h>
 #include <math.h>
+#include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -152,14 +153,60 @@ bool cli_parse_u64(const char *s, uint64_t *out)
     return true;
 }
 
+int cli_next_option(struct cli_args *a, int argc, char **argv, const struct option *options)
+{
+    if (!a->started) {
+        /* 0, not 1: getopt starts over, as tests run commands in-process too */
+        optind = 0;
+        opterr = 0;
+        a->started = true;
+    }
+    for (;;) {
+        int opt = getopt_long(argc, argv, ":h", options, NULL);
+        switch (opt) {
+        case -1:
+            return 0;
+        case 's':
+            a->store = optarg;
+            break;
+        case 'h':
+            a->usage(stdout);
+            a->status = 0;
+            return -1;
+        case ':':
+        case '?':
+            a->status = cli_bad_option(a->cmd, opt, optopt, argv, optind);
+            return -1;
+        default:
+            return opt;
+        }
+    }
+}
+
+int cli_run_operand(const char *cmd, int argc, char **argv, const char **run_id)
+{
+    *run_id = optind < argc ? argv[optind++] : NULL;
+    if (optind < argc)
+        return cli_usage_error(cmd, "unexpected argument '%s'", argv[optind]);
+    return 0;
+}
+
+int cli_usage_error(const char *cmd, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    fprintf(stderr, "obsctl %s: ", cmd);
+    vfprintf(stderr, fmt, ap);
+    fprintf(stderr, "\nTry 'obsctl %s --help'.\n", cmd);
+    va_end(ap);
+    return 2;
+}
+
 int cli_bad_option(const char *cmd, int opt, int optopt_value, char **argv, int optind_value)
 {
     if (opt == ':')
-        fprintf(stderr, "obsctl %s: option '%s' needs a value\n", cmd, argv[optind_value - 1]);
-    else if (optopt_value)
-        fprintf(stderr, "obsctl %s: unknown option '-%c'\n", cmd, optopt_value);
-    else
-        fprintf(stderr, "obsctl %s: unknown option '%s'\n", cmd, argv[optind_value - 1]);
-    fprintf(stderr, "Try 'obsctl %s --help'.\n", cmd);
-    return 2;
+        return cli_usage_error(cmd, "option '%s' needs a value", argv[optind_value - 1]);
+    if (optopt_value)
+        return cli_usage_error(cmd, "unknown option '-%c'", optopt_value);
+    return cli_usage_error(cmd, "unknown option '%s'", argv[optind_value - 1]);
 }

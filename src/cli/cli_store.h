@@ -1,12 +1,15 @@
 /*
  * cli_store.h: what the store-reading obsctl commands (runs, show, get,
- * export) share: the --store default, opening the store read-only, picking a
- * run, formatting times and values, and the notes every reader prints about
- * a run's state (incomplete drain, interrupted, no final snapshot).
+ * export, metrics, report, compare) share: their command line (--store,
+ * --help, bad options, the RUN operand), the --store default, opening the
+ * store read-only, picking a run, formatting times and values, and the notes
+ * every reader prints about a run's state (incomplete drain, interrupted, no
+ * final snapshot).
  */
 #ifndef OBSD_CLI_CLI_STORE_H
 #define OBSD_CLI_CLI_STORE_H
 
+#include <getopt.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -65,7 +68,31 @@ int cli_print_json(FILE *out, json_t *j, bool compact);
 /* Parses a non-negative decimal integer; false if s is not one. */
 bool cli_parse_u64(const char *s, uint64_t *out);
 
-/* Reports a getopt_long failure for cmd; returns 2. */
+/* A store reader's command line. Its getopt_long options table has
+ * {"store", required_argument, NULL, 's'} and {"help", no_argument, NULL,
+ * 'h'} besides the command's own options. */
+struct cli_args {
+    const char *cmd;                /* "show" */
+    void (*usage)(FILE *out);       /* prints the --help text */
+    const char *store;              /* --store DIR; NULL when not given */
+    int status;                     /* exit status once cli_next_option returned -1 */
+    bool started;                   /* getopt was reset for this argv */
+};
+
+/* The next of the command's own options, as getopt_long returns it (optarg
+ * set): --store and --help are taken here. Returns 0 when the options are
+ * all read (optind is the first operand), or -1 when the command is to
+ * return a->status: 0 after --help, 2 after a bad option (said). */
+int cli_next_option(struct cli_args *a, int argc, char **argv, const struct option *options);
+
+/* The optional RUN operand after the options: NULL when there is none.
+ * Returns 0, or 2 after naming an unexpected further argument. */
+int cli_run_operand(const char *cmd, int argc, char **argv, const char **run_id);
+
+/* Prints "obsctl CMD: <message>" and where the help is; returns 2. */
+int cli_usage_error(const char *cmd, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+/* Reports a getopt_long failure for cmd (opt ':' or '?'); returns 2. */
 int cli_bad_option(const char *cmd, int opt, int optopt_value, char **argv, int optind_value);
 
 #endif

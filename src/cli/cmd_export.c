@@ -197,21 +197,19 @@ int cmd_export(int argc, char **argv)
         {"help", no_argument, NULL, 'h'},
         {0, 0, 0, 0},
     };
-    const char *store_opt = NULL, *format = NULL, *output = NULL;
+    struct cli_args a = {.cmd = "export", .usage = export_usage};
+    const char *format = NULL, *output = NULL;
     bool all = false;
     int opt;
-    optind = 0;
-    opterr = 0;
-    while ((opt = getopt_long(argc, argv, ":h", options, NULL)) != -1) {
+    while ((opt = cli_next_option(&a, argc, argv, options)) > 0) {
         switch (opt) {
-        case 's': store_opt = optarg; break;
         case 'f': format = optarg; break;
         case 'o': output = optarg; break;
         case 'a': all = true; break;
-        case 'h': export_usage(stdout); return 0;
-        default: return cli_bad_option("export", opt, optopt, argv, optind);
         }
     }
+    if (opt < 0)
+        return a.status;
     if (!format || (strcmp(format, "json") && strcmp(format, "csv"))) {
         fprintf(stderr, "obsctl export: --format must be json or csv%s%s%s\n", format ? ", not '" : "",
                 format ? format : "", format ? "'" : "");
@@ -221,15 +219,12 @@ int cmd_export(int argc, char **argv)
         fprintf(stderr, "obsctl export: --snapshots applies to --format json only\n");
         return 2;
     }
-    if (argc - optind != 1) {
-        fprintf(stderr, "obsctl export: %s\nTry 'obsctl export --help'.\n",
-                argc == optind ? "needs RUN" : "too many arguments");
-        return 2;
-    }
+    if (argc - optind != 1)
+        return cli_usage_error("export", "%s", argc == optind ? "needs RUN" : "too many arguments");
     const char *run_id = argv[optind];
     struct store_run_info r;
     int rc;
-    struct store *st = cli_store_open_run("export", store_opt, run_id, &r, &rc);
+    struct store *st = cli_store_open_run("export", a.store, run_id, &r, &rc);
     if (!st)
         return rc;
     FILE *out = stdout;

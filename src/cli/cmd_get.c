@@ -99,28 +99,20 @@ int cmd_get(int argc, char **argv)
         {"help", no_argument, NULL, 'h'},
         {0, 0, 0, 0},
     };
-    const char *store_opt = NULL;
+    struct cli_args a = {.cmd = "get", .usage = get_usage};
     struct get_ctx c = {0};
     int opt;
-    optind = 0;
-    opterr = 0;
-    while ((opt = getopt_long(argc, argv, ":h", options, NULL)) != -1) {
-        switch (opt) {
-        case 's': store_opt = optarg; break;
-        case 'j': c.as_json = true; break;
-        case 'h': get_usage(stdout); return 0;
-        default: return cli_bad_option("get", opt, optopt, argv, optind);
-        }
-    }
-    if (argc - optind != 2) {
-        fprintf(stderr, "obsctl get: %s\nTry 'obsctl get --help'.\n",
-                argc - optind < 2 ? "needs RUN and METRIC" : "too many arguments");
-        return 2;
-    }
+    while ((opt = cli_next_option(&a, argc, argv, options)) > 0)
+        if (opt == 'j')
+            c.as_json = true;
+    if (opt < 0)
+        return a.status;
+    if (argc - optind != 2)
+        return cli_usage_error("get", "%s", argc - optind < 2 ? "needs RUN and METRIC" : "too many arguments");
     const char *run_id = argv[optind], *metric = argv[optind + 1];
     struct store_run_info r;
     int rc;
-    struct store *st = cli_store_open_run("get", store_opt, run_id, &r, &rc);
+    struct store *st = cli_store_open_run("get", a.store, run_id, &r, &rc);
     if (!st)
         return rc;
     if (c.as_json)

@@ -312,25 +312,19 @@ int cmd_metrics(int argc, char **argv)
         {"help", no_argument, NULL, 'h'},
         {0, 0, 0, 0},
     };
-    const char *store_opt = NULL, *run_id = NULL, *format = NULL, *listen_arg = NULL;
+    struct cli_args a = {.cmd = "metrics", .usage = metrics_usage};
+    const char *run_id, *format = NULL, *listen_arg = NULL;
     int opt;
-    optind = 0;
-    opterr = 0;
-    while ((opt = getopt_long(argc, argv, ":h", options, NULL)) != -1) {
+    while ((opt = cli_next_option(&a, argc, argv, options)) > 0) {
         switch (opt) {
-        case 's': store_opt = optarg; break;
         case 'f': format = optarg; break;
         case 'l': listen_arg = optarg; break;
-        case 'h': metrics_usage(stdout); return 0;
-        default: return cli_bad_option("metrics", opt, optopt, argv, optind);
         }
     }
-    if (optind < argc)
-        run_id = argv[optind++];
-    if (optind < argc) {
-        fprintf(stderr, "obsctl metrics: unexpected argument '%s'\nTry 'obsctl metrics --help'.\n", argv[optind]);
+    if (opt < 0)
+        return a.status;
+    if (cli_run_operand("metrics", argc, argv, &run_id))
         return 2;
-    }
     enum om_format fmt = OM_OPENMETRICS;
     if (format && !strcmp(format, "prometheus"))
         fmt = OM_PROMETHEUS;
@@ -343,5 +337,5 @@ int cmd_metrics(int argc, char **argv)
                         "each request's Accept header)\n");
         return 2;
     }
-    return listen_arg ? serve(store_opt, run_id, listen_arg) : print_once(store_opt, run_id, fmt);
+    return listen_arg ? serve(a.store, run_id, listen_arg) : print_once(a.store, run_id, fmt);
 }

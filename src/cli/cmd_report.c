@@ -997,14 +997,12 @@ int cmd_report(int argc, char **argv)
         {"help", no_argument, NULL, 'h'},
         {0, 0, 0, 0},
     };
-    const char *store_opt = NULL, *output = NULL, *run_id = NULL;
+    struct cli_args a = {.cmd = "report", .usage = report_usage};
+    const char *output = NULL, *run_id;
     uint64_t max_charts = DEFAULT_MAX_CHARTS;
     int opt;
-    optind = 0;
-    opterr = 0;
-    while ((opt = getopt_long(argc, argv, ":h", options, NULL)) != -1) {
+    while ((opt = cli_next_option(&a, argc, argv, options)) > 0) {
         switch (opt) {
-        case 's': store_opt = optarg; break;
         case 'o': output = optarg; break;
         case 'm':
             if (!cli_parse_u64(optarg, &max_charts) || max_charts > 100000) {
@@ -1012,16 +1010,12 @@ int cmd_report(int argc, char **argv)
                 return 2;
             }
             break;
-        case 'h': report_usage(stdout); return 0;
-        default: return cli_bad_option("report", opt, optopt, argv, optind);
         }
     }
-    if (optind < argc)
-        run_id = argv[optind++];
-    if (optind < argc) {
-        fprintf(stderr, "obsctl report: unexpected argument '%s'\nTry 'obsctl report --help'.\n", argv[optind]);
+    if (opt < 0)
+        return a.status;
+    if (cli_run_operand("report", argc, argv, &run_id))
         return 2;
-    }
     if (output && !*output) {
         fprintf(stderr, "obsctl report: --output needs a file name\n");
         return 2;
@@ -1029,7 +1023,7 @@ int cmd_report(int argc, char **argv)
 
     struct store_run_info run;
     int rc;
-    struct store *st = cli_store_open_run("report", store_opt, run_id, &run, &rc);
+    struct store *st = cli_store_open_run("report", a.store, run_id, &run, &rc);
     if (!st)
         return rc;
     struct snapshot *snap = NULL;

@@ -54,25 +54,18 @@ int cmd_runs(int argc, char **argv)
         {"help", no_argument, NULL, 'h'},
         {0, 0, 0, 0},
     };
-    const char *store_opt = NULL;
+    struct cli_args a = {.cmd = "runs", .usage = runs_usage};
     bool as_json = false;
     int opt;
-    optind = 0;
-    opterr = 0;
-    while ((opt = getopt_long(argc, argv, ":h", options, NULL)) != -1) {
-        switch (opt) {
-        case 's': store_opt = optarg; break;
-        case 'j': as_json = true; break;
-        case 'h': runs_usage(stdout); return 0;
-        default: return cli_bad_option("runs", opt, optopt, argv, optind);
-        }
-    }
-    if (optind < argc) {
-        fprintf(stderr, "obsctl runs: unexpected argument '%s'\nTry 'obsctl runs --help'.\n", argv[optind]);
-        return 2;
-    }
+    while ((opt = cli_next_option(&a, argc, argv, options)) > 0)
+        if (opt == 'j')
+            as_json = true;
+    if (opt < 0)
+        return a.status;
+    if (optind < argc)
+        return cli_usage_error("runs", "unexpected argument '%s'", argv[optind]);
     char dir[4096]; /* resolved here too: "no runs in DIR" names it */
-    int status = cli_store_dir("runs", store_opt, dir, sizeof dir);
+    int status = cli_store_dir("runs", a.store, dir, sizeof dir);
     if (status)
         return status;
     struct store *st = cli_store_open("runs", dir, &status);

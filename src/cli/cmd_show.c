@@ -114,15 +114,13 @@ int cmd_show(int argc, char **argv)
         {"help", no_argument, NULL, 'h'},
         {0, 0, 0, 0},
     };
-    const char *store_opt = NULL, *run_id = NULL;
+    struct cli_args a = {.cmd = "show", .usage = show_usage};
+    const char *run_id;
     bool as_json = false, final = false, have_seq = false;
     uint64_t seq = 0;
     int opt;
-    optind = 0;
-    opterr = 0;
-    while ((opt = getopt_long(argc, argv, ":h", options, NULL)) != -1) {
+    while ((opt = cli_next_option(&a, argc, argv, options)) > 0) {
         switch (opt) {
-        case 's': store_opt = optarg; break;
         case 'n':
             if (!cli_parse_u64(optarg, &seq)) {
                 fprintf(stderr, "obsctl show: --seq needs a non-negative integer, not '%s'\n", optarg);
@@ -132,24 +130,20 @@ int cmd_show(int argc, char **argv)
             break;
         case 'f': final = true; break;
         case 'j': as_json = true; break;
-        case 'h': show_usage(stdout); return 0;
-        default: return cli_bad_option("show", opt, optopt, argv, optind);
         }
     }
+    if (opt < 0)
+        return a.status;
     if (have_seq && final) {
         fprintf(stderr, "obsctl show: --seq and --final exclude each other\n");
         return 2;
     }
-    if (optind < argc)
-        run_id = argv[optind++];
-    if (optind < argc) {
-        fprintf(stderr, "obsctl show: unexpected argument '%s'\nTry 'obsctl show --help'.\n", argv[optind]);
+    if (cli_run_operand("show", argc, argv, &run_id))
         return 2;
-    }
 
     struct store_run_info r;
     int rc;
-    struct store *st = cli_store_open_run("show", store_opt, run_id, &r, &rc);
+    struct store *st = cli_store_open_run("show", a.store, run_id, &r, &rc);
     if (!st)
         return rc;
     struct snapshot *s = NULL;
