@@ -131,13 +131,49 @@ int cli_print_state_notes(FILE *out, const char *prefix, enum obsd_run_state sta
     return lines;
 }
 
-int cli_print_json(FILE *out, json_t *j, bool compact)
+int cli_print_json(FILE *out, json_t *j)
 {
     if (!j)
         return 1;
-    int rc = json_dumpf(j, out, compact ? JSON_COMPACT : JSON_INDENT(2));
+    int rc = json_dumpf(j, out, JSON_INDENT(2));
     fputc('\n', out);
+    json_decref(j);
     return rc ? 1 : 0;
+}
+
+json_t *cli_run_json(const struct store_run_info *r)
+{
+    char started[64];
+    cli_format_time(r->start_ns, started, sizeof started);
+    json_t *o = json_pack("{s:s,s:s,s:I,s:s,s:I,s:s,s:I,s:I,s:I,s:I,s:b,s:b}",
+        "run", r->id, "name", r->name, "run_seq", (json_int_t)r->run_seq,
+        "state", obsd_run_state_name(r->state), "start_ns", (json_int_t)r->start_ns,
+        "started", started, "snapshots", (json_int_t)r->n_snapshots,
+        "last_seq", (json_int_t)r->last_seq, "last_timestamp_ns", (json_int_t)r->last_timestamp_ns,
+        "n_pending_tasks", (json_int_t)r->n_pending_tasks, "final", r->has_final,
+        "incomplete_drain", r->state == OBSD_RUN_COMPLETE && r->n_pending_tasks > 0);
+    if (o)
+        json_object_set_new(o, "final_seq", r->has_final ? json_integer((json_int_t)r->final_seq)
+                                                         : json_null());
+    return o;
+}
+
+static json_t *num_json(double v)
+{
+    return isfinite(v) ? json_real(v) : json_null();
+}
+
+json_t *cli_point_json(const struct store_point *p)
+{
+    if (p->is_series)
+        return json_pack("{s:I,s:I,s:I,s:o,s:o,s:o,s:b,s:{s:o,s:o,s:o,s:o}}", "seq", (json_int_t)p->seq,
+                         "timestamp_ns", (json_int_t)p->timestamp_ns, "count", (json_int_t)p->count,
+                         "total", num_json(p->total), "min", num_json(p->min), "max", num_json(p->max),
+                         "exact", p->exact, "percentiles", "99.9", num_json(p->pct[STORE_POINT_P999]),
+                         "99.0", num_json(p->pct[STORE_POINT_P99]), "90.0", num_json(p->pct[STORE_POINT_P90]),
+                         "50.0", num_json(p->pct[STORE_POINT_P50]));
+    return json_pack("{s:I,s:I,s:o}", "seq", (json_int_t)p->seq, "timestamp_ns", (json_int_t)p->timestamp_ns,
+                     "value", p->is_float ? num_json(p->fvalue) : json_integer(p->ivalue));
 }
 
 bool cli_parse_u64(const char *s, uint64_t *out)

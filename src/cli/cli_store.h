@@ -2,9 +2,10 @@
  * cli_store.h: what the store-reading obsctl commands (runs, show, get,
  * export, metrics, report, compare) share: their command line (--store,
  * --help, bad options, the RUN operand), the --store default, opening the
- * store read-only, picking a run, formatting times and values, and the notes
- * every reader prints about a run's state (incomplete drain, interrupted, no
- * final snapshot).
+ * store read-only, picking a run, formatting times and values, the JSON of a
+ * run and of a time series point and printing JSON, and the notes every
+ * reader prints about a run's state (incomplete drain, interrupted, no final
+ * snapshot).
  */
 #ifndef OBSD_CLI_CLI_STORE_H
 #define OBSD_CLI_CLI_STORE_H
@@ -62,8 +63,17 @@ void cli_format_number(double v, char *buf, size_t len);
 int cli_print_state_notes(FILE *out, const char *prefix, enum obsd_run_state state,
                           uint64_t n_pending, bool is_final, bool has_final);
 
-/* Prints j indented (or on one line) followed by a newline; 0 or 1. */
-int cli_print_json(FILE *out, json_t *j, bool compact);
+/* Prints j indented and a newline, then releases j; 0, or 1 when j is
+ * NULL or could not be written. */
+int cli_print_json(FILE *out, json_t *j);
+
+/* A run as obsctl runs --json lists it. */
+json_t *cli_run_json(const struct store_run_info *r);
+
+/* A time series point as obsctl get --json lists it: seq, timestamp_ns and
+ * value, or count, total, min, max, exact and percentiles; null for a
+ * number that is not finite. */
+json_t *cli_point_json(const struct store_point *p);
 
 /* Parses a non-negative decimal integer; false if s is not one. */
 bool cli_parse_u64(const char *s, uint64_t *out);

@@ -235,8 +235,7 @@ static int render(const struct table *t, bool as_json)
     if (as_json) {
         json_t *o = json_pack("{s:s, s:o, s:o}", "axis", t->axis, "points", rows,
                               "note", note ? json_string(note) : json_null());
-        cli_print_json(stdout, o, false);
-        json_decref(o);
+        cli_print_json(stdout, o);
         return 0;
     }
     json_decref(rows);

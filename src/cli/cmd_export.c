@@ -1,10 +1,11 @@
 /*
  * cmd_export.c: 'obsctl export', a whole run as JSON or CSV.
  *
- * JSON: one object {"schema_version", "run": {...as obsctl runs --json},
- * "final": snapshot or null, "latest": snapshot, "time_series": {metric:
- * {"type", "points": [...as obsctl get --json]}}} and, with --snapshots,
- * "snapshots": every persisted snapshot rebuilt from the history.
+ * JSON: one object {"schema_version", "run": {...as obsctl runs --json, less
+ * last_timestamp_ns and incomplete_drain}, "final": snapshot or null,
+ * "latest": snapshot, "time_series": {metric: {"type", "points": [...as
+ * obsctl get --json]}}} and, with --snapshots, "snapshots": every persisted
+ * snapshot rebuilt from the history.
  * CSV: a header line, then one row per (metric, seq) at which the metric
  * changed, metric by metric in first-seen order, seqs ascending.
  */
@@ -44,11 +45,6 @@ static void export_usage(FILE *out)
         "for bad arguments.\n");
 }
 
-static json_t *num(double v)
-{
-    return isfinite(v) ? json_real(v) : json_null();
-}
-
 struct export_ctx {
     FILE *out;
     const char *run;
@@ -63,19 +59,7 @@ static int json_point(const struct store_point *p, void *arg)
         m = json_pack("{s:s,s:[]}", "type", p->is_series ? "series" : "counter", "points");
         json_object_set_new(c->series, p->name, m);
     }
-    json_t *o;
-    if (p->is_series)
-        o = json_pack("{s:I,s:I,s:I,s:o,s:o,s:o,s:b,s:{s:o,s:o,s:o,s:o}}", "seq", (json_int_t)p->seq,
-                      "timestamp_ns", (json_int_t)p->timestamp_ns, "count", (json_int_t)p->count,
-                      "total", num(p->total), "min", num(p->min), "max", num(p->max), "exact",
-                      p->exact, "percentiles", "99.9", num(p->pct[STORE_POINT_P999]), "99.0",
-                      num(p->pct[STORE_POINT_P99]), "90.0", num(p->pct[STORE_POINT_P90]), "50.0",
-                      num(p->pct[STORE_POINT_P50]));
-    else
-        o = json_pack("{s:I,s:I,s:o}", "seq", (json_int_t)p->seq, "timestamp_ns",
-                      (json_int_t)p->timestamp_ns, "value",
-                      p->is_float ? num(p->fvalue) : json_integer(p->ivalue));
-    json_array_append_new(json_object_get(m, "points"), o);
+    json_array_append_new(json_object_get(m, "points"), cli_point_json(p));
     return 0;
 }
 
@@ -127,16 +111,14 @@ static int csv_point(const struct store_point *p, void *arg)
     return ferror(c->out) ? 1 : 0;
 }
 
+/* The record of obsctl runs --json without last_timestamp_ns and
+ * incomplete_drain, which exports have never carried. */
 static json_t *run_record(const struct store_run_info *r)
 {
-    char started[64];
-    cli_format_time(r->start_ns, started, sizeof started);
-    return json_pack("{s:s,s:s,s:I,s:s,s:I,s:s,s:I,s:I,s:I,s:b,s:o}", "run", r->id, "name", r->name,
-                     "run_seq", (json_int_t)r->run_seq, "state", obsd_run_state_name(r->state),
-                     "start_ns", (json_int_t)r->start_ns, "started", started, "snapshots",
-                     (json_int_t)r->n_snapshots, "last_seq", (json_int_t)r->last_seq,
-                     "n_pending_tasks", (json_int_t)r->n_pending_tasks, "final", r->has_final,
-                     "final_seq", r->has_final ? json_integer((json_int_t)r->final_seq) : json_null());
+    json_t *o = cli_run_json(r);
+    json_object_del(o, "last_timestamp_ns");
+    json_object_del(o, "incomplete_drain");
+    return o;
 }
 
 static int export_json(struct store *st, const struct store_run_info *r, FILE *out, bool all)

@@ -3,7 +3,6 @@
  */
 #include <getopt.h>
 #include <inttypes.h>
-#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -43,25 +42,7 @@ static int print_point(const struct store_point *p, void *arg)
     char when[64], num[5][32];
     c->type = p->is_series ? "series" : "counter";
     if (c->as_json) {
-        json_t *o;
-        if (p->is_series) {
-            json_t *pct = json_object();
-            static const char *const keys[STORE_POINT_NPCT] = {"99.9", "99.0", "90.0", "50.0"};
-            for (int i = 0; i < STORE_POINT_NPCT; i++)
-                json_object_set_new(pct, keys[i], isfinite(p->pct[i]) ? json_real(p->pct[i]) : json_null());
-            o = json_pack("{s:I,s:I,s:I,s:o,s:o,s:o,s:b,s:o}", "seq", (json_int_t)p->seq,
-                          "timestamp_ns", (json_int_t)p->timestamp_ns, "count", (json_int_t)p->count,
-                          "total", isfinite(p->total) ? json_real(p->total) : json_null(),
-                          "min", isfinite(p->min) ? json_real(p->min) : json_null(),
-                          "max", isfinite(p->max) ? json_real(p->max) : json_null(),
-                          "exact", p->exact, "percentiles", pct);
-        } else {
-            o = json_pack("{s:I,s:I,s:o}", "seq", (json_int_t)p->seq, "timestamp_ns",
-                          (json_int_t)p->timestamp_ns, "value",
-                          p->is_float ? (isfinite(p->fvalue) ? json_real(p->fvalue) : json_null())
-                                      : json_integer(p->ivalue));
-        }
-        json_array_append_new(c->points, o);
+        json_array_append_new(c->points, cli_point_json(p));
         return 0;
     }
     cli_format_time(p->timestamp_ns, when, sizeof when);
@@ -126,10 +107,8 @@ int cmd_get(int argc, char **argv)
     }
     store_close(st);
     if (c.as_json) {
-        json_t *o = json_pack("{s:s,s:s,s:s,s:o}", "run", r.id, "metric", metric, "type",
-                              c.type ? c.type : "counter", "points", c.points);
-        rc = cli_print_json(stdout, o, false);
-        json_decref(o);
+        rc = cli_print_json(stdout, json_pack("{s:s,s:s,s:s,s:o}", "run", r.id, "metric", metric, "type",
+                                              c.type ? c.type : "counter", "points", c.points));
     }
     cli_print_state_notes(stderr, "obsctl get: ", r.state, r.n_pending_tasks, false, r.has_final);
     return rc;

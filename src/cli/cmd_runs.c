@@ -29,21 +29,25 @@ static void runs_usage(FILE *out)
         "Exit status: 0, 1 when the store cannot be read, 2 for bad arguments.\n");
 }
 
-static json_t *run_json(const struct store_run_info *r)
+static void print_table(const struct store_run_info *runs, size_t n)
 {
-    char started[64];
-    cli_format_time(r->start_ns, started, sizeof started);
-    json_t *o = json_pack("{s:s,s:s,s:I,s:s,s:I,s:s,s:I,s:I,s:I,s:I,s:b,s:b}",
-        "run", r->id, "name", r->name, "run_seq", (json_int_t)r->run_seq,
-        "state", obsd_run_state_name(r->state), "start_ns", (json_int_t)r->start_ns,
-        "started", started, "snapshots", (json_int_t)r->n_snapshots,
-        "last_seq", (json_int_t)r->last_seq, "last_timestamp_ns", (json_int_t)r->last_timestamp_ns,
-        "n_pending_tasks", (json_int_t)r->n_pending_tasks, "final", r->has_final,
-        "incomplete_drain", r->state == OBSD_RUN_COMPLETE && r->n_pending_tasks > 0);
-    if (o)
-        json_object_set_new(o, "final_seq", r->has_final ? json_integer((json_int_t)r->final_seq)
-                                                         : json_null());
-    return o;
+    printf("%-32s %-11s %-24s %9s %9s %-5s %s\n", "RUN", "STATE", "STARTED", "SNAPSHOTS",
+           "LAST SEQ", "FINAL", "NOTE");
+    for (size_t i = 0; i < n; i++) {
+        const struct store_run_info *r = &runs[i];
+        char started[64], note[128] = "";
+        cli_format_time(r->start_ns, started, sizeof started);
+        if (r->state == OBSD_RUN_COMPLETE && r->n_pending_tasks)
+            snprintf(note, sizeof note, "incomplete drain: %" PRIu64 " tokenizations pending",
+                     r->n_pending_tasks);
+        else if (r->state == OBSD_RUN_INTERRUPTED)
+            snprintf(note, sizeof note, "interrupted");
+        else if (!r->has_final)
+            snprintf(note, sizeof note, "no final snapshot yet");
+        printf("%-32s %-11s %-24s %9" PRIu64 " %9" PRIu64 " %-5s %s\n", r->id,
+               obsd_run_state_name(r->state), started, r->n_snapshots, r->last_seq,
+               r->has_final ? "yes" : "no", note);
+    }
 }
 
 int cmd_runs(int argc, char **argv)
@@ -84,33 +88,12 @@ int cmd_runs(int argc, char **argv)
     if (as_json) {
         json_t *arr = json_array();
         for (size_t i = 0; i < n; i++)
-            json_array_append_new(arr, run_json(&runs[i]));
-        rc = cli_print_json(stdout, arr, false);
-        json_decref(arr);
-        free(runs);
-        return rc;
-    }
-    if (!n) {
+            json_array_append_new(arr, cli_run_json(&runs[i]));
+        rc = cli_print_json(stdout, arr);
+    } else if (!n) {
         printf("no runs in %s\n", dir);
-        free(runs);
-        return 0;
-    }
-    printf("%-32s %-11s %-24s %9s %9s %-5s %s\n", "RUN", "STATE", "STARTED", "SNAPSHOTS",
-           "LAST SEQ", "FINAL", "NOTE");
-    for (size_t i = 0; i < n; i++) {
-        const struct store_run_info *r = &runs[i];
-        char started[64], note[128] = "";
-        cli_format_time(r->start_ns, started, sizeof started);
-        if (r->state == OBSD_RUN_COMPLETE && r->n_pending_tasks)
-            snprintf(note, sizeof note, "incomplete drain: %" PRIu64 " tokenizations pending",
-                     r->n_pending_tasks);
-        else if (r->state == OBSD_RUN_INTERRUPTED)
-            snprintf(note, sizeof note, "interrupted");
-        else if (!r->has_final)
-            snprintf(note, sizeof note, "no final snapshot yet");
-        printf("%-32s %-11s %-24s %9" PRIu64 " %9" PRIu64 " %-5s %s\n", r->id,
-               obsd_run_state_name(r->state), started, r->n_snapshots, r->last_seq,
-               r->has_final ? "yes" : "no", note);
+    } else {
+        print_table(runs, n);
     }
     free(runs);
     return rc;

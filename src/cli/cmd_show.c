@@ -166,9 +166,7 @@ int cmd_show(int argc, char **argv)
     store_close(st);
 
     if (as_json) {
-        json_t *j = snapshot_to_json(s);
-        rc = cli_print_json(stdout, j, false);
-        json_decref(j);
+        rc = cli_print_json(stdout, snapshot_to_json(s));
         cli_print_state_notes(stderr, "obsctl show: ", s->state, s->n_pending_tasks,
                               r.has_final && r.final_seq == s->seq, r.has_final);
     } else {
