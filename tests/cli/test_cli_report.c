@@ -584,7 +584,6 @@ END_TEST
 
 int main(void)
 {
-    e2e_init();
     Suite *s = suite_create("cli_report");
     TCase *tc = tcase_create("report");
     tcase_add_unchecked_fixture(tc, temp_root_begin, temp_root_end);
@@ -602,10 +601,5 @@ int main(void)
     tcase_set_timeout(real, 280);
     tcase_add_test(real, report_of_real_runs);
     suite_add_tcase(s, real);
-    SRunner *sr = srunner_create(s);
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    e2e_cleanup_all();
-    return failed ? 1 : 0;
+    return e2e_run_suite(s);
 }

@@ -120,6 +120,17 @@ void e2e_cleanup_all(void)
         closedir(d);
 }
 
+int e2e_run_suite(Suite *s)
+{
+    e2e_init();
+    SRunner *sr = srunner_create(s);
+    srunner_run_all(sr, CK_NORMAL);
+    int failed = srunner_ntests_failed(sr);
+    srunner_free(sr);
+    e2e_cleanup_all();
+    return failed ? 1 : 0;
+}
+
 pid_t e2e_spawn(struct e2e *t, char *const argv[], char *const env[], const char *out_path)
 {
     static int n;
@@ -214,16 +225,54 @@ char *e2e_read_output(const char *out_path)
     return all;
 }
 
-int e2e_run(struct e2e *t, char *const argv[], char *const env[], int timeout_s, char **output)
+/* Runs a child to completion with its output in out (and out.err). */
+static int run_to(struct e2e *t, char *const argv[], char *const env[], int timeout_s, char out[512])
 {
     static int n;
+    snprintf(out, 512, "%s/run.%d.out", t->dir, n++);
+    return e2e_wait(e2e_spawn(t, argv, env, out), timeout_s);
+}
+
+int e2e_run(struct e2e *t, char *const argv[], char *const env[], int timeout_s, char **output)
+{
     char out[512];
-    snprintf(out, sizeof out, "%s/run.%d.out", t->dir, n++);
-    pid_t pid = e2e_spawn(t, argv, env, out);
-    int status = e2e_wait(pid, timeout_s);
+    int status = run_to(t, argv, env, timeout_s, out);
     if (output)
         *output = e2e_read_output(out);
     return status;
+}
+
+static char *read_or_empty(const char *path)
+{
+    char *text = e2e_read_file(path);
+    return text ? text : strdup("");
+}
+
+int e2e_run_split(struct e2e *t, char *const argv[], char *const env[], int timeout_s, char **out,
+                  char **err)
+{
+    char path[512], err_path[600];
+    int status = run_to(t, argv, env, timeout_s, path);
+    snprintf(err_path, sizeof err_path, "%s.err", path);
+    if (out)
+        *out = read_or_empty(path);
+    if (err)
+        *err = read_or_empty(err_path);
+    return status;
+}
+
+json_t *e2e_run_json(struct e2e *t, char *const argv[], int timeout_s)
+{
+    char *out = NULL, *err = NULL;
+    int status = e2e_run_split(t, argv, NULL, timeout_s, &out, &err);
+    ck_assert_msg(status == 0, "%s %s: exit %d: %s", argv[0], argv[1] ? argv[1] : "", status, err);
+    json_error_t je;
+    json_t *j = json_loads(out, 0, &je);
+    ck_assert_msg(j != NULL, "%s %s printed no JSON (%s): %s", argv[0], argv[1] ? argv[1] : "", je.text,
+                  out);
+    free(out);
+    free(err);
+    return j;
 }
 
 json_t *e2e_last_json_line(const char *text)
@@ -283,13 +332,28 @@ void e2e_start_obsd(struct e2e *t, char *const extra[])
     ck_abort_msg("obsd did not answer on its control socket");
 }
 
+int e2e_wait_obsd(struct e2e *t, int timeout_s)
+{
+    ck_assert_int_gt(t->obsd, 0);
+    int status = e2e_wait(t->obsd, timeout_s);
+    t->obsd = 0;
+    return status;
+}
+
 int e2e_stop_obsd(struct e2e *t, int sig)
 {
     ck_assert_int_gt(t->obsd, 0);
     kill(t->obsd, sig);
-    int status = e2e_wait(t->obsd, 30);
-    t->obsd = 0;
-    return status;
+    return e2e_wait_obsd(t, 30);
+}
+
+char *e2e_obsd_log(struct e2e *t)
+{
+    if (t->n_obsd_starts == 0)
+        return strdup("");
+    char log[512];
+    snprintf(log, sizeof log, "%s/obsd.%d.log", t->dir, t->n_obsd_starts - 1);
+    return e2e_read_output(log);
 }
 
 static char last_show[2048];

@@ -14,6 +14,7 @@
 #include <stddef.h>
 #include <sys/types.h>
 
+#include <check.h>
 #include <jansson.h>
 
 struct e2e {
@@ -31,6 +32,9 @@ void e2e_teardown(struct e2e *t);
 void e2e_init(void);
 /* Run once by main() after the suite: removes leftovers of failed tests. */
 void e2e_cleanup_all(void);
+/* main()'s whole run: e2e_init(), the suite (CK_NORMAL), e2e_cleanup_all();
+ * returns the exit status (1 if a test failed). */
+int e2e_run_suite(Suite *s);
 
 /* Path of a built program: "obsd", "obsctl" or an example name. */
 const char *e2e_program(const char *name);
@@ -45,6 +49,14 @@ pid_t e2e_spawn(struct e2e *t, char *const argv[], char *const env[], const char
  * (malloc'd). */
 int e2e_run(struct e2e *t, char *const argv[], char *const env[], int timeout_s, char **output);
 
+/* As e2e_run, with stdout and stderr apart (malloc'd, "" if empty; either
+ * pointer may be NULL): for output that is checked or parsed on its own. */
+int e2e_run_split(struct e2e *t, char *const argv[], char *const env[], int timeout_s, char **out,
+                  char **err);
+/* Runs argv, asserts exit 0 and returns its whole stdout parsed as JSON
+ * (asserted, strictly: nothing else may follow it). */
+json_t *e2e_run_json(struct e2e *t, char *const argv[], int timeout_s);
+
 /* Waits for a child (at most timeout_s, then SIGKILL); returns as e2e_run. */
 int e2e_wait(pid_t pid, int timeout_s);
 
@@ -53,6 +65,10 @@ int e2e_wait(pid_t pid, int timeout_s);
 void e2e_start_obsd(struct e2e *t, char *const extra[]);
 /* SIGTERM (or sig) and wait; returns the exit status. */
 int e2e_stop_obsd(struct e2e *t, int sig);
+/* Waits for obsd to exit by itself (exit_after_run); returns as e2e_wait. */
+int e2e_wait_obsd(struct e2e *t, int timeout_s);
+/* Output of the last obsd started (malloc'd), for failure messages. */
+char *e2e_obsd_log(struct e2e *t);
 
 /* `obsctl status --json` as JSON, or NULL when no daemon answers. */
 json_t *e2e_status(struct e2e *t);

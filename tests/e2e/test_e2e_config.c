@@ -206,7 +206,6 @@ END_TEST
 
 int main(void)
 {
-    e2e_init();
     Suite *s = suite_create("e2e_config");
     TCase *tc = tcase_create("config");
     tcase_add_checked_fixture(tc, setup, teardown);
@@ -219,10 +218,5 @@ int main(void)
     tcase_add_test(tc, status_without_a_daemon_says_so_and_exits_1);
     tcase_add_test(tc, help_and_version_tell_the_truth);
     suite_add_tcase(s, tc);
-    SRunner *sr = srunner_create(s);
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    e2e_cleanup_all();
-    return failed ? 1 : 0;
+    return e2e_run_suite(s);
 }

@@ -233,7 +233,6 @@ END_TEST
 
 int main(void)
 {
-    e2e_init();
     Suite *s = suite_create("e2e_keys");
     TCase *tc = tcase_create("keys");
     tcase_add_checked_fixture(tc, setup, teardown);
@@ -242,10 +241,5 @@ int main(void)
     tcase_add_test(tc, small_table_refuses_the_257th_name_and_keeps_the_rest);
     tcase_add_test(tc, bad_max_keys_exits_2_naming_key_and_range);
     suite_add_tcase(s, tc);
-    SRunner *sr = srunner_create(s);
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    e2e_cleanup_all();
-    return failed ? 1 : 0;
+    return e2e_run_suite(s);
 }

@@ -289,7 +289,6 @@ END_TEST
 
 int main(void)
 {
-    e2e_init();
     Suite *s = suite_create("e2e_runs");
     TCase *tc = tcase_create("runs");
     tcase_add_checked_fixture(tc, setup, teardown);
@@ -300,10 +299,5 @@ int main(void)
     tcase_add_test(tc, a_copied_store_is_read_without_a_daemon);
     tcase_add_test(tc, detached_daemon_reports_startup_and_writes_its_pidfile);
     suite_add_tcase(s, tc);
-    SRunner *sr = srunner_create(s);
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    e2e_cleanup_all();
-    return failed ? 1 : 0;
+    return e2e_run_suite(s);
 }
