@@ -19,123 +19,39 @@
  * disturb the exact window of the real events around them.
  */
 #include <check.h>
-#include <errno.h>
 #include <pthread.h>
 #include <signal.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
 #include <sys/wait.h>
-#include <time.h>
 #include <unistd.h>
 
-#include <jansson.h>
-
+#include "e2e.h"
 #include "obsd/obsd.h"
 #include "sched/sched_wire.h"
 #include "shm/producer_internal.h"
 
 #define NW 100                     /* worker blocks of the worker process */
 
-static char build[4096], name[64], store[256];
-static pid_t daemon_pid, runner_pid;   /* runner: the suite's main process */
+/* t.obsd is a child of the test: it can be stopped and waited for. */
+static struct e2e t;
 
-static void msleep(int ms)
-{
-    struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000};
-    nanosleep(&ts, NULL);
-}
-
-/* Runs a shell command, returns its exit status and (if out) its stdout. */
-static int run(char **out, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static int run(char **out, const char *fmt, ...)
-{
-    char cmd[8192];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(cmd, sizeof cmd, fmt, ap);
-    va_end(ap);
-    FILE *p = popen(cmd, "r");
-    ck_assert_ptr_nonnull(p);
-    size_t len = 0, cap = 1 << 16;
-    char *buf = malloc(cap);
-    size_t r;
-    while ((r = fread(buf + len, 1, cap - len - 1, p)) > 0) {
-        len += r;
-        if (cap - len < 4096)
-            buf = realloc(buf, cap *= 2);
-    }
-    buf[len] = '\0';
-    int st = pclose(p);
-    if (out)
-        *out = buf;
-    else
-        free(buf);
-    return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
-}
-
-/* Per test (checked fixture, in the test's own process): names carrying the
- * runner's pid and the test's. */
 static void setup(void)
 {
-    const char *b = getenv("OBSD_BUILD_DIR");
-    snprintf(build, sizeof build, "%s", b ? b : ".");
-    snprintf(name, sizeof name, "schedwin%d-%d", (int)runner_pid, (int)getpid());
-    snprintf(store, sizeof store, "/tmp/obsd-sched-win-%d-%d", (int)runner_pid, (int)getpid());
-    mkdir(store, 0700);
-    daemon_pid = 0;
+    e2e_setup(&t, "win");
 }
 
-/* In the runner, after the tests, also what failed ones left (a failed
- * test's process exits without its checked teardown): daemons (their pid
- * files), segments and stores. */
-static void cleanup(void)
+static void teardown(void)
 {
-    run(NULL,
-        "for f in /tmp/obsd-sched-win-%d-*/obsd.pid; do [ -f \"$f\" ] && "
-        "kill -CONT $(cat \"$f\") 2>/dev/null && kill -KILL $(cat \"$f\") 2>/dev/null; done; "
-        "rm -rf /tmp/obsd-sched-win-%d-* /dev/shm/obsd.schedwin%d-*; true",
-        (int)runner_pid, (int)runner_pid, (int)runner_pid);
-}
-
-/* After a test that passed: its daemon, if it is still there. */
-static void cleanup_daemon(void)
-{
-    if (daemon_pid > 0) {
-        kill(daemon_pid, SIGCONT);
-        kill(daemon_pid, SIGKILL);
-        waitpid(daemon_pid, NULL, 0);
-    }
-    char seg[128];
-    snprintf(seg, sizeof seg, "/dev/shm/obsd.%s", name);
-    unlink(seg);
-    run(NULL, "rm -rf '%s'", store);
+    e2e_teardown(&t);
 }
 
 static void start_daemon(void)
 {
-    ck_assert_msg(getenv("OBSD_BUILD_DIR") != NULL, "OBSD_BUILD_DIR not set");
-    daemon_pid = fork();
-    ck_assert_int_ge(daemon_pid, 0);
-    if (daemon_pid == 0) {
-        char path[4200], log[400], pidfile[400];
-        snprintf(path, sizeof path, "%s/src/daemon/obsd", build);
-        snprintf(log, sizeof log, "%s/obsd.log", store);
-        snprintf(pidfile, sizeof pidfile, "%s/obsd.pid", store);
-        if (!freopen(log, "w", stderr))
-            _exit(126);
-        execl(path, "obsd", "--foreground", "--name", name, "--store", store, "--pidfile",
-              pidfile, "--set", "exit_after_run=true", "--set", "publish_interval_ms=20", "--set",
-              "ring_size=65536", (char *)NULL);
-        _exit(127);
-    }
-    char seg[128];
-    snprintf(seg, sizeof seg, "/dev/shm/obsd.%s", name);
-    for (int i = 0; i < 400 && access(seg, F_OK) != 0; i++)
-        msleep(25);
-    ck_assert_msg(access(seg, F_OK) == 0, "the daemon did not create %s", seg);
+    char *extra[] = {"--set", "exit_after_run=true", "--set", "publish_interval_ms=20",
+                     "--set", "ring_size=65536", NULL};
+    e2e_start_obsd(&t, extra);
 }
 
 /* Stops the collector and waits until it is stopped, so nothing it does
@@ -143,33 +59,27 @@ static void start_daemon(void)
 static void collector_stop(void)
 {
     int st;
-    ck_assert_int_eq(kill(daemon_pid, SIGSTOP), 0);
-    ck_assert_int_eq(waitpid(daemon_pid, &st, WUNTRACED), daemon_pid);
+    ck_assert_int_eq(kill(t.obsd, SIGSTOP), 0);
+    ck_assert_int_eq(waitpid(t.obsd, &st, WUNTRACED), t.obsd);
     ck_assert(WIFSTOPPED(st));
 }
 
 static void collector_continue(void)
 {
-    ck_assert_int_eq(kill(daemon_pid, SIGCONT), 0);
+    ck_assert_int_eq(kill(t.obsd, SIGCONT), 0);
 }
 
 /* The latest snapshot's sched phase ("" when there is none yet). */
 static void wait_phase(const char *phase)
 {
     for (int i = 0; i < 1000; i++) {
-        char *out = NULL;
-        if (run(&out, "%s/src/cli/obsctl show --json --store %s 2>/dev/null", build, store) == 0) {
-            json_t *j = json_loads(out, 0, NULL);
-            const char *p = json_string_value(json_object_get(json_object_get(j, "sched"), "phase"));
-            bool ok = p && !strcmp(p, phase);
-            json_decref(j);
-            free(out);
-            if (ok)
-                return;
-        } else {
-            free(out);
-        }
-        msleep(10);
+        json_t *j = e2e_latest_snapshot(&t, t.store);
+        const char *p = json_string_value(json_object_get(json_object_get(j, "sched"), "phase"));
+        bool ok = p && !strcmp(p, phase);
+        json_decref(j);
+        if (ok)
+            return;
+        e2e_sleep_ms(10);
     }
     ck_abort_msg("the sched section never reached phase %s", phase);
 }
@@ -178,26 +88,10 @@ static void wait_phase(const char *phase)
  * snapshot of its only run. */
 static json_t *final_snapshot(void)
 {
-    int st;
-    ck_assert_int_eq(waitpid(daemon_pid, &st, 0), daemon_pid);
-    daemon_pid = 0;
-    ck_assert_msg(WIFEXITED(st) && WEXITSTATUS(st) == 0, "obsd exit status %d", st);
-    char *out = NULL;
-    ck_assert_int_eq(run(&out, "%s/src/cli/obsctl show --final --json --store %s", build, store), 0);
-    json_t *j = json_loads(out, 0, NULL);
-    free(out);
-    ck_assert_ptr_nonnull(j);
-    return j;
-}
-
-static json_int_t counter(json_t *snap, const char *metric)
-{
-    size_t i;
-    json_t *m;
-    json_array_foreach(json_object_get(snap, "metrics"), i, m)
-        if (!strcmp(json_string_value(json_object_get(m, "name")), metric))
-            return json_integer_value(json_object_get(m, "value"));
-    return -1;
+    int st = e2e_wait_obsd(&t, 60);
+    ck_assert_msg(st == 0, "obsd exit status %d: %s", st, e2e_obsd_log(&t));
+    char *show[] = {"obsctl", "show", "--final", "--json", "--store", t.store, NULL};
+    return e2e_run_json(&t, show, 10);
 }
 
 static bool has_note(json_t *sec, const char *part)
@@ -232,7 +126,7 @@ struct reply {
  *   x  exit */
 static void worker_process(int cmd, int ack, bool old)
 {
-    obsd_t *h = obsd_open(name);
+    obsd_t *h = obsd_open(t.name);
     if (!h)
         _exit(3);
     struct obsd_sched_block *w[NW], *q = NULL;
@@ -359,7 +253,7 @@ static json_t *run_script(bool old, struct script *s, void (*before_start)(obsd_
     start_daemon();
     struct worker wk;
     worker_start(&wk, old);
-    obsd_t *h = obsd_open(name);
+    obsd_t *h = obsd_open(t.name);
     ck_assert_ptr_nonnull(h);
     session(h, OBSD_SESSION_STARTED, old);
     step(&wk, 'c');
@@ -458,7 +352,7 @@ START_TEST(window_is_the_producers_with_a_stopped_collector)
      * were used */
     ck_assert_int_eq(json_integer_value(json_object_get(ps, "received")), 3);
     ck_assert_int_eq(json_integer_value(json_object_get(ps, "used")), 2);
-    ck_assert_int_eq(counter(snap, "obsd_rejected_records"), 0);
+    ck_assert_int_eq(e2e_counter(snap, "obsd_rejected_records"), 0);
     json_decref(snap);
 }
 END_TEST
@@ -569,18 +463,14 @@ static void send_hostile(obsd_t *h)
     ck_assert_int_eq(pthread_join(th, NULL), 0);
     int samples = n_hostile / 1000;
     for (int i = 0; i < 1000; i++) {
-        char *out = NULL;
-        json_int_t rej = -1;
-        if (run(&out, "%s/src/cli/obsctl show --json --store %s 2>/dev/null", build, store) == 0) {
-            json_t *j = json_loads(out, 0, NULL);
-            rej = json_integer_value(json_object_get(
-                json_object_get(json_object_get(j, "sched"), "producer_samples"), "rejected"));
-            json_decref(j);
-        }
-        free(out);
+        json_t *j = e2e_latest_snapshot(&t, t.store);
+        json_int_t rej = j ? json_integer_value(json_object_get(
+                                 json_object_get(json_object_get(j, "sched"), "producer_samples"), "rejected"))
+                           : -1;
+        json_decref(j);
         if (rej == samples)
             return;
-        msleep(10);
+        e2e_sleep_ms(10);
     }
     ck_abort_msg("the collector did not see the %d hostile samples", samples);
 }
@@ -596,8 +486,8 @@ START_TEST(hostile_samples_are_rejected_and_counted)
     json_t *ps = json_object_get(sec, "producer_samples");
     ck_assert_int_eq(json_integer_value(json_object_get(ps, "rejected")), samples);
     ck_assert_int_eq(json_integer_value(json_object_get(ps, "received")), samples + 3);
-    ck_assert_int_eq(counter(snap, "sched_samples_rejected"), samples);
-    ck_assert_int_eq(counter(snap, "obsd_rejected_records"), records);
+    ck_assert_int_eq(e2e_counter(snap, "sched_samples_rejected"), samples);
+    ck_assert_int_eq(e2e_counter(snap, "obsd_rejected_records"), records);
     json_decref(snap);
 }
 END_TEST
@@ -607,16 +497,10 @@ int main(void)
     Suite *s = suite_create("sched_window");
     TCase *tc = tcase_create("processes");
     tcase_set_timeout(tc, 120);
-    runner_pid = getpid();
-    tcase_add_checked_fixture(tc, setup, cleanup_daemon);
-    tcase_add_unchecked_fixture(tc, NULL, cleanup);
+    tcase_add_checked_fixture(tc, setup, teardown);
     tcase_add_test(tc, window_is_the_producers_with_a_stopped_collector);
     tcase_add_test(tc, without_samples_the_collector_reads_late_and_says_so);
     tcase_add_test(tc, hostile_samples_are_rejected_and_counted);
     suite_add_tcase(s, tc);
-    SRunner *sr = srunner_create(s);
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed ? 1 : 0;
+    return e2e_run_suite(s);
 }
