@@ -11,6 +11,7 @@
 
 #include "budget/budget.h"
 #include "budget/budget_wire.h"
+#include "budget_test.h"
 #include "fake_writer.h"
 #include "obsd/obsd.h"
 
@@ -33,20 +34,6 @@ static json_t *aggregate(struct budget_agg **out_agg)
     else
         budget_agg_free(a);
     return j;
-}
-
-static const json_t *context(const json_t *section, size_t i)
-{
-    const json_t *c = json_array_get(json_object_get(section, "contexts"), i);
-    ck_assert_ptr_nonnull(c);
-    return c;
-}
-
-static double num(const json_t *o, const char *k)
-{
-    const json_t *v = json_object_get(o, k);
-    ck_assert_msg(json_is_number(v), "no number '%s'", k);
-    return json_number_value(v);
 }
 
 START_TEST(nested_open_is_refused)
@@ -190,7 +177,7 @@ START_TEST(exhausted_budget_refuses_before_charging)
     ck_assert_int_eq(obsd_budget_summary_op(1, &o), OBSD_EINVAL);
 
     json_t *sec = aggregate(NULL);
-    const json_t *c = context(sec, 0);
+    const json_t *c = budget_context(sec, 0);
     ck_assert(json_is_true(json_object_get(c, "exhausted")));
     ck_assert_int_eq(json_integer_value(json_object_get(c, "flops_used")), 1000);
     ck_assert_int_eq(json_integer_value(json_object_get(c, "flops_remaining")), 0);
@@ -215,9 +202,9 @@ START_TEST(refusal_without_exhausting_everything)
     ck_assert(s.exhausted);
     ck_assert_uint_eq(s.flops_used, 960);   /* unchanged by the refused op */
     json_t *sec = aggregate(NULL);
-    ck_assert(json_is_true(json_object_get(context(sec, 0), "exhausted")));
-    ck_assert_int_eq(json_integer_value(json_object_get(context(sec, 0), "flops_used")), 960);
-    ck_assert(json_is_null(json_object_get(context(sec, 0), "namespace")));
+    ck_assert(json_is_true(json_object_get(budget_context(sec, 0), "exhausted")));
+    ck_assert_int_eq(json_integer_value(json_object_get(budget_context(sec, 0), "flops_used")), 960);
+    ck_assert(json_is_null(json_object_get(budget_context(sec, 0), "namespace")));
     json_decref(sec);
 }
 END_TEST
@@ -301,18 +288,18 @@ START_TEST(identity_when_nothing_clamps)
     ck_assert_uint_eq(o.flop_cost, 51200);
 
     json_t *sec = aggregate(NULL);
-    const json_t *c = context(sec, 0);
+    const json_t *c = budget_context(sec, 0);
     ck_assert_str_eq(json_string_value(json_object_get(c, "namespace")), "est");
-    ck_assert_double_eq_tol(num(c, "wall_s"), 3e-6, 1e-12);
-    ck_assert_double_eq_tol(num(c, "backend_s"), 5e-7, 1e-12);
-    ck_assert_double_eq_tol(num(c, "overhead_s"), 8e-7, 1e-12);
-    ck_assert_double_eq_tol(num(c, "residual_s"), 1.7e-6, 1e-12);
+    ck_assert_double_eq_tol(budget_num(c, "wall_s"), 3e-6, 1e-12);
+    ck_assert_double_eq_tol(budget_num(c, "backend_s"), 5e-7, 1e-12);
+    ck_assert_double_eq_tol(budget_num(c, "overhead_s"), 8e-7, 1e-12);
+    ck_assert_double_eq_tol(budget_num(c, "residual_s"), 1.7e-6, 1e-12);
     const json_t *ns = json_object_get(json_object_get(c, "by_namespace"), "est.layer1");
     ck_assert_int_eq(json_integer_value(json_object_get(ns, "flops_used")), 51200);
     ck_assert_ptr_nonnull(json_object_get(json_object_get(ns, "operations"), "fft"));
     const json_t *mm_row = json_object_get(json_object_get(c, "operations"), "matmul");
-    ck_assert_double_eq_tol(num(mm_row, "overhead_s"), 4e-7, 1e-12);
-    ck_assert_double_eq_tol(num(mm_row, "backend_s"), 4e-7, 1e-12);
+    ck_assert_double_eq_tol(budget_num(mm_row, "overhead_s"), 4e-7, 1e-12);
+    ck_assert_double_eq_tol(budget_num(mm_row, "backend_s"), 4e-7, 1e-12);
     json_decref(sec);
 }
 END_TEST
@@ -346,7 +333,7 @@ START_TEST(clamp_dispatch_over_wall)
     ck_assert_uint_eq(s.overhead_ns, 1800);
     ck_assert_uint_eq(s.residual_ns, 0);
     json_t *sec = aggregate(NULL);
-    ck_assert_double_eq_tol(num(context(sec, 0), "residual_s"), 0.0, 1e-15);
+    ck_assert_double_eq_tol(budget_num(budget_context(sec, 0), "residual_s"), 0.0, 1e-15);
     json_decref(sec);
 }
 END_TEST
@@ -396,10 +383,10 @@ START_TEST(progress_shows_the_open_context)
     ck_assert_uint_eq(fake_count(), 2);
     ck_assert_uint_eq(fake_get(1)->type, OBSD_REC_BUDGET_PROGRESS);
     json_t *sec = aggregate(NULL);
-    const json_t *c = context(sec, 0);
+    const json_t *c = budget_context(sec, 0);
     ck_assert(json_is_true(json_object_get(c, "open")));
     ck_assert_int_eq(json_integer_value(json_object_get(c, "flops_used")), 10);
-    ck_assert_double_eq_tol(num(c, "wall_s"), 3e-3, 1e-12);
+    ck_assert_double_eq_tol(budget_num(c, "wall_s"), 3e-3, 1e-12);
     const json_t *sess = json_object_get(sec, "session");
     ck_assert_int_eq(json_integer_value(json_object_get(sess, "open_contexts")), 1);
     ck_assert_int_eq(json_integer_value(json_object_get(sess, "flops_used")), 10);
@@ -433,7 +420,7 @@ START_TEST(session_sums_closed_and_open)
     const json_t *by_ns = json_object_get(sess, "by_namespace");
     ck_assert_int_eq(json_integer_value(json_object_get(json_object_get(by_ns, "a"), "flops_used")), 40);
     ck_assert_int_eq(json_integer_value(json_object_get(json_object_get(by_ns, "b"), "calls")), 1);
-    ck_assert_double_eq_tol(num(json_object_get(json_object_get(sess, "operations"), "op"), "overhead_s"), 3e-7,
+    ck_assert_double_eq_tol(budget_num(json_object_get(json_object_get(sess, "operations"), "op"), "overhead_s"), 3e-7,
                             1e-12);
     json_decref(sec);
     /* a second snapshot gives the same session (closed totals are not added twice) */
@@ -552,7 +539,7 @@ START_TEST(dropped_open_record_still_counts)
     ck_assert_int_eq(obsd_budget_charge(op, 5, NULL), OBSD_OK);
     ck_assert_int_eq(obsd_budget_close_at(NULL, 10), OBSD_OK);
     json_t *sec = aggregate(NULL);
-    const json_t *c = context(sec, 0);
+    const json_t *c = budget_context(sec, 0);
     ck_assert(json_is_false(json_object_get(c, "open")));
     ck_assert_str_eq(json_string_value(json_object_get(c, "namespace")), "d");
     ck_assert_int_eq(json_integer_value(json_object_get(c, "flops_used")), 5);
