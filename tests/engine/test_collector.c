@@ -26,8 +26,8 @@ static void sleep_ms(int ms)
     nanosleep(&ts, NULL);
 }
 
-/* Sends one command line, returns everything the server wrote (first line). */
-static json_t *control_cmd(const struct eng_fixture *f, const char *cmd)
+/* A connection to the collector's control socket, or -1. */
+static int control_connect(const struct eng_fixture *f)
 {
     char path[256];
     snprintf(path, sizeof path, "%s/%s.sock", f->dir, f->name);
@@ -38,8 +38,17 @@ static json_t *control_cmd(const struct eng_fixture *f, const char *cmd)
     memcpy(sa.sun_path, path, strlen(path) + 1);
     if (connect(fd, (struct sockaddr *)&sa, sizeof sa) < 0) {
         close(fd);
-        return NULL;
+        return -1;
     }
+    return fd;
+}
+
+/* Sends one command line, returns everything the server wrote (first line). */
+static json_t *control_cmd(const struct eng_fixture *f, const char *cmd)
+{
+    int fd = control_connect(f);
+    if (fd < 0)
+        return NULL;
     ck_assert_int_eq(write(fd, cmd, strlen(cmd)), (ssize_t)strlen(cmd));
     char buf[65536];
     size_t n = 0;
@@ -58,6 +67,30 @@ static json_t *control_cmd(const struct eng_fixture *f, const char *cmd)
     json_error_t je;
     json_t *j = json_loads(buf, JSON_DISABLE_EOF_CHECK, &je);
     ck_assert_msg(j != NULL, "bad JSON from the control socket: %s (%s)", buf, je.text);
+    return j;
+}
+
+/* Sends "watch"; returns the stream of its snapshot lines. */
+static FILE *watch_open(const struct eng_fixture *f)
+{
+    int fd = control_connect(f);
+    ck_assert_int_ge(fd, 0);
+    ck_assert_int_eq(write(fd, "watch\n", 6), 6);
+    FILE *in = fdopen(fd, "r");
+    ck_assert_ptr_nonnull(in);
+    return in;
+}
+
+/* The next watch line, parsed. */
+static json_t *watch_line(FILE *in)
+{
+    char *line = NULL;
+    size_t cap = 0;
+    ck_assert_int_gt(getline(&line, &cap, in), 0);
+    json_error_t je;
+    json_t *j = json_loads(line, 0, &je);
+    ck_assert_msg(j != NULL, "watch line is not JSON: %s", je.text);
+    free(line);
     return j;
 }
 
@@ -82,14 +115,10 @@ static void wait_status(const struct eng_fixture *f, uint64_t want_records, cons
 
 enum { P_START = 1, P_END = 2, P_INTERRUPT = 4, P_BAD = 8 };
 
-/* The producer process: n spans of 1..1000 ns, n counter adds of 3, a gauge. */
-static void produce(const char *name, int n, int flags)
+/* One run's records on h: n spans of 1..1000 ns, n counter adds of 3, a
+ * gauge, and the session events (and bad records) flags ask for. */
+static void produce_on(obsd_t *h, int n, int flags)
 {
-    obsd_t *h = obsd_open(name);
-    if (!h) {
-        fprintf(stderr, "obsd_open: %s\n", obsd_last_error());
-        _exit(3);
-    }
     obsd_key_t ks = obsd_key(h, "work.span"), kc = obsd_key(h, "items"), kg = obsd_key(h, "temp");
     if (flags & P_START)
         obsd_session(h, OBSD_SESSION_STARTED);
@@ -112,6 +141,17 @@ static void produce(const char *name, int n, int flags)
         obsd_session(h, OBSD_SESSION_INTERRUPTED);
     if (flags & P_END)
         obsd_session(h, OBSD_SESSION_ENDED);
+}
+
+/* The producer process: one run's records (produce_on) on a handle of its own. */
+static void produce(const char *name, int n, int flags)
+{
+    obsd_t *h = obsd_open(name);
+    if (!h) {
+        fprintf(stderr, "obsd_open: %s\n", obsd_last_error());
+        _exit(3);
+    }
+    produce_on(h, n, flags);
     obsd_flush(h);
     obsd_close(h);
 }
@@ -127,6 +167,14 @@ static pid_t fork_producer(const char *name, int n, int flags)
     return pid;
 }
 
+/* Producers wait on a full ring instead of dropping: the counts are exact. */
+static void blocking_fixture(struct eng_fixture *f, const char *tag)
+{
+    eng_fixture_init(f, tag);
+    f->cfg.ring_full_block = true;
+    f->cfg.ring_block_timeout_ms = 10000;
+}
+
 static struct obsd_collector *new_collector(struct eng_fixture *f)
 {
     char err[256];
@@ -135,27 +183,84 @@ static struct obsd_collector *new_collector(struct eng_fixture *f)
     return c;
 }
 
-/* The only run of the store (asserted) and its final snapshot. */
-static struct snapshot *only_final(const char *dir, struct store_run_info *info_out)
+static void stop_collector(struct eng_runner *r)
+{
+    obsd_collector_stop(r->c);
+    eng_join(r);
+    obsd_collector_free(r->c);
+}
+
+/* The collector in a child process (for signals), once its control socket
+ * answers. */
+static pid_t fork_collector(const struct eng_fixture *f)
+{
+    pid_t pid = fork();
+    ck_assert_int_ge(pid, 0);
+    if (pid == 0) {
+        char err[256];
+        struct obsd_collector *c = obsd_collector_new(&f->cfg, err, sizeof err);
+        if (!c) {
+            fprintf(stderr, "%s\n", err);
+            _exit(2);
+        }
+        int rc = obsd_collector_run(c);
+        obsd_collector_free(c);
+        _exit(rc == 0 ? 0 : 1);
+    }
+    json_t *j = NULL;
+    for (int i = 0; i < 500 && !(j = control_cmd(f, "status\n")); i++)
+        sleep_ms(10);
+    ck_assert_ptr_nonnull(j);
+    json_decref(j);
+    return pid;
+}
+
+/* The store's runs, asserted: want of them, each with a final snapshot and
+ * nothing after it. finals[i] gets run i's (the caller frees them). */
+static struct store_run_info *final_runs(const char *dir, size_t want, struct snapshot **finals)
 {
     struct store *st = eng_store_ro(dir);
     struct store_run_info *runs = NULL;
     size_t n = 0;
     ck_assert_int_eq(store_list_runs(st, &runs, &n), STORE_OK);
-    ck_assert_uint_eq(n, 1);
-    ck_assert(runs[0].has_final);
-    ck_assert_uint_eq(runs[0].final_seq, runs[0].last_seq);   /* nothing after the final */
-    struct snapshot *s = NULL;
-    ck_assert_int_eq(store_final(st, runs[0].id, &s), STORE_OK);
+    ck_assert_uint_eq(n, want);
+    for (size_t i = 0; i < n; i++) {
+        ck_assert_msg(runs[i].has_final, "run %zu has no final snapshot", i + 1);
+        ck_assert_uint_eq(runs[i].final_seq, runs[i].last_seq);
+        finals[i] = NULL;
+        ck_assert_int_eq(store_final(st, runs[i].id, &finals[i]), STORE_OK);
+    }
+    store_close(st);
+    return runs;
+}
+
+/* The only run of the store (asserted) and its final snapshot. */
+static struct snapshot *only_final(const char *dir, struct store_run_info *info_out)
+{
+    struct snapshot *s;
+    struct store_run_info *runs = final_runs(dir, 1, &s);
     if (info_out)
         *info_out = runs[0];
     free(runs);
-    store_close(st);
     return s;
 }
 
-static void check_work(const struct snapshot *s, int n)
+/* c in a thread and one producer process until the run ends (the config
+ * has exit_after_run); returns the run's final snapshot. */
+static struct snapshot *run_until_final(struct eng_fixture *f, struct obsd_collector *c, int n, int flags)
 {
+    struct eng_runner r;
+    eng_start(&r, c);
+    eng_wait_child(fork_producer(f->name, n, flags));
+    eng_join(&r);
+    obsd_collector_free(c);
+    return only_final(f->dir, NULL);
+}
+
+/* The run's state, and exactly what produce_on() wrote with n. */
+static void check_run(const struct snapshot *s, enum obsd_run_state state, int n)
+{
+    ck_assert_int_eq(s->state, state);
     const struct snap_series *sp = snapshot_find_series(s, "work.span");
     ck_assert_ptr_nonnull(sp);
     ck_assert_uint_eq(sp->count, (uint64_t)n);
@@ -176,22 +281,11 @@ static void check_work(const struct snapshot *s, int n)
 START_TEST(ended_run_is_complete_with_exact_counts)
 {
     struct eng_fixture f;
-    eng_fixture_init(&f, "c");
+    blocking_fixture(&f, "c");
     f.cfg.exit_after_run = true;
-    f.cfg.ring_full_block = true;           /* no drops: the counts are exact */
-    f.cfg.ring_block_timeout_ms = 10000;
-    struct obsd_collector *c = new_collector(&f);
-    struct eng_runner r;
-    eng_start(&r, c);
-    pid_t p = fork_producer(f.name, 20000, P_START | P_END);
-    eng_wait_child(p);
-    eng_join(&r);
-    obsd_collector_free(c);
-
-    struct snapshot *s = only_final(f.dir, NULL);
-    ck_assert_int_eq(s->state, OBSD_RUN_COMPLETE);
+    struct snapshot *s = run_until_final(&f, new_collector(&f), 20000, P_START | P_END);
+    check_run(s, OBSD_RUN_COMPLETE, 20000);
     ck_assert_uint_eq(s->n_pending_tasks, 0);
-    check_work(s, 20000);
     ck_assert_int_eq(eng_counter(s, "obsd_dropped_records"), 0);
     ck_assert_int_eq(eng_counter(s, "obsd_rejected_records"), 0);
     snapshot_free(s);
@@ -204,21 +298,12 @@ START_TEST(timeout_poll_fallback_collects_the_same)
     /* as on a kernel without io_uring FUTEX_WAIT (before 6.7) */
     setenv("OBSD_ENGINE_NO_FUTEX", "1", 1);
     struct eng_fixture f;
-    eng_fixture_init(&f, "p");
+    blocking_fixture(&f, "p");
     f.cfg.exit_after_run = true;
-    f.cfg.ring_full_block = true;
-    f.cfg.ring_block_timeout_ms = 10000;
     struct obsd_collector *c = new_collector(&f);
     unsetenv("OBSD_ENGINE_NO_FUTEX");
-    struct eng_runner r;
-    eng_start(&r, c);
-    pid_t p = fork_producer(f.name, 20000, P_START | P_END);
-    eng_wait_child(p);
-    eng_join(&r);
-    obsd_collector_free(c);
-    struct snapshot *s = only_final(f.dir, NULL);
-    ck_assert_int_eq(s->state, OBSD_RUN_COMPLETE);
-    check_work(s, 20000);
+    struct snapshot *s = run_until_final(&f, c, 20000, P_START | P_END);
+    check_run(s, OBSD_RUN_COMPLETE, 20000);
     snapshot_free(s);
     eng_fixture_done(&f);
 }
@@ -227,22 +312,15 @@ END_TEST
 START_TEST(stop_ends_the_run_interrupted)
 {
     struct eng_fixture f;
-    eng_fixture_init(&f, "s");
-    f.cfg.ring_full_block = true;
-    f.cfg.ring_block_timeout_ms = 10000;
-    struct obsd_collector *c = new_collector(&f);
+    blocking_fixture(&f, "s");
     struct eng_runner r;
-    eng_start(&r, c);
-    pid_t p = fork_producer(f.name, 5000, P_START);
-    eng_wait_child(p);
+    eng_start(&r, new_collector(&f));
+    eng_wait_child(fork_producer(f.name, 5000, P_START));
     wait_status(&f, 1 + 2 * 5000 + 1, "live");
-    obsd_collector_stop(c);
-    eng_join(&r);
-    obsd_collector_free(c);
+    stop_collector(&r);
 
     struct snapshot *s = only_final(f.dir, NULL);
-    ck_assert_int_eq(s->state, OBSD_RUN_INTERRUPTED);
-    check_work(s, 5000);
+    check_run(s, OBSD_RUN_INTERRUPTED, 5000);
     snapshot_free(s);
     eng_fixture_done(&f);
 }
@@ -251,36 +329,15 @@ END_TEST
 START_TEST(sigterm_ends_the_run_interrupted)
 {
     struct eng_fixture f;
-    eng_fixture_init(&f, "t");
-    f.cfg.ring_full_block = true;
-    f.cfg.ring_block_timeout_ms = 10000;
-    pid_t coll = fork();
-    ck_assert_int_ge(coll, 0);
-    if (coll == 0) {
-        char err[256];
-        struct obsd_collector *c = obsd_collector_new(&f.cfg, err, sizeof err);
-        if (!c) {
-            fprintf(stderr, "%s\n", err);
-            _exit(2);
-        }
-        int rc = obsd_collector_run(c);
-        obsd_collector_free(c);
-        _exit(rc == 0 ? 0 : 1);
-    }
-    json_t *j = NULL;
-    for (int i = 0; i < 500 && !(j = control_cmd(&f, "status\n")); i++)
-        sleep_ms(10);
-    ck_assert_ptr_nonnull(j);
-    json_decref(j);
-    pid_t p = fork_producer(f.name, 3000, P_START);
-    eng_wait_child(p);
+    blocking_fixture(&f, "t");
+    pid_t coll = fork_collector(&f);
+    eng_wait_child(fork_producer(f.name, 3000, P_START));
     wait_status(&f, 1 + 2 * 3000 + 1, "live");
     ck_assert_int_eq(kill(coll, SIGTERM), 0);
     eng_wait_child(coll);
 
     struct snapshot *s = only_final(f.dir, NULL);
-    ck_assert_int_eq(s->state, OBSD_RUN_INTERRUPTED);
-    check_work(s, 3000);
+    check_run(s, OBSD_RUN_INTERRUPTED, 3000);
     snapshot_free(s);
     eng_fixture_done(&f);
 }
@@ -289,20 +346,10 @@ END_TEST
 START_TEST(interrupted_marker_is_latched_until_ended)
 {
     struct eng_fixture f;
-    eng_fixture_init(&f, "i");
+    blocking_fixture(&f, "i");
     f.cfg.exit_after_run = true;
-    f.cfg.ring_full_block = true;
-    f.cfg.ring_block_timeout_ms = 10000;
-    struct obsd_collector *c = new_collector(&f);
-    struct eng_runner r;
-    eng_start(&r, c);
-    pid_t p = fork_producer(f.name, 100, P_START | P_INTERRUPT | P_END);
-    eng_wait_child(p);
-    eng_join(&r);
-    obsd_collector_free(c);
-    struct snapshot *s = only_final(f.dir, NULL);
-    ck_assert_int_eq(s->state, OBSD_RUN_INTERRUPTED);
-    check_work(s, 100);
+    struct snapshot *s = run_until_final(&f, new_collector(&f), 100, P_START | P_INTERRUPT | P_END);
+    check_run(s, OBSD_RUN_INTERRUPTED, 100);
     snapshot_free(s);
     eng_fixture_done(&f);
 }
@@ -311,20 +358,10 @@ END_TEST
 START_TEST(malformed_records_are_rejected_and_counted)
 {
     struct eng_fixture f;
-    eng_fixture_init(&f, "r");
+    blocking_fixture(&f, "r");
     f.cfg.exit_after_run = true;
-    f.cfg.ring_full_block = true;
-    f.cfg.ring_block_timeout_ms = 10000;
-    struct obsd_collector *c = new_collector(&f);
-    struct eng_runner r;
-    eng_start(&r, c);
-    pid_t p = fork_producer(f.name, 10, P_START | P_BAD | P_END);
-    eng_wait_child(p);
-    eng_join(&r);
-    obsd_collector_free(c);
-    struct snapshot *s = only_final(f.dir, NULL);
-    ck_assert_int_eq(s->state, OBSD_RUN_COMPLETE);
-    check_work(s, 10);         /* the good records all count */
+    struct snapshot *s = run_until_final(&f, new_collector(&f), 10, P_START | P_BAD | P_END);
+    check_run(s, OBSD_RUN_COMPLETE, 10);   /* the good records all count */
     ck_assert_int_eq(eng_counter(s, "obsd_rejected_records"), 4);
     snapshot_free(s);
     eng_fixture_done(&f);
@@ -334,12 +371,9 @@ END_TEST
 START_TEST(runs_follow_runs_with_one_final_each)
 {
     struct eng_fixture f;
-    eng_fixture_init(&f, "m");
-    f.cfg.ring_full_block = true;
-    f.cfg.ring_block_timeout_ms = 10000;
-    struct obsd_collector *c = new_collector(&f);
+    blocking_fixture(&f, "m");
     struct eng_runner r;
-    eng_start(&r, c);
+    eng_start(&r, new_collector(&f));
     eng_wait_child(fork_producer(f.name, 10, P_START | P_END));
     wait_status(&f, 1, "complete");
     /* a stray ENDED and a duplicate STARTED after the final change nothing */
@@ -370,28 +404,17 @@ START_TEST(runs_follow_runs_with_one_final_each)
             break;
         sleep_ms(10);
     }
-    obsd_collector_stop(c);     /* no run open: stopping writes nothing more */
-    eng_join(&r);
-    obsd_collector_free(c);
+    stop_collector(&r);     /* no run open: stopping writes nothing more */
 
-    struct store *st = eng_store_ro(f.dir);
-    struct store_run_info *runs = NULL;
-    size_t n = 0;
-    ck_assert_int_eq(store_list_runs(st, &runs, &n), STORE_OK);
-    ck_assert_uint_eq(n, 2);
+    struct snapshot *fin[2];
+    struct store_run_info *runs = final_runs(f.dir, 2, fin);
     ck_assert_str_eq(runs[0].id, first_run);
     ck_assert_str_ne(runs[0].id, runs[1].id);
     for (size_t i = 0; i < 2; i++) {
-        ck_assert(runs[i].has_final);
-        ck_assert_uint_eq(runs[i].final_seq, runs[i].last_seq);
-        struct snapshot *s = NULL;
-        ck_assert_int_eq(store_final(st, runs[i].id, &s), STORE_OK);
-        ck_assert_int_eq(s->state, OBSD_RUN_COMPLETE);
-        check_work(s, i == 0 ? 10 : 5);      /* metrics reset between runs */
-        snapshot_free(s);
+        check_run(fin[i], OBSD_RUN_COMPLETE, i == 0 ? 10 : 5);   /* metrics reset between runs */
+        snapshot_free(fin[i]);
     }
     free(runs);
-    store_close(st);
     eng_fixture_done(&f);
 }
 END_TEST
@@ -412,17 +435,8 @@ START_TEST(back_to_back_runs_in_one_ring)
         obsd_t *h = obsd_open(f.name);
         if (!h)
             _exit(3);
-        obsd_key_t ks = obsd_key(h, "work.span"), kc = obsd_key(h, "items"), kg = obsd_key(h, "temp");
-        for (int run = 0; run < 2; run++) {
-            int n = run == 0 ? 10 : 5;
-            obsd_session(h, OBSD_SESSION_STARTED);
-            for (int i = 0; i < n; i++)
-                if (obsd_span(h, ks, 1000, 1000 + (uint64_t)(i % 1000) + 1) != OBSD_OK ||
-                    obsd_counter_add(h, kc, 3) != OBSD_OK)
-                    _exit(4);
-            obsd_gauge_set(h, kg, 36.5);
-            obsd_session(h, OBSD_SESSION_ENDED);
-        }
+        produce_on(h, 10, P_START | P_END);
+        produce_on(h, 5, P_START | P_END);
         obsd_flush(h);
         obsd_close(h);
         _exit(0);
@@ -435,24 +449,13 @@ START_TEST(back_to_back_runs_in_one_ring)
      * be, since its records wait until it is open. The store is read once
      * the collector is gone (one LMDB environment per process). */
     wait_status(&f, 2 * 3 + 2 * 10 + 2 * 5, "complete");
-    obsd_collector_stop(c);
-    eng_join(&r);
-    obsd_collector_free(c);
-    struct store *st = eng_store_ro(f.dir);
-    struct store_run_info *runs = NULL;
-    size_t n = 0;
-    ck_assert_int_eq(store_list_runs(st, &runs, &n), STORE_OK);
-    ck_assert_uint_eq(n, 2);
+    stop_collector(&r);
+    struct snapshot *fin[2];
+    free(final_runs(f.dir, 2, fin));
     for (size_t i = 0; i < 2; i++) {
-        ck_assert_msg(runs[i].has_final, "run %zu has no final snapshot", i + 1);
-        struct snapshot *s = NULL;
-        ck_assert_int_eq(store_final(st, runs[i].id, &s), STORE_OK);
-        ck_assert_int_eq(s->state, OBSD_RUN_COMPLETE);
-        check_work(s, i == 0 ? 10 : 5);      /* each run its own records */
-        snapshot_free(s);
+        check_run(fin[i], OBSD_RUN_COMPLETE, i == 0 ? 10 : 5);   /* each run its own records */
+        snapshot_free(fin[i]);
     }
-    free(runs);
-    store_close(st);
     eng_fixture_done(&f);
 }
 END_TEST
@@ -460,12 +463,9 @@ END_TEST
 START_TEST(control_socket_status_watch_and_errors)
 {
     struct eng_fixture f;
-    eng_fixture_init(&f, "k");
-    f.cfg.ring_full_block = true;
-    f.cfg.ring_block_timeout_ms = 10000;
-    struct obsd_collector *c = new_collector(&f);
+    blocking_fixture(&f, "k");
     struct eng_runner r;
-    eng_start(&r, c);
+    eng_start(&r, new_collector(&f));
     eng_wait_child(fork_producer(f.name, 50, P_START));
     wait_status(&f, 102, "live");
 
@@ -484,34 +484,18 @@ START_TEST(control_socket_status_watch_and_errors)
     json_decref(j);
 
     /* watch: snapshot lines keep coming with growing seq */
-    char path[256];
-    snprintf(path, sizeof path, "%s/%s.sock", f.dir, f.name);
-    int fd = socket(AF_UNIX, SOCK_STREAM, 0);
-    struct sockaddr_un sa = {.sun_family = AF_UNIX};
-    ck_assert_uint_lt(strlen(path), sizeof sa.sun_path);
-    memcpy(sa.sun_path, path, strlen(path) + 1);
-    ck_assert_int_eq(connect(fd, (struct sockaddr *)&sa, sizeof sa), 0);
-    ck_assert_int_eq(write(fd, "watch\n", 6), 6);
-    FILE *in = fdopen(fd, "r");
-    char *line = NULL;
-    size_t cap = 0;
+    FILE *in = watch_open(&f);
     int64_t last_seq = -1;
     for (int i = 0; i < 3; i++) {
-        ck_assert_int_gt(getline(&line, &cap, in), 0);
-        json_error_t je;
-        json_t *s = json_loads(line, 0, &je);
-        ck_assert_msg(s != NULL, "watch line is not JSON: %s", je.text);
+        json_t *s = watch_line(in);
         ck_assert_str_eq(json_string_value(json_object_get(s, "state")), "live");
         int64_t seq = json_integer_value(json_object_get(s, "seq"));
         ck_assert_int_gt(seq, last_seq);
         last_seq = seq;
         json_decref(s);
     }
-    free(line);
     fclose(in);
-    obsd_collector_stop(c);
-    eng_join(&r);
-    obsd_collector_free(c);
+    stop_collector(&r);
     eng_fixture_done(&f);
 }
 END_TEST
@@ -519,22 +503,8 @@ END_TEST
 /* Connects with "watch" and returns the first line, parsed. */
 static json_t *watch_first_line(const struct eng_fixture *f)
 {
-    char path[256];
-    snprintf(path, sizeof path, "%s/%s.sock", f->dir, f->name);
-    int fd = socket(AF_UNIX, SOCK_STREAM, 0);
-    struct sockaddr_un sa = {.sun_family = AF_UNIX};
-    ck_assert_uint_lt(strlen(path), sizeof sa.sun_path);
-    memcpy(sa.sun_path, path, strlen(path) + 1);
-    ck_assert_int_eq(connect(fd, (struct sockaddr *)&sa, sizeof sa), 0);
-    ck_assert_int_eq(write(fd, "watch\n", 6), 6);
-    FILE *in = fdopen(fd, "r");
-    char *line = NULL;
-    size_t cap = 0;
-    ck_assert_int_gt(getline(&line, &cap, in), 0);
-    json_error_t je;
-    json_t *j = json_loads(line, 0, &je);
-    ck_assert_msg(j != NULL, "watch line is not JSON: %s", je.text);
-    free(line);
+    FILE *in = watch_open(f);
+    json_t *j = watch_line(in);
     fclose(in);
     return j;
 }
@@ -592,26 +562,21 @@ static void check_watch_line(json_t *w, const struct snapshot *s)
 START_TEST(watch_after_the_run_gets_its_final_snapshot)
 {
     struct eng_fixture f;
-    eng_fixture_init(&f, "w");
-    f.cfg.ring_full_block = true;
-    f.cfg.ring_block_timeout_ms = 10000;
-    struct obsd_collector *c = new_collector(&f);
+    blocking_fixture(&f, "w");
     struct eng_runner r;
-    eng_start(&r, c);
+    eng_start(&r, new_collector(&f));
     eng_wait_child(fork_producer(f.name, 300, P_START | P_END));
     wait_status(&f, 1, "complete");
     /* nobody watched while the run went on: the line is made on demand */
     json_t *w = watch_first_line(&f);
     json_t *again = watch_first_line(&f);
-    obsd_collector_stop(c);
-    eng_join(&r);
-    obsd_collector_free(c);
+    stop_collector(&r);
 
     ck_assert_str_eq(json_string_value(json_object_get(w, "state")), "complete");
     struct store_run_info info;
     struct snapshot *fin = only_final(f.dir, &info);
     ck_assert_int_eq(json_integer_value(json_object_get(w, "seq")), (json_int_t)info.final_seq);
-    check_work(fin, 300);
+    check_run(fin, OBSD_RUN_COMPLETE, 300);
     check_watch_line(w, fin);
     ck_assert(json_equal(w, again));
     json_decref(w);
@@ -621,76 +586,49 @@ START_TEST(watch_after_the_run_gets_its_final_snapshot)
 }
 END_TEST
 
+/* work.span's count in the store's latest snapshot, -1 if there is none. */
+static int64_t persisted_spans(const char *dir)
+{
+    struct store *st = eng_store_ro(dir);
+    struct store_run_info info;
+    struct snapshot *s = NULL;
+    int64_t n = -1;
+    if (store_last_run(st, &info) == STORE_OK && store_latest(st, info.id, &s) == STORE_OK) {
+        const struct snap_series *sp = snapshot_find_series(s, "work.span");
+        n = sp ? (int64_t)sp->count : -1;
+        snapshot_free(s);
+    }
+    store_close(st);
+    return n;
+}
+
 START_TEST(restarted_collector_continues_the_run)
 {
     struct eng_fixture f;
-    eng_fixture_init(&f, "x");
-    f.cfg.ring_full_block = true;
-    f.cfg.ring_block_timeout_ms = 10000;
+    blocking_fixture(&f, "x");
     /* A long interval: the kill below comes after the collector drained
      * the second producer's records and before it committed them. */
     f.cfg.publish_interval_ms = 3000;
-    pid_t coll = fork();
-    ck_assert_int_ge(coll, 0);
-    if (coll == 0) {
-        char err[256];
-        struct obsd_collector *c = obsd_collector_new(&f.cfg, err, sizeof err);
-        if (!c)
-            _exit(2);
-        obsd_collector_run(c);
-        _exit(1);
-    }
-    json_t *j = NULL;
-    for (int i = 0; i < 500 && !(j = control_cmd(&f, "status\n")); i++)
-        sleep_ms(10);
-    ck_assert_ptr_nonnull(j);
-    json_decref(j);
+    pid_t coll = fork_collector(&f);
     eng_wait_child(fork_producer(f.name, 100, P_START));
     wait_status(&f, 202, "live");
     /* wait until a persisted snapshot holds them (what a restart continues from) */
-    bool persisted = false;
-    for (int i = 0; i < 1000 && !persisted; i++) {
-        struct store *st = eng_store_ro(f.dir);
-        struct store_run_info info;
-        struct snapshot *s = NULL;
-        if (store_last_run(st, &info) == STORE_OK && store_latest(st, info.id, &s) == STORE_OK) {
-            const struct snap_series *sp = snapshot_find_series(s, "work.span");
-            persisted = sp && sp->count == 100;
-            snapshot_free(s);
-        }
-        store_close(st);
-        if (!persisted)
-            sleep_ms(10);
-    }
-    ck_assert(persisted);
+    for (int i = 0; i < 1000 && persisted_spans(f.dir) != 100; i++)
+        sleep_ms(10);
+    ck_assert_int_eq(persisted_spans(f.dir), 100);
     /* drained (status counts them) but not yet in the store */
     eng_wait_child(fork_producer(f.name, 50, 0));
     wait_status(&f, 303, "live");
     ck_assert_int_eq(kill(coll, SIGKILL), 0);
     waitpid(coll, NULL, 0);
-    {
-        struct store *st = eng_store_ro(f.dir);
-        struct store_run_info info;
-        struct snapshot *s = NULL;
-        ck_assert_int_eq(store_last_run(st, &info), STORE_OK);
-        ck_assert_int_eq(store_latest(st, info.id, &s), STORE_OK);
-        const struct snap_series *sp = snapshot_find_series(s, "work.span");
-        ck_assert_msg(sp && sp->count == 100, "the kill came after a commit of the second producer");
-        snapshot_free(s);
-        store_close(st);
-    }
+    int64_t kept = persisted_spans(f.dir);
+    ck_assert_msg(kept == 100, "the kill came after a commit of the second producer (%lld spans stored)",
+                  (long long)kept);
 
     /* The restarted collector reads them again from the rings, exactly once. */
     f.cfg.publish_interval_ms = 20;
     f.cfg.exit_after_run = true;
-    struct obsd_collector *c = new_collector(&f);
-    struct eng_runner r;
-    eng_start(&r, c);
-    eng_wait_child(fork_producer(f.name, 50, P_END));
-    eng_join(&r);
-    obsd_collector_free(c);
-
-    struct snapshot *s = only_final(f.dir, NULL);
+    struct snapshot *s = run_until_final(&f, new_collector(&f), 50, P_END);
     ck_assert_int_eq(s->state, OBSD_RUN_COMPLETE);
     const struct snap_series *sp = snapshot_find_series(s, "work.span");
     ck_assert_ptr_nonnull(sp);
