@@ -744,6 +744,9 @@ int obsd_budget_kernel_begin(obsd_budget_op_t op) { return kernel_begin(op, fals
 int obsd_budget_kernel_end_at(uint64_t now_ns) { return kernel_end(true, now_ns); }
 int obsd_budget_kernel_end(void) { return kernel_end(false, 0); }
 
+/* ---- summaries ---- */
+
+/* Fills *out and the thread's rows from c as of now. */
 static int summarize(struct budget_ctx *c, uint64_t now, bool open, struct obsd_budget_summary *out)
 {
     struct obsd_budget_summary s;
