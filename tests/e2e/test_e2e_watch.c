@@ -368,7 +368,6 @@ END_TEST
 
 int main(void)
 {
-    e2e_init();
     Suite *s = suite_create("e2e_watch");
     TCase *tc = tcase_create("watch");
     tcase_add_checked_fixture(tc, setup, teardown);
@@ -376,10 +375,5 @@ int main(void)
     tcase_add_test(tc, a_slow_watcher_of_thousands_of_series_is_served_latest_first);
     tcase_add_test(tc, a_watcher_that_does_not_read_does_not_grow_obsd);
     suite_add_tcase(s, tc);
-    SRunner *sr = srunner_create(s);
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    e2e_cleanup_all();
-    return failed ? 1 : 0;
+    return e2e_run_suite(s);
 }
