@@ -145,8 +145,8 @@ json_t *cli_run_json(const struct store_run_info *r)
 {
     char started[64];
     cli_format_time(r->start_ns, started, sizeof started);
-    json_t *o = json_pack("{s:s,s:s,s:I,s:s,s:I,s:s,s:I,s:I,s:I,s:I,s:b,s:b}",
-        "run", r->id, "name", r->name, "run_seq", (json_int_t)r->run_seq,
+    json_t *o = json_pack("{s:o,s:o,s:I,s:s,s:I,s:s,s:I,s:I,s:I,s:I,s:b,s:b}",
+        "run", obsd_json_text(r->id), "name", obsd_json_text(r->name), "run_seq", (json_int_t)r->run_seq,
         "state", obsd_run_state_name(r->state), "start_ns", (json_int_t)r->start_ns,
         "started", started, "snapshots", (json_int_t)r->n_snapshots,
         "last_seq", (json_int_t)r->last_seq, "last_timestamp_ns", (json_int_t)r->last_timestamp_ns,

@@ -67,7 +67,8 @@ int cli_print_state_notes(FILE *out, const char *prefix, enum obsd_run_state sta
  * NULL or could not be written. */
 int cli_print_json(FILE *out, json_t *j);
 
-/* A run as obsctl runs --json lists it. */
+/* A run as obsctl runs --json lists it (id and name through obsd_json_text);
+ * NULL when out of memory. */
 json_t *cli_run_json(const struct store_run_info *r);
 
 /* A time series point as obsctl get --json lists it: seq, timestamp_ns and

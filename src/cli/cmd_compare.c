@@ -199,13 +199,13 @@ static int render(const struct table *t, bool as_json)
                 eff = speedup / (p->workers / base->workers);
         }
         json_t *r = json_object();
-        json_object_set_new(r, "label", json_string(p->label));
+        json_object_set_new(r, "label", obsd_json_text(p->label));
         json_object_set_new(r, "repeats", json_integer((json_int_t)p->n));
         json_object_set_new(r, "throughput_mean", !failed && s.has_mean ? json_real(s.mean) : json_null());
         json_object_set_new(r, "throughput_stdev", !failed && s.has_spread ? json_real(s.stdev) : json_null());
         json_object_set_new(r, "speedup", isnan(speedup) ? json_null() : json_real(speedup));
         json_object_set_new(r, "efficiency", isnan(eff) ? json_null() : json_real(eff));
-        json_object_set_new(r, "error", failed ? json_string(p->error) : json_null());
+        json_object_set_new(r, "error", failed ? obsd_json_text(p->error) : json_null());
         json_array_append_new(rows, r);
         if (as_json)
             continue;
@@ -233,7 +233,7 @@ static int render(const struct table *t, bool as_json)
         printf("\n");
     }
     if (as_json) {
-        json_t *o = json_pack("{s:s, s:o, s:o}", "axis", t->axis, "points", rows,
+        json_t *o = json_pack("{s:o, s:o, s:o}", "axis", obsd_json_text(t->axis), "points", rows,
                               "note", note ? json_string(note) : json_null());
         cli_print_json(stdout, o);
         return 0;

@@ -49,33 +49,84 @@ struct export_ctx {
     FILE *out;
     const char *run;
     json_t *series;        /* json: metric -> {type, points} */
+    json_t *renamed;       /* json: the keys of series that are not their metric's name */
+    char *name;            /* json: the metric of the points being added, */
+    json_t *points;        /* and its points array */
 };
+
+/* Export failed: out of memory while building the JSON (the scan stops
+ * with it; 1 stops the CSV scan on a write error). */
+#define EXPORT_NO_MEMORY 2
+
+/* The points array of the time_series entry of metric name (added when
+ * new), or NULL when out of memory. The key is the name as obsd_json_text
+ * writes it. Two metrics never share an entry: when a name is not UTF-8 and
+ * its key is taken, or a name's key is taken by an entry under another name,
+ * it gets the first free one of key_2, key_3, ... */
+static json_t *series_points(struct export_ctx *c, const char *name, bool is_series)
+{
+    bool repair = !obsd_utf8_valid(name, strlen(name));
+    char *base = repair ? obsd_utf8_repair(name) : strdup(name);
+    if (!base)
+        return NULL;
+    json_t *m = json_object_get(c->series, base);
+    if (m && !repair && !json_object_get(c->renamed, base)) {
+        free(base);
+        return json_object_get(m, "points");   /* a series and a counter of one name */
+    }
+    size_t len = strlen(base) + 16;
+    char *key = malloc(len);
+    if (!key) {
+        free(base);
+        return NULL;
+    }
+    snprintf(key, len, "%s", base);
+    for (unsigned k = 2; json_object_get(c->series, key); k++)
+        snprintf(key, len, "%s_%u", base, k);
+    free(base);
+    json_t *points = json_array();
+    int bad = json_object_set_new(c->series, key,
+                                  json_pack("{s:s,s:o}", "type", is_series ? "series" : "counter", "points", points));
+    if (!bad && strcmp(key, name))
+        bad = json_object_set_new(c->renamed, key, json_true());
+    free(key);
+    return bad ? NULL : points;
+}
 
 static int json_point(const struct store_point *p, void *arg)
 {
     struct export_ctx *c = arg;
-    json_t *m = json_object_get(c->series, p->name);
-    if (!m) {
-        m = json_pack("{s:s,s:[]}", "type", p->is_series ? "series" : "counter", "points");
-        json_object_set_new(c->series, p->name, m);
+    /* the store gives the points metric by metric */
+    if (!c->name || strcmp(c->name, p->name)) {
+        free(c->name);
+        c->name = strdup(p->name);
+        c->points = c->name ? series_points(c, p->name, p->is_series) : NULL;
+        if (!c->points)
+            return EXPORT_NO_MEMORY;
     }
-    json_array_append_new(json_object_get(m, "points"), cli_point_json(p));
-    return 0;
+    return json_array_append_new(c->points, cli_point_json(p)) ? EXPORT_NO_MEMORY : 0;
 }
 
+/* A CSV field: quoted when needed, and as obsd_json_text writes it, so that
+ * the file is UTF-8 and names read as in the JSON export. */
 static void csv_field(FILE *out, const char *s)
 {
+    char *repaired = NULL;
+    if (!obsd_utf8_valid(s, strlen(s)) && (repaired = obsd_utf8_repair(s)))
+        s = repaired;
     if (!strpbrk(s, ",\"\n\r")) {
         fputs(s, out);
+        free(repaired);
         return;
     }
     fputc('"', out);
-    for (; *s; s++) {
-        if (*s == '"')
+    for (const char *q = s; *q; q++) {
+        if (*q == '"')
             fputc('"', out);
-        fputc(*s, out);
+        fputc(*q, out);
     }
     fputc('"', out);
+    free(repaired);
 }
 
 static void csv_num(FILE *out, double v)
@@ -121,26 +172,45 @@ static json_t *run_record(const struct store_run_info *r)
     return o;
 }
 
+/* Sets o[key] = v (stolen); a NULL v (out of memory) sets *bad. */
+static void put(json_t *o, const char *key, json_t *v, bool *bad)
+{
+    if (json_object_set_new(o, key, v))
+        *bad = true;
+}
+
 static int export_json(struct store *st, const struct store_run_info *r, FILE *out, bool all)
 {
     struct snapshot *s = NULL;
+    bool bad = false;
     json_t *o = json_pack("{s:i,s:o}", "schema_version", OBSD_SNAPSHOT_SCHEMA_VERSION, "run", run_record(r));
+    if (!o)
+        goto no_memory;
     int rc = store_final(st, r->id, &s);
     if (rc == STORE_OK) {
-        json_object_set_new(o, "final", snapshot_to_json(s));
+        put(o, "final", snapshot_to_json(s), &bad);
         snapshot_free(s);
     } else if (rc == STORE_NOT_FOUND) {
-        json_object_set_new(o, "final", json_null());
+        put(o, "final", json_null(), &bad);
     } else {
         goto fail;
     }
     if ((rc = store_latest(st, r->id, &s)))
         goto fail;
-    json_object_set_new(o, "latest", snapshot_to_json(s));
+    put(o, "latest", snapshot_to_json(s), &bad);
     snapshot_free(s);
-    struct export_ctx c = {.out = out, .run = r->id, .series = json_object()};
-    json_object_set_new(o, "time_series", c.series);
-    if ((rc = store_metric_series(st, r->id, NULL, json_point, &c)) && rc != STORE_NOT_FOUND)
+    struct export_ctx c = {.out = out, .run = r->id, .series = json_object(), .renamed = json_object()};
+    put(o, "time_series", c.series, &bad);
+    if (bad || !c.renamed) {
+        json_decref(c.renamed);
+        goto no_memory;
+    }
+    rc = store_metric_series(st, r->id, NULL, json_point, &c);
+    free(c.name);
+    json_decref(c.renamed);
+    if (rc == EXPORT_NO_MEMORY)
+        goto no_memory;
+    if (rc && rc != STORE_NOT_FOUND)
         goto fail;
     if (all) {
         uint64_t *seqs;
@@ -148,16 +218,18 @@ static int export_json(struct store *st, const struct store_run_info *r, FILE *o
         if ((rc = store_list_seqs(st, r->id, &seqs, &n)))
             goto fail;
         json_t *arr = json_array();
-        json_object_set_new(o, "snapshots", arr);
-        for (size_t i = 0; i < n; i++) {
+        put(o, "snapshots", arr, &bad);
+        for (size_t i = 0; i < n && !bad; i++) {
             if ((rc = store_snapshot_at(st, r->id, seqs[i], &s))) {
                 free(seqs);
                 goto fail;
             }
-            json_array_append_new(arr, snapshot_to_json(s));
+            bad = json_array_append_new(arr, snapshot_to_json(s)) != 0;
             snapshot_free(s);
         }
         free(seqs);
+        if (bad)
+            goto no_memory;
     }
     rc = json_dumpf(o, out, JSON_INDENT(2)) || fputc('\n', out) == EOF;
     json_decref(o);
@@ -167,6 +239,10 @@ static int export_json(struct store *st, const struct store_run_info *r, FILE *o
 fail:
     json_decref(o);
     return cli_store_failed("export", st);
+no_memory:
+    json_decref(o);
+    fprintf(stderr, "obsctl export: out of memory\n");
+    return 1;
 }
 
 int cmd_export(int argc, char **argv)

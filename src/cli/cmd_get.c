@@ -107,8 +107,11 @@ int cmd_get(int argc, char **argv)
     }
     store_close(st);
     if (c.as_json) {
-        rc = cli_print_json(stdout, json_pack("{s:s,s:s,s:s,s:o}", "run", r.id, "metric", metric, "type",
-                                              c.type ? c.type : "counter", "points", c.points));
+        json_t *o = json_pack("{s:o,s:o,s:s,s:o}", "run", obsd_json_text(r.id), "metric", obsd_json_text(metric),
+                              "type", c.type ? c.type : "counter", "points", c.points);
+        if (!o)
+            fprintf(stderr, "obsctl get: out of memory\n");
+        rc = cli_print_json(stdout, o);
     }
     cli_print_state_notes(stderr, "obsctl get: ", r.state, r.n_pending_tasks, false, r.has_final);
     return rc;

@@ -166,7 +166,10 @@ int cmd_show(int argc, char **argv)
     store_close(st);
 
     if (as_json) {
-        rc = cli_print_json(stdout, snapshot_to_json(s));
+        json_t *j = snapshot_to_json(s);
+        if (!j)
+            fprintf(stderr, "obsctl show: out of memory\n");
+        rc = cli_print_json(stdout, j);
         cli_print_state_notes(stderr, "obsctl show: ", s->state, s->n_pending_tasks,
                               r.has_final && r.final_seq == s->seq, r.has_final);
     } else {

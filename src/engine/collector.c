@@ -980,8 +980,8 @@ static json_t *status_json(struct obsd_collector *c)
     }
     free(slots);
     bool ended = !c->run_open && c->had_run;   /* figures of the run named in "run" */
-    return json_pack("{s:s, s:s, s:s, s:I, s:I, s:I, s:I, s:I, s:o}",
-                     "name", c->name, "run", c->run_id,
+    return json_pack("{s:o, s:o, s:s, s:I, s:I, s:I, s:I, s:I, s:o}",
+                     "name", obsd_json_text(c->name), "run", obsd_json_text(c->run_id),
                      "state", obsd_run_state_name(c->state), "pid", (json_int_t)getpid(),
                      "records", (json_int_t)st.records,
                      "dropped", (json_int_t)(ended ? c->final_dropped

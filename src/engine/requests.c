@@ -1271,7 +1271,7 @@ static int requests_contribute(void *state, struct snapshot *snap, bool final)
             return 0;
         json_t *sec = json_pack("{s:s, s:I}", "token_metrics", "on", "requests", (json_int_t)0);
         if (sec)
-            json_object_set_new(sec, "tokenizer", json_string(m->env->config->tokenizer));
+            json_object_set_new(sec, "tokenizer", obsd_json_text(m->env->config->tokenizer));
         return !sec || snapshot_set_section(snap, "requests", sec) ? -1 : 0;
     }
 
@@ -1321,7 +1321,7 @@ static int requests_contribute(void *state, struct snapshot *snap, bool final)
     if (sec && m->q) {
         struct tokq_stats st;
         tokq_get_stats(m->q, &st);
-        json_object_set_new(sec, "tokenizer", json_string(m->env->config->tokenizer));
+        json_object_set_new(sec, "tokenizer", obsd_json_text(m->env->config->tokenizer));
         json_object_set_new(sec, "tokens_counted_live", json_integer((json_int_t)st.counted_live));
         json_object_set_new(sec, "tokens_counted_drain", json_integer((json_int_t)st.counted_drain));
         json_object_set_new(sec, "token_queue_spilled", json_integer((json_int_t)st.spilled));

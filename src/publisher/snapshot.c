@@ -4,7 +4,8 @@
  * The JSON form is what `obsctl show --json` prints and what live subscribers
  * receive: the fixed fields, then "metrics" (counters first, then series, in
  * the order they were added), then one top-level key per section. Floats that
- * are not finite print as null, so the output is strict JSON.
+ * are not finite print as null and names that are not UTF-8 get U+FFFD for
+ * their bad bytes (obsd_json_text), so the output is strict JSON.
  */
 #include "publisher/snapshot.h"
 
@@ -225,6 +226,93 @@ const struct snap_series *snapshot_find_series(const struct snapshot *s, const c
     return NULL;
 }
 
+/* ---- text from producers (snapshot.h) ---- */
+
+/* The length (1..4) of the well-formed UTF-8 sequence at s (n > 0 bytes
+ * left), or 0 when the bytes there are not one. */
+static size_t utf8_seq(const unsigned char *s, size_t n)
+{
+    unsigned char c = s[0];
+    size_t len;
+    uint32_t v, min;
+    if (c < 0x80)
+        return 1;
+    if (c >= 0xC2 && c <= 0xDF)
+        len = 2, v = c & 0x1F, min = 0x80;
+    else if (c >= 0xE0 && c <= 0xEF)
+        len = 3, v = c & 0x0F, min = 0x800;
+    else if (c >= 0xF0 && c <= 0xF4)
+        len = 4, v = c & 0x07, min = 0x10000;
+    else
+        return 0;   /* a continuation byte, or the lead byte of an overlong or too large form */
+    if (n < len)
+        return 0;
+    for (size_t i = 1; i < len; i++) {
+        if ((s[i] & 0xC0) != 0x80)
+            return 0;
+        v = v << 6 | (s[i] & 0x3F);
+    }
+    if (v < min || v > 0x10FFFF || (v >= 0xD800 && v <= 0xDFFF))
+        return 0;
+    return len;
+}
+
+bool obsd_utf8_valid(const char *s, size_t n)
+{
+    const unsigned char *p = (const unsigned char *)s;
+    for (size_t i = 0; i < n;) {
+        if (p[i] < 0x80) {
+            i++;
+            continue;
+        }
+        size_t len = utf8_seq(p + i, n - i);
+        if (!len)
+            return false;
+        i += len;
+    }
+    return true;
+}
+
+#define UTF8_REPLACEMENT "\xEF\xBF\xBD"   /* U+FFFD */
+
+char *obsd_utf8_repair(const char *s)
+{
+    size_t n = strlen(s);
+    /* at worst every byte becomes the 3 bytes of U+FFFD */
+    char *out = malloc(3 * n + 1);
+    if (!out)
+        return NULL;
+    const unsigned char *p = (const unsigned char *)s;
+    size_t k = 0;
+    for (size_t i = 0; i < n;) {
+        size_t len = utf8_seq(p + i, n - i);
+        if (len) {
+            memcpy(out + k, p + i, len);
+            k += len;
+            i += len;
+        } else {
+            memcpy(out + k, UTF8_REPLACEMENT, 3);
+            k += 3;
+            i++;
+        }
+    }
+    out[k] = '\0';
+    return out;
+}
+
+json_t *obsd_json_text(const char *s)
+{
+    if (!s)
+        return NULL;
+    size_t n = strlen(s);
+    if (obsd_utf8_valid(s, n))
+        return json_stringn_nocheck(s, n);
+    char *r = obsd_utf8_repair(s);
+    json_t *j = r ? json_string_nocheck(r) : NULL;
+    free(r);
+    return j;
+}
+
 /* ---- JSON ---- */
 
 static json_t *jreal(double v)
@@ -242,14 +330,30 @@ static int set(json_t *o, const char *k, json_t *v)
     return json_object_set_new(o, k, v);
 }
 
+/* Every helper below consumes what it is given, also on failure (set() and
+ * json_array_append_new() release the value; a NULL value is a failure), so
+ * one check at the end releases everything built so far. */
+static json_t *bucket_to_json(const struct snap_bucket *b)
+{
+    json_t *a = json_array();
+    int bad = json_array_append_new(a, jreal(b->lo));
+    bad |= json_array_append_new(a, jreal(b->hi));
+    bad |= json_array_append_new(a, json_integer((json_int_t)b->count));
+    if (bad) {
+        json_decref(a);
+        return NULL;
+    }
+    return a;
+}
+
 static json_t *series_to_json(const struct snap_series *sr)
 {
     json_t *o = json_object();
     json_t *pct = json_object();
     json_t *hist = json_array();
-    int bad = !o || !pct || !hist;
+    int bad = 0;
     bad |= set(o, "type", json_string("series"));
-    bad |= set(o, "name", json_string(sr->name));
+    bad |= set(o, "name", obsd_json_text(sr->name));
     bad |= set(o, "count", json_integer((json_int_t)sr->count));
     bad |= set(o, "total", jreal(sr->total));
     bad |= set(o, "min", jreal(sr->min));
@@ -261,12 +365,26 @@ static json_t *series_to_json(const struct snap_series *sr)
         obsd_percentile_key(i, k, sizeof k);
         bad |= set(pct, k, jreal(sr->percentiles[i]));
     }
-    for (size_t i = 0; i < sr->n_buckets && hist; i++) {
-        const struct snap_bucket *b = &sr->buckets[i];
-        bad |= json_array_append_new(
-            hist, json_pack("[o,o,I]", jreal(b->lo), jreal(b->hi), (json_int_t)b->count));
+    for (size_t i = 0; i < sr->n_buckets && hist; i++)
+        bad |= json_array_append_new(hist, bucket_to_json(&sr->buckets[i]));
+    /* both handed over whatever happened above, so that neither leaks */
+    bad |= set(o, "percentiles", pct);
+    bad |= set(o, "histogram", hist);
+    if (bad) {
+        json_decref(o);
+        return NULL;
     }
-    if (bad || set(o, "percentiles", pct) || set(o, "histogram", hist)) {
+    return o;
+}
+
+static json_t *counter_to_json(const struct snap_counter *c)
+{
+    json_t *o = json_object();
+    int bad = 0;
+    bad |= set(o, "type", json_string("counter"));
+    bad |= set(o, "name", obsd_json_text(c->name));
+    bad |= set(o, "value", c->is_float ? jreal(c->fvalue) : json_integer(c->ivalue));
+    if (bad) {
         json_decref(o);
         return NULL;
     }
@@ -277,38 +395,31 @@ json_t *snapshot_to_json(const struct snapshot *s)
 {
     json_t *o = json_object();
     json_t *metrics = json_array();
-    if (!o || !metrics)
-        goto fail;
     int bad = 0;
     bad |= set(o, "schema_version", json_integer(s->schema_version));
-    bad |= set(o, "run", json_string(s->run));
+    bad |= set(o, "run", obsd_json_text(s->run));
     bad |= set(o, "seq", json_integer((json_int_t)s->seq));
     bad |= set(o, "timestamp_ns", json_integer((json_int_t)s->timestamp_ns));
     bad |= set(o, "state", json_string(obsd_run_state_name(s->state)));
     bad |= set(o, "n_pending_tasks", json_integer((json_int_t)s->n_pending_tasks));
-    for (size_t i = 0; i < s->n_counters; i++) {
-        const struct snap_counter *c = &s->counters[i];
-        bad |= json_array_append_new(
-            metrics, json_pack("{s:s,s:s,s:o}", "type", "counter", "name", c->name, "value",
-                               c->is_float ? jreal(c->fvalue) : json_integer(c->ivalue)));
-    }
-    for (size_t i = 0; i < s->n_series; i++)
+    for (size_t i = 0; i < s->n_counters && metrics; i++)
+        bad |= json_array_append_new(metrics, counter_to_json(&s->counters[i]));
+    for (size_t i = 0; i < s->n_series && metrics; i++)
         bad |= json_array_append_new(metrics, series_to_json(&s->series[i]));
     bad |= set(o, "metrics", metrics);
-    metrics = NULL;
     const char *key;
     json_t *value;
-    json_object_foreach(s->sections, key, value) {
-        if (!json_object_get(o, key)) /* a section never shadows a fixed field */
-            bad |= json_object_set(o, key, value);
+    if (!bad) {
+        json_object_foreach(s->sections, key, value) {
+            if (!json_object_get(o, key)) /* a section never shadows a fixed field */
+                bad |= json_object_set(o, key, value);
+        }
     }
-    if (bad)
-        goto fail;
+    if (bad) {
+        json_decref(o);
+        return NULL;
+    }
     return o;
-fail:
-    json_decref(metrics);
-    json_decref(o);
-    return NULL;
 }
 
 /* ---- parsing ---- */

@@ -154,7 +154,27 @@ int snapshot_set_section(struct snapshot *s, const char *name, json_t *value);
 const struct snap_counter *snapshot_find_counter(const struct snapshot *s, const char *name);
 const struct snap_series *snapshot_find_series(const struct snapshot *s, const char *name);
 
-/* The JSON form printed by `obsctl show --json` (see obsctl(1)). */
+/*
+ * Text from producers in JSON. Metric names, run ids and names and labels
+ * are whatever a producer or a damaged store put there, but a JSON string
+ * must be UTF-8 (jansson refuses anything else: json_string() returns NULL).
+ * Everything that puts such a string into JSON goes through these: a
+ * well-formed name comes out byte for byte, any other with each byte that is
+ * not part of a well-formed UTF-8 sequence (overlong forms, surrogates, code
+ * points past U+10FFFF and truncated sequences included) replaced by U+FFFD,
+ * as the HTML report and the OpenMetrics exposition write it.
+ */
+/* True when the n bytes at s are well-formed UTF-8. */
+bool obsd_utf8_valid(const char *s, size_t n);
+/* A malloc'd copy of s with that replacement (an exact copy when s is
+ * well-formed); NULL when out of memory. */
+char *obsd_utf8_repair(const char *s);
+/* A JSON string of s with that replacement; NULL only when s is NULL or out
+ * of memory. */
+json_t *obsd_json_text(const char *s);
+
+/* The JSON form printed by `obsctl show --json` (see obsctl(1)). Names are
+ * written with obsd_json_text. NULL when out of memory. */
 json_t *snapshot_to_json(const struct snapshot *s);
 /* Parses that form back; NULL with a message in err on bad input. */
 struct snapshot *snapshot_from_json(const json_t *j, char *err, size_t errlen);

@@ -102,6 +102,91 @@ START_TEST(json_rejects_bad_input)
 }
 END_TEST
 
+/* U+FFFD, the replacement of a byte that is not part of well-formed UTF-8 */
+#define R "\xEF\xBF\xBD"
+
+START_TEST(text_not_utf8_is_repaired)
+{
+    /* well-formed: byte for byte (controls and quotes are jansson's to escape) */
+    const char *good[] = {"", "ttft_ns", "span.\xC2\xB5s", "\xE2\x82\xAC \xF0\x9F\x98\x80 \xEF\xBF\xBF",
+                          "<b>\"q\"</b>\t\x01", "\xF4\x8F\xBF\xBF" R};
+    for (size_t i = 0; i < sizeof good / sizeof good[0]; i++) {
+        ck_assert(obsd_utf8_valid(good[i], strlen(good[i])));
+        json_t *j = obsd_json_text(good[i]);
+        ck_assert_ptr_nonnull(j);
+        ck_assert_uint_eq(json_string_length(j), strlen(good[i]));
+        ck_assert(!memcmp(json_string_value(j), good[i], strlen(good[i])));
+        json_decref(j);
+        char *r = obsd_utf8_repair(good[i]);
+        ck_assert_str_eq(r, good[i]);
+        free(r);
+    }
+    /* one U+FFFD per byte that is not part of a well-formed sequence */
+    static const struct {
+        const char *in, *out;
+    } bad[] = {
+        {"bad\xff\xfe utf8", "bad" R R " utf8"},
+        {"\x80", R},                                   /* lone continuation byte */
+        {"a\xC0\xAF", "a" R R},                        /* overlong '/' */
+        {"\xE0\x80\xAF", R R R},                        /* overlong, 3 bytes */
+        {"\xED\xA0\x80x", R R R "x"},                   /* surrogate U+D800 */
+        {"\xF4\x90\x80\x80", R R R R},                   /* past U+10FFFF */
+        {"\xF5\x80", R R},
+        {"end \xE2\x82", "end " R R},                  /* truncated at the end */
+        {"\xE2\x82x\xC2\xB5", R R "x\xC2\xB5"},         /* truncated before a good one */
+        {"\xF0\x9F\x98", R R R},
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        ck_assert_msg(!obsd_utf8_valid(bad[i].in, strlen(bad[i].in)), "case %zu", i);
+        char *r = obsd_utf8_repair(bad[i].in);
+        ck_assert_str_eq(r, bad[i].out);
+        free(r);
+        json_t *j = obsd_json_text(bad[i].in);
+        ck_assert_msg(j != NULL, "case %zu", i);
+        ck_assert_str_eq(json_string_value(j), bad[i].out);
+        json_decref(j);
+    }
+    ck_assert_ptr_null(obsd_json_text(NULL));
+}
+END_TEST
+
+START_TEST(json_names_not_utf8)
+{
+    /* every name comes out, repaired; the others stay as they are */
+    struct snapshot *s = snapshot_new("run-\xff", 1, OBSD_RUN_LIVE);
+    snapshot_add_counter(s, "ok", 1);
+    snapshot_add_counter(s, "c\xE2\x82", 2);
+    snapshot_add_gauge(s, "g\xC0", 0.5);
+    struct snap_bucket b[1] = {{1, 2, 3}};
+    struct snap_series sr = {.name = "bad\xff\xfe utf8", .count = 3, .n_buckets = 1, .buckets = b};
+    snapshot_add_series(s, &sr);
+    sr.name = "span.\xC2\xB5s";
+    snapshot_add_series(s, &sr);
+    json_t *j = snapshot_to_json(s);
+    ck_assert_ptr_nonnull(j);
+    ck_assert_str_eq(json_string_value(json_object_get(j, "run")), "run-" R);
+    json_t *m = json_object_get(j, "metrics");
+    ck_assert_int_eq(json_array_size(m), 5);
+    const char *want[] = {"ok", "c" R R, "g" R, "bad" R R " utf8", "span.\xC2\xB5s"};
+    for (size_t i = 0; i < 5; i++)
+        ck_assert_str_eq(json_string_value(json_object_get(json_array_get(m, i), "name")), want[i]);
+    ck_assert_int_eq(json_integer_value(json_object_get(json_array_get(m, 3), "count")), 3);
+    char *text = json_dumps(j, JSON_COMPACT);
+    ck_assert_ptr_nonnull(text);
+    json_t *back = json_loads(text, 0, NULL);
+    ck_assert(json_equal(j, back));
+    json_decref(back);
+    free(text);
+    char err[256];
+    struct snapshot *parsed = snapshot_from_json(j, err, sizeof err);
+    ck_assert_msg(parsed != NULL, "%s", err);
+    ck_assert_ptr_nonnull(snapshot_find_series(parsed, "bad" R R " utf8"));
+    snapshot_free(parsed);
+    json_decref(j);
+    snapshot_free(s);
+}
+END_TEST
+
 START_TEST(states_and_grid)
 {
     for (int i = OBSD_RUN_INITIALIZE; i <= OBSD_RUN_INTERRUPTED; i++)
@@ -124,6 +209,8 @@ int main(void)
     tcase_add_test(tc, json_form);
     tcase_add_test(tc, json_round_trip);
     tcase_add_test(tc, json_rejects_bad_input);
+    tcase_add_test(tc, text_not_utf8_is_repaired);
+    tcase_add_test(tc, json_names_not_utf8);
     tcase_add_test(tc, states_and_grid);
     suite_add_tcase(s, tc);
     SRunner *sr = srunner_create(s);

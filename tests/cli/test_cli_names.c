@@ -1,0 +1,253 @@
+/*
+ * test_cli_names.c: names that are not UTF-8 (a producer's bytes, a damaged
+ * store) in the output of obsctl show, export, get, runs and compare, as real
+ * processes against the cli_fixture store. JSON must stay valid JSON with
+ * every metric in it (jansson refuses strings that are not UTF-8): such
+ * names come out with U+FFFD for each bad byte, well-formed ones byte for
+ * byte; CSV likewise; the text tables print the name as it is.
+ */
+#include <check.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <jansson.h>
+
+#include "cli_fixture.h"
+#include "publisher/store.h"
+#include "test_util.h"
+
+/* U+FFFD */
+#define R "\xEF\xBF\xBD"
+#define BAD_UTF8_SERIES_JSON "bad" R R " utf8"
+/* bench-4: a run name and counter names that are not UTF-8; the counters'
+ * names all come out as "x" R, so the export must keep them apart */
+#define BAD_RUN_NAME "sweep \xff\xC3"
+#define BAD_RUN_NAME_JSON "sweep " R R
+
+static char dir[512], store_dir[600];
+
+static void setup(void)
+{
+    make_temp_dir(dir, sizeof dir, "names");
+    snprintf(store_dir, sizeof store_dir, "%s/store", dir);
+    cli_write_store(store_dir);
+    char err[512];
+    struct store *st = store_open(store_dir, 0, false, false, err, sizeof err);
+    ck_assert_msg(st != NULL, "%s", err);
+    const uint64_t t = 1763890000000000000ULL + 400000000000ULL;
+    ck_assert_int_eq(store_begin_run(st, "bench-4", BAD_RUN_NAME, t), STORE_OK);
+    struct snapshot *s = snapshot_new("bench-4", 0, OBSD_RUN_COMPLETE);
+    s->timestamp_ns = t + 1000;
+    snapshot_add_counter(s, "x\xff", 1);
+    snapshot_add_counter(s, "x\xfe", 2);
+    snapshot_add_counter(s, "x" R, 3);   /* well-formed: its own name */
+    snapshot_add_gauge(s, "g\xE2\x82", 0.5);
+    ck_assert_int_eq(store_persist(st, s, true), STORE_OK);
+    snapshot_free(s);
+    store_close(st);
+}
+
+static void teardown(void)
+{
+    rm_rf(dir);
+}
+
+/* stdout of the last run as JSON (valid UTF-8 first); fails the test if not */
+static json_t *out_json(void)
+{
+    ck_assert_msg(cli_valid_utf8(cli_out, cli_out_len), "output is not UTF-8");
+    json_error_t je;
+    json_t *j = json_loads(cli_out, 0, &je);
+    ck_assert_msg(j != NULL, "not JSON: %s: %.300s", je.text, cli_out);
+    return j;
+}
+
+static json_t *find_metric(const json_t *snap, const char *name)
+{
+    size_t i;
+    json_t *m;
+    json_array_foreach(json_object_get(snap, "metrics"), i, m) {
+        const char *n = json_string_value(json_object_get(m, "name"));
+        if (n && !strcmp(n, name))
+            return m;
+    }
+    return NULL;
+}
+
+/* The metrics of a bench-1 snapshot: all of them, the bad name repaired and
+ * the well-formed hostile ones byte for byte. */
+static void check_bench1_snapshot(const json_t *snap)
+{
+    ck_assert_ptr_nonnull(snap);
+    ck_assert_str_eq(json_string_value(json_object_get(snap, "run")), "bench-1");
+    ck_assert_int_eq(json_array_size(json_object_get(snap, "metrics")), 9 + FIXTURE_N_SERIES);
+    json_t *m = find_metric(snap, BAD_UTF8_SERIES_JSON);
+    ck_assert_msg(m != NULL, "no series " BAD_UTF8_SERIES_JSON);
+    ck_assert_str_eq(json_string_value(json_object_get(m, "type")), "series");
+    ck_assert_int_gt(json_integer_value(json_object_get(m, "count")), 0);
+    /* the fixture gives HOSTILE_SERIES the same values: all but the name alike */
+    json_t *twin = find_metric(snap, HOSTILE_SERIES);
+    ck_assert_ptr_nonnull(twin);
+    json_t *a = json_deep_copy(m), *b = json_deep_copy(twin);
+    json_object_del(a, "name");
+    json_object_del(b, "name");
+    ck_assert(json_equal(a, b));
+    json_decref(a);
+    json_decref(b);
+    ck_assert_ptr_nonnull(find_metric(snap, "span.\xC2\xB5s"));
+    ck_assert_ptr_nonnull(find_metric(snap, HOSTILE_COUNTER));
+    ck_assert_ptr_nonnull(find_metric(snap, "empty_series"));
+}
+
+static void show_bench1(const char *const *args)
+{
+    int rc = cli_obsctl(dir, args);
+    ck_assert_msg(rc == 0, "show %s: exit %d: %s", args[3], rc, cli_err);
+    json_t *j = out_json();
+    check_bench1_snapshot(j);
+    json_decref(j);
+}
+
+START_TEST(show_json)
+{
+    show_bench1((const char *const[]){"show", "bench-1", "--json", "--store", store_dir, NULL});
+    show_bench1((const char *const[]){"show", "bench-1", "--json", "--final", "--store", store_dir, NULL});
+    show_bench1((const char *const[]){"show", "bench-1", "--json", "--seq", "2", "--store", store_dir, NULL});
+    ck_assert_int_eq(OBSCTL(dir, "show", "bench-4", "--json", "--store", store_dir), 0);
+    json_t *j = out_json();
+    ck_assert_int_eq(json_array_size(json_object_get(j, "metrics")), 4);
+    ck_assert_ptr_nonnull(find_metric(j, "x" R));
+    ck_assert_ptr_nonnull(find_metric(j, "g" R R));
+    json_decref(j);
+}
+END_TEST
+
+START_TEST(export_json)
+{
+    int rc = OBSCTL(dir, "export", "bench-1", "--format", "json", "--snapshots", "--store", store_dir);
+    ck_assert_msg(rc == 0, "exit %d: %s", rc, cli_err);
+    json_t *j = out_json();
+    check_bench1_snapshot(json_object_get(j, "final"));
+    check_bench1_snapshot(json_object_get(j, "latest"));
+    json_t *ts = json_object_get(j, "time_series");
+    json_t *bad = json_object_get(ts, BAD_UTF8_SERIES_JSON);
+    ck_assert_msg(bad != NULL, "no time series " BAD_UTF8_SERIES_JSON);
+    ck_assert_str_eq(json_string_value(json_object_get(bad, "type")), "series");
+    ck_assert_int_eq(json_array_size(json_object_get(bad, "points")), 6);
+    ck_assert_int_eq(json_array_size(json_object_get(json_object_get(ts, "span.\xC2\xB5s"), "points")), 6);
+    ck_assert_ptr_nonnull(json_object_get(ts, HOSTILE_SERIES));
+    ck_assert_ptr_nonnull(json_object_get(ts, HOSTILE_COUNTER));
+    json_t *snaps = json_object_get(j, "snapshots");
+    ck_assert_int_eq(json_array_size(snaps), 6);
+    for (size_t i = 0; i < 6; i++)
+        check_bench1_snapshot(json_array_get(snaps, i));
+    json_decref(j);
+
+    /* names that come out alike keep their own time series */
+    ck_assert_int_eq(OBSCTL(dir, "export", "bench-4", "--format", "json", "--store", store_dir), 0);
+    j = out_json();
+    ck_assert_str_eq(json_string_value(json_object_get(json_object_get(j, "run"), "name")), BAD_RUN_NAME_JSON);
+    ck_assert_int_eq(json_array_size(json_object_get(json_object_get(j, "final"), "metrics")), 4);
+    ts = json_object_get(j, "time_series");
+    ck_assert_int_eq(json_object_size(ts), 4);
+    const char *keys[] = {"x" R, "x" R "_2", "x" R "_3"};
+    int seen = 0;
+    for (size_t i = 0; i < 3; i++) {
+        json_t *pts = json_object_get(json_object_get(ts, keys[i]), "points");
+        ck_assert_msg(json_array_size(pts) == 1, "time series %s: %zu points", keys[i], json_array_size(pts));
+        json_int_t v = json_integer_value(json_object_get(json_array_get(pts, 0), "value"));
+        ck_assert(v >= 1 && v <= 3);
+        seen |= 1 << v;
+    }
+    ck_assert_int_eq(seen, 2 | 4 | 8);
+    ck_assert_ptr_nonnull(json_object_get(ts, "g" R R));
+    json_decref(j);
+}
+END_TEST
+
+START_TEST(get_runs_and_compare_json)
+{
+    int rc = OBSCTL(dir, "get", "bench-1", BAD_UTF8_SERIES, "--json", "--store", store_dir);
+    ck_assert_msg(rc == 0, "exit %d: %s", rc, cli_err);
+    json_t *j = out_json();
+    ck_assert_str_eq(json_string_value(json_object_get(j, "metric")), BAD_UTF8_SERIES_JSON);
+    ck_assert_str_eq(json_string_value(json_object_get(j, "type")), "series");
+    ck_assert_int_eq(json_array_size(json_object_get(j, "points")), 6);
+    json_decref(j);
+
+    ck_assert_int_eq(OBSCTL(dir, "runs", "--json", "--store", store_dir), 0);
+    j = out_json();
+    ck_assert_int_eq(json_array_size(j), 4);
+    json_t *r4 = json_array_get(j, 3);
+    ck_assert_str_eq(json_string_value(json_object_get(r4, "run")), "bench-4");
+    ck_assert_str_eq(json_string_value(json_object_get(r4, "name")), BAD_RUN_NAME_JSON);
+    ck_assert_str_eq(json_string_value(json_object_get(json_array_get(j, 0), "name")), HOSTILE_RUN_NAME);
+    json_decref(j);
+
+    /* a run id from the command line is a label of compare */
+    ck_assert_int_eq(OBSCTL(dir, "compare", "--json", "--store", store_dir, "bench-1", "run\xff"), 1);
+    j = out_json();
+    json_t *pts = json_object_get(j, "points");
+    ck_assert_int_eq(json_array_size(pts), 2);
+    ck_assert_str_eq(json_string_value(json_object_get(json_array_get(pts, 1), "label")), "run" R);
+    ck_assert_str_eq(json_string_value(json_object_get(json_array_get(pts, 1), "error")), "run" R ": run not found");
+    json_decref(j);
+}
+END_TEST
+
+START_TEST(csv_and_text)
+{
+    int rc = OBSCTL(dir, "export", "bench-1", "--format", "csv", "--store", store_dir);
+    ck_assert_msg(rc == 0, "exit %d: %s", rc, cli_err);
+    ck_assert(cli_valid_utf8(cli_out, cli_out_len));
+    /* 15 columns on every line (no name here has a comma), the bad name's 6 points */
+    int rows = 0, bad_rows = 0;
+    for (char *line = cli_out; *line;) {
+        char *end = strchr(line, '\n');
+        ck_assert_ptr_nonnull(end);
+        int commas = 0;
+        for (char *p = line; p < end; p++)
+            commas += *p == ',';
+        ck_assert_msg(commas == 14, "%.*s", (int)(end - line), line);
+        char *hit = strstr(line, "," BAD_UTF8_SERIES_JSON ",series,");
+        if (!strncmp(line, "bench-1,", 8) && hit && hit < end)
+            bad_rows++;
+        rows++;
+        line = end + 1;
+    }
+    ck_assert_int_gt(rows, 1);
+    ck_assert_int_eq(bad_rows, 6);
+
+    /* the tables print names as they are */
+    ck_assert_int_eq(OBSCTL(dir, "show", "bench-1", "--store", store_dir), 0);
+    char *line = strstr(cli_out, "\n" BAD_UTF8_SERIES " ");
+    ck_assert_msg(line != NULL, "%s", cli_out);
+    ck_assert_ptr_nonnull(strstr(cli_out, "\nempty_series "));
+    ck_assert_int_eq(OBSCTL(dir, "get", "bench-1", BAD_UTF8_SERIES, "--store", store_dir), 0);
+    int lines = 0;
+    for (char *p = cli_out; (p = strchr(p, '\n')); p++)
+        lines++;
+    ck_assert_int_eq(lines, 1 + 6);
+    ck_assert_int_eq(OBSCTL(dir, "runs", "--store", store_dir), 0);
+    ck_assert_ptr_nonnull(strstr(cli_out, "bench-4"));
+}
+END_TEST
+
+int main(void)
+{
+    Suite *s = suite_create("cli_names");
+    TCase *tc = tcase_create("not_utf8");
+    tcase_add_unchecked_fixture(tc, temp_root_begin, temp_root_end);
+    tcase_add_checked_fixture(tc, setup, teardown);
+    tcase_add_test(tc, show_json);
+    tcase_add_test(tc, export_json);
+    tcase_add_test(tc, get_runs_and_compare_json);
+    tcase_add_test(tc, csv_and_text);
+    suite_add_tcase(s, tc);
+    SRunner *sr = srunner_create(s);
+    srunner_run_all(sr, CK_NORMAL);
+    int failed = srunner_ntests_failed(sr);
+    srunner_free(sr);
+    return failed ? 1 : 0;
+}
