@@ -103,7 +103,10 @@ int cli_run_operand(const char *cmd, int argc, char **argv, const char **run_id)
 /* Prints "obsctl CMD: <message>" and where the help is; returns 2. */
 int cli_usage_error(const char *cmd, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
-/* Reports a getopt_long failure for cmd (opt ':' or '?'); returns 2. */
+/* Reports a getopt_long failure for cmd (opt ':' or '?'); returns 2. The
+ * optstring must start with ':' (and opterr be 0): otherwise a long option
+ * without its value comes back as '?' with optopt set to the option's val,
+ * which reads as an unknown short option. */
 int cli_bad_option(const char *cmd, int opt, int optopt_value, char **argv, int optind_value);
 
 #endif

@@ -13,6 +13,7 @@
 #include <jansson.h>
 
 #include "budget/budget.h"
+#include "cli/cli_store.h"
 #include "cli/commands.h"
 #include "daemon/config.h"
 #include "publisher/store.h"
@@ -111,12 +112,8 @@ int cmd_budget(int argc, char **argv)
         case 'h':
             budget_usage(stdout);
             return 0;
-        case ':':
-            fprintf(stderr, "obsctl budget: option %s needs an argument\n", argv[optind - 1]);
-            return 2;
         default:
-            fprintf(stderr, "obsctl budget: unknown option '%s' (see obsctl budget --help)\n", argv[optind - 1]);
-            return 2;
+            return cli_bad_option("budget", ch, optopt, argv, optind);
         }
     }
     if (argc - optind > 1) {

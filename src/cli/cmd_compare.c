@@ -279,7 +279,9 @@ int cmd_compare(int argc, char **argv)
     int o;
     opterr = 0;
     optind = 1;
-    while ((o = getopt_long(argc, argv, "", opts, NULL)) != -1) {
+    /* ':' first: a missing value comes back as ':', not as '?' with optopt
+     * set to the option's val (which reads as an unknown option '-s') */
+    while ((o = getopt_long(argc, argv, ":", opts, NULL)) != -1) {
         switch (o) {
         case 's': store_opt = optarg; break;
         case 'w': sweep = optarg; break;

@@ -11,6 +11,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "cli/cli_store.h"
 #include "cli/commands.h"
 #include "tokenq/tokenizer.h"
 
@@ -90,7 +91,8 @@ int cmd_tokenize(int argc, char **argv)
     long threads = 1;
     int c;
     optind = 1;
-    while ((c = getopt_long(argc, argv, "t:ij:sh", opts, NULL)) != -1) {
+    opterr = 0;   /* cli_bad_option says what is wrong, as the other commands do */
+    while ((c = getopt_long(argc, argv, ":t:ij:sh", opts, NULL)) != -1) {
         switch (c) {
         case 't':
             path = optarg;
@@ -117,8 +119,7 @@ int cmd_tokenize(int argc, char **argv)
             usage(stdout);
             return 0;
         default:
-            usage(stderr);
-            return 2;
+            return cli_bad_option("tokenize", c, optopt, argv, optind);
         }
     }
     if (optind < argc) {
