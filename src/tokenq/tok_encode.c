@@ -1031,7 +1031,10 @@ static int run_pretok(const tokenizer *tok, struct tok_ws *ws, const tok_pretok 
 static int direct_pieces(const tokenizer *tok, struct tok_ws *ws, size_t level, const uint8_t *p, size_t n,
                          tokenizer_ids *out, uint64_t *count)
 {
-    if (level == tok->ndirect)
+    /* ndirect <= TOK_MAX_DIRECT, but the second test is what lets GCC see
+     * the bound of direct_kinds[level] in the clones it makes of this
+     * recursion at -O3 (else -Warray-bounds for levels past the array) */
+    if (level >= tok->ndirect || level >= TOK_MAX_DIRECT)
         return tok_bpe_piece(tok, ws, p, n, out, count);
     size_t pos = 0, ms, me;
     int rc = 0;

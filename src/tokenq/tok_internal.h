@@ -17,6 +17,8 @@
 
 #define TOK_NONE UINT32_MAX
 #define TOK_LINEAR_MAX 48
+/* at most this many Splits cut pieces on the direct path (tokenizer.direct_kinds) */
+#define TOK_MAX_DIRECT 4
 
 /* ---- byte-string -> id hash (vocab, pre-token cache) ---- */
 typedef struct {
@@ -186,8 +188,8 @@ struct tokenizer {
      * (Isolated, not inverted) and then a ByteLevel without regex or prefix
      * space, their kinds in order: encoding cuts each piece by the next
      * matcher and runs BPE on the pieces directly. ndirect 0: the general path. */
-    int direct_kinds[4];
-    size_t ndirect;
+    int direct_kinds[TOK_MAX_DIRECT];
+    size_t ndirect;   /* <= TOK_MAX_DIRECT */
     /* pieces of up to this many symbols merge by rescanning, longer ones by
      * rank groups (TOK_LINEAR_MAX; tests move it to compare the two) */
     size_t linear_max;

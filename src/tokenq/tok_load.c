@@ -921,7 +921,7 @@ static bool finish_model(tokenizer *t, ctx *c)
     }
     const tok_pretok *pt = t->pretoks;
     size_t ns = 0;
-    while (ns < t->npretoks && ns < 4 && pt[ns].kind == PT_SPLIT && pt[ns].re &&
+    while (ns < t->npretoks && ns < TOK_MAX_DIRECT && pt[ns].kind == PT_SPLIT && pt[ns].re &&
            pt[ns].split_kind != TOK_SPLIT_REGEX && pt[ns].behavior == B_ISOLATED && !pt[ns].invert)
         ns++;
     if (ns > 0 && ns + 1 == t->npretoks && pt[ns].kind == PT_BYTELEVEL && !pt[ns].re && !pt[ns].add_prefix_space) {
