@@ -61,7 +61,9 @@ static void sb_put(sbuf *b, const char *s, size_t n)
     b->len += n;
     b->p[b->len] = 0;
 }
-#define SB_LIT(b, s) sb_put((b), (s), sizeof(s) - 1)
+/* s must be a string literal: the "" on both sides make anything else (a
+ * pointer, a ?: of two literals, whose sizeof is a pointer's) a syntax error */
+#define SB_LIT(b, s) sb_put((b), "" s "", sizeof("" s "") - 1)
 
 static void sb_range(sbuf *b, uint32_t lo, uint32_t hi)
 {
@@ -341,8 +343,10 @@ static int rewrite(const char *pat, size_t n, bool tiktoken, sbuf *out, char *er
                 continue;
             case 'w':
             case 'W':
-                if (!in_class)
-                    SB_LIT(out, e == 'W' ? "[^" : "[");
+                if (!in_class && e == 'W')
+                    SB_LIT(out, "[^");
+                else if (!in_class)
+                    SB_LIT(out, "[");
                 word_members(out, in_class && e == 'W', tiktoken);
                 if (!in_class)
                     SB_LIT(out, "]");
@@ -384,11 +388,17 @@ static int rewrite(const char *pat, size_t n, bool tiktoken, sbuf *out, char *er
                 }
                 SB_LIT(out, "(?:(?<=");
                 sb_put(out, w.p, w.len);
-                SB_LIT(out, e == 'b' ? ")(?!" : ")(?=");
+                if (e == 'b')
+                    SB_LIT(out, ")(?!");
+                else
+                    SB_LIT(out, ")(?=");
                 sb_put(out, w.p, w.len);
                 SB_LIT(out, ")|(?<!");
                 sb_put(out, w.p, w.len);
-                SB_LIT(out, e == 'b' ? ")(?=" : ")(?!");
+                if (e == 'b')
+                    SB_LIT(out, ")(?=");
+                else
+                    SB_LIT(out, ")(?!");
                 sb_put(out, w.p, w.len);
                 SB_LIT(out, "))");
                 free(w.p);

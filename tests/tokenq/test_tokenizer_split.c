@@ -10,6 +10,8 @@
  *   punctuation before letters.
  * - The rank-group merge of long pieces gives what rescanning gives, on
  *   concatenated vocabulary entries and long runs of a repeated unit.
+ * - \w, \W, \b and \B outside a character class match as the word table
+ *   says, in Hugging Face and in tiktoken patterns.
  */
 #include "tok_testutil.h"
 #include "tokenq/tok_internal.h"
@@ -208,6 +210,71 @@ START_TEST(rank_group_merge_takes_a_newly_lower_rank_first)
 }
 END_TEST
 
+/* \w as the rewriter spells it (tok_regex.c word_members): the word table,
+ * and for tiktoken patterns Rust's regex, without the No digits B2, B3, B9,
+ * BC-BE and with ZWNJ and ZWJ. */
+static bool is_word(uint32_t cp, bool rust)
+{
+    if (rust && (cp == 0xB2 || cp == 0xB3 || cp == 0xB9 || (cp >= 0xBC && cp <= 0xBE)))
+        return false;
+    if (rust && (cp == 0x200C || cp == 0x200D))
+        return true;
+    size_t k = 0;
+    while (k < tok_ucd_word_ntoggles && tok_ucd_word_toggles[k] <= cp)
+        k++;
+    return k & 1;
+}
+
+/* The length of re's match anchored at byte at of s, or -1. */
+static long match_at(const pcre2_code *re, const uint8_t *s, size_t n, size_t at)
+{
+    pcre2_match_data *md = pcre2_match_data_create_from_pattern(re, NULL);
+    ck_assert_ptr_nonnull(md);
+    int rc = pcre2_match(re, s, n, at, PCRE2_ANCHORED, md, NULL);
+    long len = -1;
+    if (rc >= 0) {
+        PCRE2_SIZE *ov = pcre2_get_ovector_pointer(md);
+        len = (long)(ov[1] - ov[0]);
+    }
+    pcre2_match_data_free(md);
+    return len;
+}
+
+START_TEST(word_classes_and_boundaries_outside_a_class)
+{
+    /* \w, \W, \b and \B outside [...] become a class and lookarounds over the
+     * word table; each against that table, at every code point of random texts */
+    bool rust = _i;
+    static const char *const PATS[] = {"\\w", "\\W", "\\b", "\\B"};
+    pcre2_code *re[4];
+    char err[256];
+    for (int p = 0; p < 4; p++) {
+        re[p] = tok_regex_compile(PATS[p], strlen(PATS[p]), rust, err, sizeof err);
+        ck_assert_msg(re[p] != NULL, "%s: %s", PATS[p], err);
+    }
+    uint8_t buf[48 * 6 * 4 + 8];
+    for (int k = 0; k < 3000; k++) {
+        size_t n = random_text(buf);
+        bool prev = false;
+        for (size_t at = 0; at <= n;) {
+            size_t len = 0;
+            uint32_t cp = at < n ? tok_utf8_decode(buf + at, &len) : 0;
+            bool next = at < n && is_word(cp, rust);
+            if (at < n) {
+                ck_assert_msg(match_at(re[0], buf, n, at) == (next ? (long)len : -1), "\\w at U+%04X", cp);
+                ck_assert_msg(match_at(re[1], buf, n, at) == (next ? -1 : (long)len), "\\W at U+%04X", cp);
+            }
+            ck_assert_msg(match_at(re[2], buf, n, at) == (prev != next ? 0 : -1), "\\b before U+%04X", cp);
+            ck_assert_msg(match_at(re[3], buf, n, at) == (prev == next ? 0 : -1), "\\B before U+%04X", cp);
+            prev = next;
+            at += at < n ? len : 1;
+        }
+    }
+    for (int p = 0; p < 4; p++)
+        pcre2_code_free(re[p]);
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("tokenizer_split");
@@ -216,6 +283,7 @@ int main(void)
     tcase_add_loop_test(tc, hand_written_splits_equal_pcre2, 0, 3);
     tcase_add_loop_test(tc, rank_group_merge_equals_rescanning, 0, 3);
     tcase_add_test(tc, rank_group_merge_takes_a_newly_lower_rank_first);
+    tcase_add_loop_test(tc, word_classes_and_boundaries_outside_a_class, 0, 2);
     suite_add_tcase(s, tc);
     SRunner *r = srunner_create(s);
     srunner_run_all(r, CK_NORMAL);
