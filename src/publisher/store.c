@@ -8,23 +8,27 @@
  * page copied and written). So a persist writes a few large values rather
  * than one row per metric:
  *   - the latest snapshot is a base row per metric, rewritten rarely, plus
- *     one header row that carries, for every metric whose state differs
- *     from its base row, a compact record of the difference (the fields that
- *     differ, raw; the bucket counts; the edges only when they moved);
+ *     one delta row per persist with an entry for every metric that changed
+ *     (from the change hints, just the fields and bucket counts that moved);
+ *     a rotation over parts of 64 ids folds each changed metric into a new
+ *     base row within FOLD_ROUNDS persists, after which the delta rows
+ *     before hold nothing in force and go;
  *   - time series points go into the persist's history entry (durable at
  *     once: the write-ahead form) and, per window of 64 metric ids, into a
  *     chunk row written at most every FLUSH_ROUNDS persists, so one metric's
  *     series is one range scan plus a bounded tail of history entries.
  * The handle remembers, per metric of the current run, a fingerprint of what
  * it last persisted (count, total, min, max for a series; the value for a
- * counter), what its base row holds, its previous time series point (points
- * are encoded as differences from it) and its points not yet in a chunk.
+ * counter), whether it changed since its base row, its previous time series
+ * point (points are encoded as differences from it) and its points not yet
+ * in a chunk. It keeps no copy of the base rows: nothing is compared with
+ * them.
  * A snapshot with change hints (snapshot.h: the collector's) saves most of
  * the finding out: a metric whose hints continue those of the last
  * committed persist is not looked up by name, is not read at all when
- * unchanged, and a changed series gets its record from its previous one and
- * the fields and buckets that moved, without reading its base row or its
- * buckets. Anything else gets the full comparison, with the same result.
+ * unchanged, and a changed series gets a patch entry of what moved without
+ * its buckets being read. Anything else gets the full comparison and a
+ * changed series is written in full, with the same result.
  *
  * Readers: a short read transaction per call; every value is decoded with
  * bounds checks, because a store file is input like any other.
@@ -76,19 +80,26 @@
 /* History points are indexed every INDEX_STRIDE points (binary search, then
  * at most INDEX_STRIDE - 1 points skipped). */
 #define INDEX_STRIDE 16
-/* A metric whose record no longer changes is folded into its base row within
- * REBASE_ROUNDS persists, so the header row does not carry it forever. */
-#define REBASE_ROUNDS 16
 /* How many metrics ahead the staging loop prefetches. */
 #define PREFETCH_AHEAD 4
 
-/* Latest records: flags byte. */
-#define REC_SERIES 0x80
-#define REC_FLAG 0x01           /* counter: float; series: exact */
-#define REC_HIST_SHIFT 1
-#define REC_HIST_SAME 0         /* the base row's buckets */
-#define REC_HIST_COUNTS 1       /* the base row's edges, these counts */
-#define REC_HIST_FULL 2         /* edges and counts follow */
+/* The latest table of a run: a header row, a base row per metric (which
+ * holds the seq of the persist that wrote it), and a delta row per persist
+ * with an entry for each metric that changed and did not get a base row.
+ * The metric ids are cut into parts of PART_IDS; every persist folds the
+ * next parts of a rotation that passes all of them within FOLD_ROUNDS
+ * persists: their metrics changed since their base rows get new ones. A
+ * delta row older than every part's last fold holds nothing still in
+ * force, and goes. */
+#define PART_IDS 64
+#define FOLD_ROUNDS 32
+#define DELTA_ID UINT32_MAX     /* metric id part of a delta row's key */
+/* Delta entries: the kind in the low two bits, then a flag. */
+#define ENTRY_COUNTER 0         /* a counter's value */
+#define ENTRY_PATCH 1           /* a series' summary fields and bucket counts that moved */
+#define ENTRY_SERIES 2          /* a series in full, but for its name */
+#define ENTRY_KIND_MASK 0x03
+#define ENTRY_FLAG 0x04         /* counter: float; patch: exact */
 #define N_SUMMARY 17            /* count, total, min, max, sum_sq, 12 percentiles */
 
 /* Grid indexes of the percentiles kept in time series points. */
@@ -407,21 +418,10 @@ struct ring_entry {
     size_t n, tcap;
 };
 
-/* What a metric's base row in the latest table holds, so that a persist can
- * encode the difference. One allocation: edges and packed counts follow. */
-struct base {
-    uint8_t cls;
-    bool flag;                   /* counter: float; series: exact */
-    bool contiguous;
-    uint32_t n_buckets, n_edges, counts_len;
-    uint64_t v[N_SUMMARY];       /* counter: v[0] (bits of the double when float) */
-    uint64_t *edges;             /* n_edges bit patterns: lo, then each hi (contiguous) or lo, hi pairs */
-    uint8_t *counts;             /* packed counts */
-};
-
 /* metric_entry.hflags */
 #define HF_HINTED 0x01   /* in the persist being prepared, the snapshot's change hints
                             say what changed since the last persist (snapshot.h) */
+#define HF_DIRTY 0x02    /* may have delta entries newer than its base row */
 
 /* What the store knows of one metric of a run: one cache line, since a
  * persist reads it for every metric of the snapshot (what only the writer
@@ -559,13 +559,10 @@ static uint32_t *mt_index_by_id(const struct metric_table *t, uint32_t *max_id)
  * once it committed. What it changes in place before (fingerprints, previous
  * points, point pacing) a failed persist turns back into "unknown", which
  * the next persist handles by writing more, never less. */
-struct stage_rec {
-    uint32_t off, len;           /* record in delta_next (len 0: none) */
-};
 struct stage_base {
     uint32_t entry;
     uint32_t off, len;           /* base row in rb */
-    bool is_new;                 /* no base row before: its key is appended */
+    bool is_new;                 /* no base row before */
 };
 struct stage_row {
     uint32_t window;
@@ -607,27 +604,34 @@ struct store {
     uint32_t since_keyframe;     /* persists since it */
     uint64_t last_keyframe_ns;
     uint32_t flush_next;         /* next chunk window to flush */
-    uint32_t rebase_next;        /* next entry of the rebase rotation */
+    /* latest: the folds (see PART_IDS) */
+    bool fold_all;               /* the next persist folds every part (a run new to the handle) */
+    uint64_t *part_fold;         /* per part: seq of its last fold */
+    size_t part_cap, n_parts;
+    uint32_t fold_next;          /* next part of the rotation */
+    uint64_t *drows;             /* seqs of the run's delta rows, ascending */
+    size_t drows_cap, n_drows;
     /* the persist being prepared */
-    uint32_t flush_start, flush_count, next_rebase;
+    uint32_t flush_start, flush_count;
+    uint32_t fold_start, fold_count, n_parts_now;
+    uint64_t fold_min;           /* delta rows up to this seq go */
+    size_t n_drop;               /* so many of drows */
+    bool drop_all;               /* or all of the run's */
+    uint32_t n_delta;            /* entries of its delta row */
     bool keyframe_now, sections_changed;
     const char *sections_now;
 
     struct buf full, scratch;
-    struct buf delta, delta_next;   /* latest header row: committed, being built */
+    struct buf header, delta;       /* latest header row, delta row being built */
     struct buf hhead, hp, hidx;     /* history entry head, points, their index */
     struct buf rb;                  /* base rows to write */
     struct buf rows;                /* chunk rows to write */
-    struct stage_rec *rec, *srec;   /* per entry: its record, committed and being built */
-    size_t rec_cap, srec_cap, n_rec;
     uint32_t *spt;                  /* entries that get a point in the persist being prepared */
     size_t spt_cap, n_spt;
     struct ptab *ctab;              /* the points of the persist being prepared */
     size_t ctab_cap;
     struct chain *chains;           /* per entry: its previous point */
     size_t chains_cap;
-    struct base **bases;            /* per entry: its base row (NULL: unknown to this handle) */
-    size_t bases_cap;
     uint64_t *pt_ns;                /* per entry: timestamp of its last time series point */
     size_t pt_cap;
     struct ring_entry *ring;        /* points of recent persists, oldest first */
@@ -835,10 +839,6 @@ fail:
 static void forget_run(struct store *st)
 {
     /* the per-entry arrays describe the old run's metrics */
-    for (size_t i = 0; i < st->mt.n && i < st->bases_cap; i++) {
-        free(st->bases[i]);
-        st->bases[i] = NULL;
-    }
     if (st->chains)
         memset(st->chains, 0, st->chains_cap * sizeof *st->chains);
     if (st->pt_ns)
@@ -853,11 +853,12 @@ static void forget_run(struct store *st)
     st->next_id = 0;
     st->tail_from = 0;
     st->flush_next = 0;
-    st->rebase_next = 0;
-    st->delta.len = 0;
+    st->fold_all = true;
+    st->n_parts = 0;
+    st->fold_next = 0;
+    st->n_drows = 0;
     st->ring_head = st->ring_n = 0;
     st->n_wmark = 0;
-    st->n_rec = 0;
     st->h_epoch = 0;             /* the positions it saw were the old run's entries */
 }
 
@@ -870,18 +871,17 @@ void store_close(struct store *st)
     free(st->shint);
     free(st->gone);
     free(st->chg);
-    struct buf *bufs[] = {&st->full, &st->scratch, &st->delta, &st->delta_next, &st->hhead,
-                          &st->hp,   &st->hidx,    &st->rb,    &st->rows};
+    struct buf *bufs[] = {&st->full, &st->scratch, &st->header, &st->delta, &st->hhead,
+                          &st->hp,   &st->hidx,    &st->rb,     &st->rows};
     for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++)
         free(bufs[i]->p);
-    free(st->rec);
-    free(st->srec);
+    free(st->part_fold);
+    free(st->drows);
     free(st->spt);
     free(st->sbase);
     free(st->srow);
     free(st->ctab);
     free(st->chains);
-    free(st->bases);
     free(st->pt_ns);
     for (size_t i = 0; i < st->ring_cap; i++) {
         free(st->ring[i].data.p);
@@ -993,18 +993,18 @@ static void encode_counter(struct buf *b, const struct snap_counter *c)
 
 static bool buckets_contiguous(const struct snap_bucket *b, size_t n);
 
-/* A series in full: keyframes, the final and base rows encode every metric,
- * so one reservation per series and raw writes. */
-static void encode_series(struct buf *b, const struct snap_series *sr)
+/* Upper bound of a series' encoding after its name. */
+static size_t series_body_max(const struct snap_series *sr)
 {
-    size_t n = sr->n_buckets, nl = strlen(sr->name);
+    return 1 + 10 + 10 * (4 + OBSD_N_PERCENTILES) + 10 + 8 * 2 * sr->n_buckets + 10 * sr->n_buckets;
+}
+
+/* A series after its name: flags, summary, buckets. Written through p, at
+ * most series_body_max bytes. */
+static uint8_t *wr_series_body(uint8_t *p, const struct snap_series *sr)
+{
+    size_t n = sr->n_buckets;
     bool contiguous = buckets_contiguous(sr->buckets, n);
-    uint8_t *p = buf_tail(b, 10 + nl + 1 + 10 + 10 * (4 + OBSD_N_PERCENTILES) + 10 + 8 * 2 * n + 10 * n);
-    if (!p)
-        return;
-    p = wr_varint(p, nl);
-    memcpy(p, sr->name, nl);
-    p += nl;
     *p++ = (uint8_t)(sr->exact | contiguous << 1);
     p = wr_varint(p, sr->count);
     p = wr_num(p, sr->total);
@@ -1021,6 +1021,21 @@ static void encode_series(struct buf *b, const struct snap_series *sr)
     }
     for (size_t i = 0; i < n; i++)
         p = wr_varint(p, sr->buckets[i].count);
+    return p;
+}
+
+/* A series in full: keyframes, the final and base rows encode every metric,
+ * so one reservation per series and raw writes. */
+static void encode_series(struct buf *b, const struct snap_series *sr)
+{
+    size_t nl = strlen(sr->name);
+    uint8_t *p = buf_tail(b, 10 + nl + series_body_max(sr));
+    if (!p)
+        return;
+    p = wr_varint(p, nl);
+    memcpy(p, sr->name, nl);
+    p += nl;
+    p = wr_series_body(p, sr);
     b->len = (size_t)(p - b->p);
 }
 
@@ -1065,10 +1080,11 @@ static bool decode_counter(struct rd *d, struct snap_counter *c)
     return !d->bad;
 }
 
-static bool decode_series(struct rd *d, struct snap_series *sr)
+/* What wr_series_body wrote, into sr (name NULL). On failure sr->buckets
+ * may be left allocated. */
+static bool decode_series_body(struct rd *d, struct snap_series *sr)
 {
     memset(sr, 0, sizeof *sr);
-    sr->name = get_str(d, "series name", NULL, 0);
     uint8_t flags = get_u8(d, "series flags");
     if (flags > 3)
         rd_fail(d, "series flags");
@@ -1095,6 +1111,19 @@ static bool decode_series(struct rd *d, struct snap_series *sr)
             sr->buckets[i].count = get_varint(d, "bucket count");
     }
     return !d->bad;
+}
+
+/* On failure sr's name and buckets may be left allocated. */
+static bool decode_series(struct rd *d, struct snap_series *sr)
+{
+    char *name = get_str(d, "series name", NULL, 0);
+    if (!name) {
+        memset(sr, 0, sizeof *sr);
+        return false;
+    }
+    bool ok = decode_series_body(d, sr);
+    sr->name = name;
+    return ok;
 }
 
 /* Decodes a full snapshot from d; NULL with d->bad set on failure. */
@@ -1198,6 +1227,15 @@ static MDB_val latest_metric_key(uint8_t kb[12], uint64_t run_seq, uint32_t id)
     be64(kb, run_seq);
     be32(kb + 8, id);
     return (MDB_val){12, kb};
+}
+
+/* A delta row of the latest table: after the run's base rows. */
+static MDB_val delta_key(uint8_t kb[20], uint64_t run_seq, uint64_t seq)
+{
+    be64(kb, run_seq);
+    be32(kb + 8, DELTA_ID);
+    be64(kb + 12, seq);
+    return (MDB_val){20, kb};
 }
 
 /* ------------------------------------------------------------ time series points */
@@ -1431,53 +1469,7 @@ static bool pts_find(const struct pts *ps, uint32_t id, struct rd *r)
     }
 }
 
-/* ------------------------------------------------------------ latest records */
-
-/* Bucket counts packed with the smallest width in bytes (1, 2, 4, 8) that
- * holds the largest: a byte for the width, then n counts, little-endian. */
-static uint8_t *wr_counts(uint8_t *p, const struct snap_bucket *b, size_t n)
-{
-    uint64_t m = 0;
-    for (size_t i = 0; i < n; i++)
-        m |= b[i].count;
-    if (m < 1u << 8) {
-        *p++ = 1;
-        for (size_t i = 0; i < n; i++)
-            *p++ = (uint8_t)b[i].count;
-    } else if (m < 1u << 16) {
-        *p++ = 2;
-        for (size_t i = 0; i < n; i++, p += 2) {
-            p[0] = (uint8_t)b[i].count;
-            p[1] = (uint8_t)(b[i].count >> 8);
-        }
-    } else if (m <= UINT32_MAX) {
-        *p++ = 4;
-        for (size_t i = 0; i < n; i++, p += 4)
-            for (int k = 0; k < 4; k++)
-                p[k] = (uint8_t)(b[i].count >> (8 * k));
-    } else {
-        *p++ = 8;
-        for (size_t i = 0; i < n; i++)
-            p = wr_le64(p, b[i].count);
-    }
-    return p;
-}
-#define COUNTS_MAX_BYTES(n) (1 + 8 * (size_t)(n))
-
-static bool rd_counts(struct rd *d, struct snap_bucket *b, size_t n)
-{
-    uint8_t w = get_u8(d, "bucket count width");
-    if (d->bad || (w != 1 && w != 2 && w != 4 && w != 8) || n > (size_t)(d->end - d->p) / w)
-        return rd_fail(d, "bucket counts");
-    for (size_t i = 0; i < n; i++) {
-        uint64_t v = 0;
-        for (int k = 0; k < w; k++)
-            v |= (uint64_t)d->p[k] << (8 * k);
-        d->p += w;
-        b[i].count = v;
-    }
-    return true;
-}
+/* ------------------------------------------------------------ latest: delta entries */
 
 /* Whether the buckets' edges follow each other (hi of one = lo of the next),
  * so that n + 1 edges describe them. */
@@ -1489,123 +1481,6 @@ static bool buckets_contiguous(const struct snap_bucket *b, size_t n)
     return true;
 }
 
-/* Compares buckets with a base of as many contiguous ones: returns nonzero
- * when an edge differs, and sets *ndiff nonzero when a count does. This runs
- * for every bucket of every changed series of a persist, so it is kept out
- * of line (its accumulators stay in registers) and has no dependency from
- * one bucket to the next. */
-__attribute__((noinline)) static uint64_t bucket_diff(const struct snap_bucket *b, size_t n,
-                                                      const struct base *bs, uint64_t *ndiff)
-{
-    const uint64_t *e = bs->edges;
-    /* the base's packed counts are padded, so each can be read as 8 bytes
-     * and masked to its width */
-    const uint8_t *bc = bs->counts + 1;
-    size_t w = bs->counts[0];
-    uint64_t wmask = w == 8 ? UINT64_MAX : (1ULL << (8 * w)) - 1;
-    uint64_t ediff = 0, cdiff = 0;
-    for (size_t i = 0; i < n; i++) {
-        ediff |= (dbits(b[i].lo) ^ e[i]) | (dbits(b[i].hi) ^ e[i + 1]);
-        cdiff |= b[i].count ^ (ld_le64(bc + w * i) & wmask);
-    }
-    *ndiff = cdiff;
-    return ediff;
-}
-
-/* Upper bound of a series record's body. */
-static size_t series_record_max(const struct snap_series *sr)
-{
-    return 1 + 3 + 8 * N_SUMMARY + 10 + 1 + 8 * 2 * sr->n_buckets + COUNTS_MAX_BYTES(sr->n_buckets);
-}
-
-/* The record of a series that differs from its base: flags, a 3-byte mask of
- * the summary fields that differ and their 8-byte values, then the buckets
- * as the base's, the base's edges with these counts, or in full. *full tells
- * the caller that the edges moved. This runs for every changed series of a
- * persist, so the comparisons are branch-free and the buckets are walked
- * once (then packed from the cache). */
-/* A series record's 3-byte mask of the summary fields that differ from the
- * base and their 8-byte values. */
-static inline uint8_t *wr_record_summary(uint8_t *p, const struct snap_series *sr, const struct base *bs)
-{
-    uint8_t *mp = p;
-    p += 3;
-    uint64_t v[N_SUMMARY];
-    memcpy(v, &sr->count, sizeof v);
-    uint32_t mask = 0;
-    for (int k = 0; k < N_SUMMARY; k++) {
-        uint32_t d = v[k] != bs->v[k];
-        wr_le64(p, v[k]);
-        p += 8 * d;
-        mask |= d << k;
-    }
-    mp[0] = (uint8_t)mask;
-    mp[1] = (uint8_t)(mask >> 8);
-    mp[2] = (uint8_t)(mask >> 16);
-    return p;
-}
-
-static uint8_t *wr_series_record(uint8_t *p, const struct snap_series *sr, const struct base *bs,
-                                 bool *full)
-{
-    uint8_t *fp = p++;
-    p = wr_record_summary(p, sr, bs);
-
-    size_t n = sr->n_buckets;
-    const struct snap_bucket *b = sr->buckets;
-    /* the base's edges and counts (when it has as many contiguous buckets):
-     * equal edges mean contiguous buckets too */
-    bool comparable = n == bs->n_buckets && (bs->contiguous || !n);
-    uint64_t ndiff = 0;
-    bool same = comparable && !bucket_diff(b, n, bs, &ndiff);
-    bool contiguous = same || buckets_contiguous(b, n);
-    int mode;
-    if (same) {
-        mode = ndiff ? REC_HIST_COUNTS : REC_HIST_SAME;
-        if (ndiff)
-            p = wr_counts(p, b, n);
-    } else {
-        mode = REC_HIST_FULL;
-        p = wr_varint(p, n);
-        *p++ = contiguous;
-        for (size_t i = 0; i < n; i++) {
-            if (!contiguous || i == 0)
-                p = wr_le64(p, dbits(b[i].lo));
-            p = wr_le64(p, dbits(b[i].hi));
-        }
-        p = wr_counts(p, b, n);
-    }
-    *full = mode == REC_HIST_FULL;
-    *fp = (uint8_t)(REC_SERIES | (sr->exact ? REC_FLAG : 0) | mode << REC_HIST_SHIFT);
-    return p;
-}
-
-/* wr_counts of n counts held as an array. */
-static uint8_t *wr_counts_u64(uint8_t *p, const uint64_t *c, size_t n)
-{
-    uint64_t m = 0;
-    for (size_t i = 0; i < n; i++)
-        m |= c[i];
-    if (m < 1u << 8) {
-        *p++ = 1;
-        for (size_t i = 0; i < n; i++)
-            *p++ = (uint8_t)c[i];
-    } else if (m < 1u << 16) {
-        *p++ = 2;
-        for (size_t i = 0; i < n; i++, p += 2) {
-            p[0] = (uint8_t)c[i];
-            p[1] = (uint8_t)(c[i] >> 8);
-        }
-    } else {
-        size_t w = m <= UINT32_MAX ? 4 : 8;
-        *p++ = (uint8_t)w;
-        for (size_t i = 0; i < n; i++, p += w)
-            for (size_t k = 0; k < w; k++)
-                p[k] = (uint8_t)(c[i] >> (8 * k));
-    }
-    return p;
-}
-
 static inline int popcount64(uint64_t x)
 {
     /* no -mpopcnt: __builtin_popcountll would be a library call */
@@ -1615,190 +1490,121 @@ static inline int popcount64(uint64_t x)
     return (int)((x * 0x0101010101010101ULL) >> 56);
 }
 
-/* The record of a series whose change hints say what changed since the last
- * persist: which summary fields, which buckets (at most 64; the edges did
- * not move). It is made from the series' record of that persist (prev, len
- * prev_len; none: the metric was its base row), which holds everything else:
- * the fields that differed from the base row and, unless they were the base
- * row's, the counts. So neither the base row nor the snapshot's buckets are
- * read, but for the buckets that moved when the hint does not carry their
- * counts. What it writes reads back as what wr_series_record writes, with
- * perhaps more fields and counts spelled out (some may equal the base row's
- * again). Returns NULL, writing nothing, when prev is not of that form (its
- * histogram in full: the edges differed from the base row's). */
-static uint8_t *wr_series_record_hinted(uint8_t *p, const struct snap_series *sr, const struct base *bs,
-                                        const uint8_t *prev, size_t prev_len)
+/* Upper bound of a patch entry: kind, mask, the summary, up to 64 buckets. */
+#define PATCH_MAX_BYTES (1 + 3 + 8 * N_SUMMARY + 1 + 64 * 11)
+
+/* The delta entry of a series whose change hints say what changed since the
+ * last persist (stage_persist checks that they do): the summary fields and
+ * the bucket counts that moved, nothing else. It reads neither the base row
+ * nor, when the hint carries the counts, the buckets, which lie scattered
+ * over the collector's heap. At most PATCH_MAX_BYTES. */
+static uint8_t *wr_patch_entry(uint8_t *p, const struct snap_series *sr)
 {
-    size_t n = sr->n_buckets;   /* as at the last persist: the edges did not move */
-    uint32_t mask = 0;
-    const uint8_t *counts = bs->counts;
-    /* the lengths must agree with the hint, or the hint is not about this */
-    if (n > 64)
-        return NULL;
-    if (prev_len) {
-        int mode = (prev[0] >> REC_HIST_SHIFT) & 3;
-        if (!(prev[0] & REC_SERIES) || mode == REC_HIST_FULL || prev_len < 4)
-            return NULL;
-        mask = prev[1] | (uint32_t)prev[2] << 8 | (uint32_t)prev[3] << 16;
-        size_t at = 4 + 8 * (size_t)popcount64(mask);
-        if (mode == REC_HIST_COUNTS) {
-            counts = prev + at;
-            if (prev_len <= at || prev_len != at + 1 + (size_t)counts[0] * n)
-                return NULL;
-        } else if (prev_len != at || bs->n_buckets != n) {
-            return NULL;
-        }
-    } else if (bs->n_buckets != n) {
-        return NULL;
-    }
-    mask = (mask | sr->hint_fields) & ((1u << N_SUMMARY) - 1);
-    uint8_t *fp = p++;
+    *p++ = ENTRY_PATCH | (sr->exact ? ENTRY_FLAG : 0);
+    uint32_t mask = sr->hint_fields & ((1u << N_SUMMARY) - 1);
     *p++ = (uint8_t)mask;
     *p++ = (uint8_t)(mask >> 8);
     *p++ = (uint8_t)(mask >> 16);
-    uint64_t v[N_SUMMARY];
-    memcpy(v, &sr->count, sizeof v);
-    for (uint32_t m = mask; m; m &= m - 1)
-        p = wr_le64(p, v[__builtin_ctz(m)]);
-
-    /* the counts that moved, and whether they fit the width of the others
-     * (then the packed counts are copied and patched: the common case) */
-    size_t w = counts[0];
+    const uint8_t *summary = (const uint8_t *)&sr->count;
+    for (uint32_t m = mask; m; m &= m - 1) {
+        uint64_t v;
+        memcpy(&v, summary + 8 * __builtin_ctz(m), 8);
+        p = wr_le64(p, v);
+    }
     uint64_t bm = sr->hint_mask;
     bool inline_counts = popcount64(bm) <= SNAP_HINT_NCOUNTS;
-    if (n < 64)
-        bm &= (1ULL << n) - 1;
-    uint64_t lim = w >= 8 ? UINT64_MAX : (1ULL << (8 * w)) - 1;
-    uint64_t nc[64];
-    uint8_t ni[64];
-    int nn = 0;
-    bool fits = true;
+    if (sr->n_buckets < 64)
+        bm &= (1ULL << sr->n_buckets) - 1;
+    uint8_t *np = p++;
+    uint8_t nb = 0;
     for (int k = 0; bm; k++, bm &= bm - 1) {
-        ni[nn] = (uint8_t)__builtin_ctzll(bm);
-        nc[nn] = inline_counts ? sr->hint_counts[k] : sr->buckets[ni[nn]].count;
-        fits &= nc[nn] <= lim;
-        nn++;
+        int b = __builtin_ctzll(bm);
+        *p++ = (uint8_t)b;
+        p = wr_varint(p, inline_counts ? sr->hint_counts[k] : sr->buckets[b].count);
+        nb++;
     }
-    if (fits) {
-        memcpy(p, counts, 1 + w * n);
-        for (int k = 0; k < nn; k++)
-            for (size_t b = 0; b < w; b++)
-                p[1 + w * ni[k] + b] = (uint8_t)(nc[k] >> (8 * b));
-        p += 1 + w * n;
-    } else {
-        uint64_t c[64];
-        for (size_t i = 0; i < n; i++) {
-            uint64_t x = 0;
-            for (size_t b = 0; b < w; b++)
-                x |= (uint64_t)counts[1 + w * i + b] << (8 * b);
-            c[i] = x;
-        }
-        for (int k = 0; k < nn; k++)
-            c[ni[k]] = nc[k];
-        p = wr_counts_u64(p, c, n);
-    }
-    *fp = (uint8_t)(REC_SERIES | (sr->exact ? REC_FLAG : 0) | REC_HIST_COUNTS << REC_HIST_SHIFT);
+    *np = nb;
     return p;
 }
 
-static uint8_t *wr_counter_record(uint8_t *p, const struct snap_counter *c)
+static uint8_t *wr_counter_entry(uint8_t *p, const struct snap_counter *c)
 {
-    *p++ = c->is_float ? REC_FLAG : 0;
+    *p++ = ENTRY_COUNTER | (c->is_float ? ENTRY_FLAG : 0);
     if (c->is_float)
         return wr_le64(p, dbits(c->fvalue));
     return wr_varint(p, zigzag(c->ivalue));
 }
 
-/* Applies a record to the metric decoded from its base row. */
-static bool rd_record(struct rd *d, uint8_t cls, struct snap_counter *c, struct snap_series *sr)
+/* Reads one delta entry; applies it to c or sr (the metric as its base row
+ * and the earlier delta rows left it) when given, else only steps over it.
+ * cls is the class of the metric it applies to (0: none). */
+static bool rd_entry(struct rd *d, uint8_t cls, struct snap_counter *c, struct snap_series *sr)
 {
-    uint8_t f = get_u8(d, "record flags");
-    if (d->bad || (f & REC_SERIES) != (cls == CLASS_SERIES ? REC_SERIES : 0))
-        return rd_fail(d, "record class");
-    if (cls == CLASS_COUNTER) {
-        if (f & ~REC_FLAG)
-            return rd_fail(d, "record flags");
-        c->is_float = f & REC_FLAG;
-        if (c->is_float) {
-            c->ivalue = 0;
-            c->fvalue = get_f64(d, "counter value");
-        } else {
-            c->fvalue = (double)(c->ivalue = unzigzag(get_varint(d, "counter value")));
+    uint8_t kind = get_u8(d, "entry kind");
+    if (d->bad || (kind & ~(ENTRY_KIND_MASK | ENTRY_FLAG)) || (kind & ENTRY_KIND_MASK) > ENTRY_SERIES ||
+        ((kind & ENTRY_FLAG) && (kind & ENTRY_KIND_MASK) == ENTRY_SERIES))
+        return rd_fail(d, "entry kind");
+    uint8_t k = kind & ENTRY_KIND_MASK;
+    bool flag = kind & ENTRY_FLAG;
+    if (cls && (k == ENTRY_COUNTER) != (cls == CLASS_COUNTER))
+        return rd_fail(d, "entry class");
+    if (k == ENTRY_COUNTER) {
+        int64_t iv = 0;
+        double fv;
+        if (flag)
+            fv = get_f64(d, "counter value");
+        else
+            fv = (double)(iv = unzigzag(get_varint(d, "counter value")));
+        if (c && !d->bad) {
+            c->is_float = flag;
+            c->ivalue = iv;
+            c->fvalue = fv;
         }
         return !d->bad;
     }
-    int mode = (f >> REC_HIST_SHIFT) & 3;
-    if ((f & ~(REC_SERIES | REC_FLAG | 3 << REC_HIST_SHIFT)) || mode > REC_HIST_FULL)
-        return rd_fail(d, "record flags");
-    sr->exact = f & REC_FLAG;
+    if (k == ENTRY_SERIES) {
+        struct snap_series x;
+        if (!decode_series_body(d, &x)) {
+            free(x.buckets);
+            return false;
+        }
+        if (sr) {
+            free(sr->buckets);
+            char *name = sr->name;
+            *sr = x;
+            sr->name = name;
+        } else {
+            free(x.buckets);
+        }
+        return true;
+    }
     if (d->end - d->p < 3)
-        return rd_fail(d, "record fields");
+        return rd_fail(d, "entry fields");
     uint32_t mask = d->p[0] | (uint32_t)d->p[1] << 8 | (uint32_t)d->p[2] << 16;
     d->p += 3;
     if (mask >> N_SUMMARY)
-        return rd_fail(d, "record fields");
+        return rd_fail(d, "entry fields");
     uint64_t v[N_SUMMARY];
-    memcpy(v, &sr->count, sizeof v);
-    for (int k = 0; k < N_SUMMARY; k++)
-        if (mask & (1u << k))
-            v[k] = get_le64(d, "record field");
-    memcpy(&sr->count, v, sizeof v);
-    if (mode == REC_HIST_COUNTS)
-        return rd_counts(d, sr->buckets, sr->n_buckets);
-    if (mode == REC_HIST_FULL) {
-        uint64_t n = get_count(d, 8, "histogram bucket count");
-        uint8_t contiguous = get_u8(d, "histogram flags");
-        if (d->bad || contiguous > 1)
-            return rd_fail(d, "histogram flags");
-        struct snap_bucket *b = n ? calloc(n, sizeof *b) : NULL;
-        if (n && !b)
-            return rd_fail(d, "out of memory");
-        for (size_t i = 0; i < n; i++) {
-            b[i].lo = (!contiguous || i == 0) ? get_f64(d, "bucket edge") : b[i - 1].hi;
-            b[i].hi = get_f64(d, "bucket edge");
-        }
-        if (!rd_counts(d, b, n)) {
-            free(b);
-            return false;
-        }
-        free(sr->buckets);
-        sr->buckets = b;
-        sr->n_buckets = n;
+    if (sr)
+        memcpy(v, &sr->count, sizeof v);
+    for (uint32_t m = mask; m; m &= m - 1)
+        v[__builtin_ctz(m)] = get_le64(d, "entry field");
+    uint8_t nb = get_u8(d, "entry bucket count");
+    if (nb > 64)
+        rd_fail(d, "entry bucket count");
+    for (uint8_t i = 0; i < nb && !d->bad; i++) {
+        uint8_t b = get_u8(d, "entry bucket");
+        uint64_t count = get_varint(d, "entry bucket count");
+        if (sr && b >= sr->n_buckets)
+            return rd_fail(d, "entry bucket");
+        if (sr && !d->bad)
+            sr->buckets[b].count = count;
+    }
+    if (sr && !d->bad) {
+        memcpy(&sr->count, v, sizeof v);
+        sr->exact = flag;
     }
     return !d->bad;
-}
-
-/* The base of a metric, from what its base row was encoded from. */
-static struct base *base_new(uint8_t cls, const struct snap_counter *c, const struct snap_series *sr)
-{
-    size_t n = cls == CLASS_SERIES ? sr->n_buckets : 0;
-    bool contiguous = cls == CLASS_SERIES && buckets_contiguous(sr->buckets, n);
-    size_t n_edges = !n ? 0 : contiguous ? n + 1 : 2 * n;
-    size_t counts_max = COUNTS_MAX_BYTES(n) + 8;   /* + 8: see wr_series_record */
-    struct base *bs = malloc(sizeof *bs + 8 * n_edges + counts_max);
-    if (!bs)
-        return NULL;
-    memset(bs, 0, sizeof *bs);
-    bs->cls = cls;
-    bs->edges = (uint64_t *)(bs + 1);
-    bs->counts = (uint8_t *)(bs->edges + n_edges);
-    if (cls == CLASS_COUNTER) {
-        bs->flag = c->is_float;
-        bs->v[0] = c->is_float ? dbits(c->fvalue) : (uint64_t)c->ivalue;
-        return bs;
-    }
-    bs->flag = sr->exact;
-    bs->contiguous = contiguous;
-    bs->n_buckets = (uint32_t)n;
-    bs->n_edges = (uint32_t)n_edges;
-    memcpy(bs->v, &sr->count, sizeof bs->v);
-    for (size_t i = 0, k = 0; i < n; i++) {
-        if (!contiguous || i == 0)
-            bs->edges[k++] = dbits(sr->buckets[i].lo);
-        bs->edges[k++] = dbits(sr->buckets[i].hi);
-    }
-    bs->counts_len = (uint32_t)(wr_counts(bs->counts, sr->buckets, n) - bs->counts);
-    return bs;
 }
 
 /* ------------------------------------------------------------ writer */
@@ -2230,18 +2036,20 @@ static long resolve(struct store *st, uint32_t *hint, uint8_t cls, const char *n
     return e;
 }
 
-/* A base row of the latest table: the metric's class, then its full encoding. */
+/* A base row of the latest table: the metric's class, the seq of the
+ * persist that writes it, then its full encoding. */
 static void encode_latest_metric(struct buf *b, const struct snapshot *snap, uint8_t cls, uint32_t pos)
 {
     put_u8(b, VALUE_FORMAT);
     put_u8(b, cls);
+    put_varint(b, snap->seq);
     if (cls == CLASS_COUNTER)
         encode_counter(b, &snap->counters[pos]);
     else
         encode_series(b, &snap->series[pos]);
 }
 
-/* The header row of the latest table before its records. */
+/* The header row of the latest table. */
 static void encode_latest_header(struct buf *b, const struct snapshot *s, const char *sections)
 {
     put_u8(b, VALUE_FORMAT);
@@ -2263,6 +2071,52 @@ static int put_maybe_append(MDB_txn *txn, MDB_dbi dbi, MDB_val *k, MDB_val *v, u
     int rc = append ? mdb_put(txn, dbi, k, v, flags | MDB_APPEND) : MDB_KEYEXIST;
     if (rc == MDB_KEYEXIST)
         rc = mdb_put(txn, dbi, k, v, flags);
+    return rc;
+}
+
+/* Deletes every delta row of a run from the latest table. */
+static int delete_delta_rows(struct store *st, MDB_txn *txn, uint64_t run_seq)
+{
+    MDB_cursor *cur;
+    int rc = mdb_cursor_open(txn, st->latest, &cur);
+    if (rc)
+        return rc;
+    uint8_t kb[20];
+    for (;;) {
+        /* a fresh seek after each delete: no reliance on where it leaves the cursor */
+        MDB_val k = delta_key(kb, run_seq, 0), v;
+        if ((rc = mdb_cursor_get(cur, &k, &v, MDB_SET_RANGE)))
+            break;
+        if (k.mv_size != 20 || memcmp(k.mv_data, kb, 12))
+            break;
+        if ((rc = mdb_cursor_del(cur, 0)))
+            break;
+    }
+    mdb_cursor_close(cur);
+    return rc == MDB_NOTFOUND ? 0 : rc;
+}
+
+/* Puts the staged base rows (in id order) through one cursor: a row that
+ * replaces one where the cursor stands is written in place, one for a new
+ * metric at the end of the run's base rows is appended when nothing follows
+ * it in the table (no_deltas: the run has no delta rows; then, if the run is
+ * the store's last, its base rows end the table). */
+static int put_base_rows(struct store *st, MDB_txn *txn, uint64_t run_seq, bool no_deltas)
+{
+    MDB_cursor *cur;
+    int rc = mdb_cursor_open(txn, st->latest, &cur);
+    if (rc)
+        return rc;
+    uint8_t kb[12];
+    for (size_t i = 0; i < st->n_sbase && !rc; i++) {
+        const struct stage_base *b = &st->sbase[i];
+        MDB_val k = latest_metric_key(kb, run_seq, st->mt.e[b->entry].id);
+        MDB_val v = {b->len, st->rb.p + b->off};
+        rc = b->is_new && no_deltas ? mdb_cursor_put(cur, &k, &v, MDB_APPEND) : MDB_KEYEXIST;
+        if (rc == MDB_KEYEXIST)
+            rc = mdb_cursor_put(cur, &k, &v, 0);
+    }
+    mdb_cursor_close(cur);
     return rc;
 }
 
@@ -2313,14 +2167,20 @@ static int persist_txn(struct store *st, const struct snapshot *snap, bool final
         rc = sb->oom ? ENOMEM : mdb_put(txn, st->names, &k, &v, 0);
     }
 
-    /* latest: base rows (new metrics' keys follow the run's others), the
-     * rows of metrics the snapshot no longer has, the header row */
-    for (size_t i = 0; i < st->n_sbase && !rc; i++) {
-        const struct stage_base *b = &st->sbase[i];
-        k = latest_metric_key(kb, nr->run_seq, st->mt.e[b->entry].id);
-        v = (MDB_val){b->len, st->rb.p + b->off};
-        rc = put_maybe_append(txn, st->latest, &k, &v, 0, b->is_new);
+    /* latest: the delta rows the folds superseded (a run new to the handle:
+     * all of them), base rows, the rows of metrics the snapshot no longer
+     * has, the header row, this persist's delta row */
+    if (!rc && st->drop_all)
+        rc = delete_delta_rows(st, txn, nr->run_seq);
+    for (size_t i = 0; i < st->n_drop && !rc; i++) {
+        k = delta_key(kb, nr->run_seq, st->drows[i]);
+        rc = mdb_del(txn, st->latest, &k, NULL);
+        if (rc == MDB_NOTFOUND)
+            rc = 0;
     }
+    bool no_deltas = st->drop_all || st->n_drop == st->n_drows;
+    if (!rc && st->n_sbase)
+        rc = put_base_rows(st, txn, nr->run_seq, no_deltas);
     for (size_t i = 0; i < n_gone && !rc; i++) {
         k = latest_metric_key(kb, nr->run_seq, st->mt.e[st->gone[i]].id);
         rc = mdb_del(txn, st->latest, &k, NULL);
@@ -2328,9 +2188,16 @@ static int persist_txn(struct store *st, const struct snapshot *snap, bool final
             rc = 0;
     }
     k = run_key(kb, nr->run_seq);
-    v = (MDB_val){st->delta_next.len, NULL};
-    if (!rc && !(rc = mdb_put(txn, st->latest, &k, &v, MDB_RESERVE)))
-        memcpy(v.mv_data, st->delta_next.p, st->delta_next.len);
+    v = (MDB_val){st->header.len, st->header.p};
+    if (!rc)
+        rc = mdb_put(txn, st->latest, &k, &v, 0);
+    if (!rc && st->n_delta) {
+        k = delta_key(kb, nr->run_seq, snap->seq);
+        v = (MDB_val){st->delta.len, NULL};
+        rc = put_maybe_append(txn, st->latest, &k, &v, MDB_RESERVE, true);
+        if (!rc)
+            memcpy(v.mv_data, st->delta.p, st->delta.len);
+    }
 
     /* history: head and points, then the delta's fields or the keyframe */
     const struct buf *rest = keyframe ? &st->full : sb;
@@ -2427,65 +2294,46 @@ static inline struct metric_entry *hinted_entry(struct store *st, bool trust, si
     return &st->mt.e[h];
 }
 
-/* Prepares a persist: which metrics get a record, a base row, a point, which
- * windows get a chunk row. One pass over the metrics in id order, which is
- * the order of records and points. Returns false when out of memory. Sets
- * *n_gone and *tail_from. */
+/* Prepares a persist: which metrics get a base row, a delta entry, a point,
+ * which windows get a chunk row, which delta rows go. One pass over the
+ * metrics in id order, which is the order of base rows, entries and points.
+ * Returns false when out of memory. Sets *n_gone and *tail_from. */
 static bool stage_persist(struct store *st, const struct snapshot *snap, bool final,
                           const char *sections, size_t *n_gone, uint64_t *tail_from)
 {
-    struct buf *db = &st->delta_next;
+    st->header.len = 0;
+    encode_latest_header(&st->header, snap, sections);
+    struct buf *db = &st->delta;
     db->len = 0;
-    encode_latest_header(db, snap, sections);
-    size_t nrec_at = db->len;
+    put_u8(db, VALUE_FORMAT);
     put_le32(db, 0);
     st->hp.len = st->hidx.len = st->rb.len = st->rows.len = 0;
     st->n_spt = st->n_sbase = st->n_srow = 0;
     size_t ngone = 0;
 
+    /* the parts folded now: the next of the rotation, or all of them for a
+     * run new to the handle (nothing is known of its rows) and at the
+     * final (the run's latest is left without delta rows) */
     size_t n = st->mt.n;
-    size_t rper = (n + REBASE_ROUNDS - 1) / REBASE_ROUNDS;
-    if (rper < WINDOW)
-        rper = WINDOW;
-    size_t rstart = n ? st->rebase_next % n : 0;
+    uint32_t nparts = n ? st->mt.e[n - 1].id / PART_IDS + 1 : 0;
+    bool all = st->fold_all || final;
+    uint32_t fper = all ? nparts : (nparts + FOLD_ROUNDS - 1) / FOLD_ROUNDS;
+    uint32_t fstart = nparts && !all ? st->fold_next % nparts : 0;
     uint64_t ts = snap->timestamp_ns;
-    uint32_t prev_rec = 0, nrec = 0, prev_pt = 0;
+    uint32_t prev_entry = 0, nentries = 0, prev_pt = 0;
 
     for (size_t i = 0; i < n; i++) {
         struct metric_entry *e = &st->mt.e[i];
-        /* A collector's snapshot and the base caches lie scattered over the
-         * heap, so the loop waits on memory for every series: ask a few
-         * metrics ahead for the base and the buckets it will compare, of
-         * those that changed (measured: -25% of this loop on the engine's
-         * snapshots). */
+        /* A collector's snapshot lies scattered over the heap, so the loop
+         * waits on memory for every series: ask a few metrics ahead for
+         * what it will read of those that changed. */
         if (i + PREFETCH_AHEAD < n) {
             const struct metric_entry *f = &st->mt.e[i + PREFETCH_AHEAD];
-            const char *bp = (const char *)st->bases[i + PREFETCH_AHEAD];
-            if ((f->hflags & HF_HINTED) && f->changed_now) {
-                /* hinted: the snapshot's entry (its record comes from the
-                 * previous one, which lies in order in the header row) */
+            if (f->changed_now && f->cls == CLASS_SERIES) {
                 const char *q = (const char *)&snap->series[f->pos];
                 for (size_t l = 0; l < sizeof(struct snap_series); l += 64)
                     __builtin_prefetch(q + l);
                 __builtin_prefetch(q + sizeof(struct snap_series) - 1);
-                const struct stage_rec *r = &st->rec[i + PREFETCH_AHEAD];
-                if (r->len) {
-                    __builtin_prefetch(st->delta.p + r->off);
-                    __builtin_prefetch(st->delta.p + r->off + r->len - 1);
-                }
-                /* and where its record goes (about as far on as the records
-                 * between, in the header row being written) */
-                if (db->len + 512 < db->cap)
-                    __builtin_prefetch(db->p + db->len + 512, 1);
-            } else if (f->changed_now && f->cls == CLASS_SERIES && bp) {
-                const struct snap_series *fs = &snap->series[f->pos];
-                const char *q = (const char *)fs->buckets;
-                /* a base of 30 buckets is about 450 bytes; reading its
-                 * size would wait for it (a prefetch never faults) */
-                for (size_t l = 0; l < 512; l += 64)
-                    __builtin_prefetch(bp + l);
-                for (size_t l = 0; l < fs->n_buckets * sizeof *fs->buckets; l += 64)
-                    __builtin_prefetch(q + l);
             }
         }
         bool present = e->gen == st->gen;
@@ -2496,54 +2344,41 @@ static bool stage_persist(struct store *st, const struct snapshot *snap, bool fi
         else if (present)
             sr = &snap->series[e->pos];
 
-        /* latest: a record of what differs from the base row, carried over
-         * while the metric does not change, folded into the base row when
-         * the rotation passes (or when its edges moved) */
-        st->srec[i] = (struct stage_rec){0, 0};
+        /* latest: a base row for a metric new to it, or changed since its
+         * base row when its part is folded; otherwise a delta entry for a
+         * metric that changed */
         if (!present) {
             if (e->in_latest)
                 st->gone[ngone++] = (uint32_t)i;
         } else {
-            bool in_rebase = (i >= rstart ? i - rstart : i + n - rstart) < rper;
-            const struct base *bs = st->bases[i];
-            bool rebase = !bs;
-            const struct stage_rec *old = &st->rec[i];
-            bool carry = !e->changed_now && old->len;
-            if (!rebase && carry && in_rebase) {
-                rebase = true;
-            } else if (!rebase && (e->changed_now || carry)) {
-                size_t max = 10 + (carry ? old->len : cn ? 11 : series_record_max(sr));
-                uint8_t *p = buf_tail(db, max);
-                if (!p)
-                    return false;
-                p = wr_varint(p, nrec ? e->id - prev_rec : e->id);
-                uint8_t *body = p;
-                bool full = false;
-                if (carry) {
-                    memcpy(p, st->delta.p + old->off, old->len);
-                    p += old->len;
-                } else if (cn) {
-                    p = wr_counter_record(p, cn);
-                } else {
-                    uint8_t *q = NULL;
-                    if (e->hflags & HF_HINTED)
-                        q = wr_series_record_hinted(p, sr, bs, st->delta.p + old->off, old->len);
-                    p = q ? q : wr_series_record(p, sr, bs, &full);
-                }
-                if (full && in_rebase) {
-                    rebase = true;
-                } else {
-                    st->srec[i] = (struct stage_rec){(uint32_t)(body - db->p), (uint32_t)(p - body)};
-                    db->len = (size_t)(p - db->p);
-                    nrec++;
-                    prev_rec = e->id;
-                }
-            }
-            if (rebase) {
+            uint32_t part = e->id / PART_IDS;
+            bool folded = (part >= fstart ? part - fstart : part + nparts - fstart) < fper;
+            if (!e->in_latest || (folded && (e->changed_now || (e->hflags & HF_DIRTY)))) {
                 size_t at = st->rb.len;
                 encode_latest_metric(&st->rb, snap, e->cls, e->pos);
                 st->sbase[st->n_sbase++] =
                     (struct stage_base){(uint32_t)i, (uint32_t)at, (uint32_t)(st->rb.len - at), !e->in_latest};
+            } else if (e->changed_now) {
+                bool patch = sr && (e->hflags & HF_HINTED);
+                size_t max = 10 + (cn ? 10 : patch ? PATCH_MAX_BYTES : 1 + series_body_max(sr));
+                uint8_t *p = buf_tail(db, max);
+                if (!p)
+                    return false;
+                p = wr_varint(p, nentries ? e->id - prev_entry : e->id);
+                if (cn) {
+                    p = wr_counter_entry(p, cn);
+                } else if (patch) {
+                    p = wr_patch_entry(p, sr);
+                } else {
+                    *p++ = ENTRY_SERIES;
+                    p = wr_series_body(p, sr);
+                }
+                db->len = (size_t)(p - db->p);
+                nentries++;
+                prev_entry = e->id;
+                /* set now, cleared only by a committed base row: a failed
+                 * persist leaves it set, which costs a base row at most */
+                e->hflags |= HF_DIRTY;
             }
         }
 
@@ -2573,10 +2408,35 @@ static bool stage_persist(struct store *st, const struct snapshot *snap, bool fi
             prev_pt = e->id;
         }
     }
-    if (db->oom || st->hp.oom || st->hidx.oom || st->rb.oom)
+    if (db->oom || st->hp.oom || st->hidx.oom || st->rb.oom || st->header.oom)
         return false;
     for (int k = 0; k < 4; k++)
-        db->p[nrec_at + k] = (uint8_t)(nrec >> (8 * k));
+        db->p[1 + k] = (uint8_t)(nentries >> (8 * k));
+    st->n_delta = nentries;
+
+    /* the delta rows that go: those no later than every part's last fold
+     * (parts new since the last persist hold new metrics only: they are
+     * folded now) */
+    if (!grow_array((void **)&st->part_fold, &st->part_cap, nparts, sizeof *st->part_fold))
+        return false;
+    uint64_t fold_min = UINT64_MAX;
+    for (uint32_t j = 0; j < nparts && !all; j++) {
+        uint32_t part = (fstart + j) % nparts;
+        uint64_t f = j < fper || part >= st->n_parts ? snap->seq : st->part_fold[part];
+        if (f < fold_min)
+            fold_min = f;
+    }
+    size_t ndrop = 0;
+    while (ndrop < st->n_drows && (all || st->drows[ndrop] <= fold_min))
+        ndrop++;
+    st->n_drop = all ? 0 : ndrop;
+    st->drop_all = all;             /* every delta row goes, by a scan (a resumed run's are unknown) */
+    st->fold_min = fold_min;
+    st->fold_start = fstart;
+    st->fold_count = fper;
+    st->n_parts_now = nparts;
+    if (!grow_array((void **)&st->drows, &st->drows_cap, st->n_drows + 1, sizeof *st->drows))
+        return false;
 
     /* chunk rows: the windows due (a rotation through all of them every
      * FLUSH_ROUNDS persists; every one at the final) gather their metrics'
@@ -2585,12 +2445,12 @@ static bool stage_persist(struct store *st, const struct snapshot *snap, bool fi
     if (!wmark_grow(st, nw, snap->seq) || !ring_reserve(st) ||
         !grow_array((void **)&st->srcs, &st->srcs_cap, st->ring_n + 1, sizeof *st->srcs))
         return false;
-    uint32_t fper = final ? nw : (nw + FLUSH_ROUNDS - 1) / FLUSH_ROUNDS;
-    uint32_t fstart = nw ? st->flush_next % nw : 0;
+    uint32_t fl_count = final ? nw : (nw + FLUSH_ROUNDS - 1) / FLUSH_ROUNDS;
+    uint32_t fl_start = nw ? st->flush_next % nw : 0;
     uint64_t tail = snap->seq + 1;
     for (uint32_t j = 0; j < nw; j++) {
-        uint32_t w = (fstart + j) % nw;
-        if (j >= fper) {
+        uint32_t w = (fl_start + j) % nw;
+        if (j >= fl_count) {
             if (st->wmark[w] < tail)
                 tail = st->wmark[w];
             continue;
@@ -2622,22 +2482,21 @@ static bool stage_persist(struct store *st, const struct snapshot *snap, bool fi
     put_varint(hh, st->hp.len);
     *n_gone = ngone;
     *tail_from = tail;
-    st->flush_start = fstart;
-    st->flush_count = fper;
-    st->next_rebase = n ? (rstart + rper) % n : 0;
+    st->flush_start = fl_start;
+    st->flush_count = fl_count;
     return !hh->oom;
 }
 
 static void reset_oom(struct store *st)
 {
-    struct buf *bufs[] = {&st->full,  &st->scratch, &st->delta_next, &st->hp,
-                          &st->hidx,  &st->rb,      &st->rows,       &st->hhead};
+    struct buf *bufs[] = {&st->full, &st->scratch, &st->header, &st->delta, &st->hp,
+                          &st->hidx, &st->rb,      &st->rows,   &st->hhead};
     for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++)
         bufs[i]->oom = false;
 }
 
 /* A persist that did not commit: what store_persist changed in place becomes
- * unknown, so that the next persist rewrites it (see stage_rec). */
+ * unknown, so that the next persist rewrites it (see stage_base). */
 static void forget_persist(struct store *st, bool staged)
 {
     for (size_t i = 0; i < st->n_chg; i++) {
@@ -2771,15 +2630,12 @@ int store_persist(struct store *st, const struct snapshot *snap, bool final)
             status = fail(st, STORE_ERROR, "run '%s': sections cannot be serialized", st->run.id);
     }
     size_t n = st->mt.n;
-    if (!status && (!grow_array((void **)&st->srec, &st->srec_cap, n, sizeof *st->srec) ||
-                    !grow_array((void **)&st->rec, &st->rec_cap, n, sizeof *st->rec) ||
-                    !grow_array((void **)&st->spt, &st->spt_cap, n, sizeof *st->spt) ||
+    if (!status && (!grow_array((void **)&st->spt, &st->spt_cap, n, sizeof *st->spt) ||
                     !grow_array((void **)&st->sbase, &st->sbase_cap, n, sizeof *st->sbase) ||
                     !grow_array((void **)&st->gone, &st->gone_cap, n, sizeof *st->gone) ||
                     !grow_array((void **)&st->ctab, &st->ctab_cap, n, sizeof *st->ctab) ||
                     !grow_array((void **)&st->srow, &st->srow_cap, n / WINDOW + 1, sizeof *st->srow) ||
                     !grow_zeroed((void **)&st->chains, &st->chains_cap, n, sizeof *st->chains) ||
-                    !grow_zeroed((void **)&st->bases, &st->bases_cap, n, sizeof *st->bases) ||
                     !grow_zeroed((void **)&st->pt_ns, &st->pt_cap, n, sizeof *st->pt_ns)))
         status = fail(st, STORE_ERROR, "out of memory");
     if (status) {
@@ -2787,8 +2643,6 @@ int store_persist(struct store *st, const struct snapshot *snap, bool final)
         free(sections);
         return status;
     }
-    for (; st->n_rec < n; st->n_rec++)
-        st->rec[st->n_rec] = (struct stage_rec){0, 0};
     st->sections_now = sections ? sections : "";
     st->sections_changed = (sections == NULL) != (st->sections_json == NULL) ||
                            (sections && strcmp(sections, st->sections_json));
@@ -2874,32 +2728,35 @@ int store_persist(struct store *st, const struct snapshot *snap, bool final)
         struct metric_entry *e = &st->mt.e[st->gone[i]];
         e->in_latest = false;
         e->fp_valid = false;
-        free(st->bases[st->gone[i]]);
-        st->bases[st->gone[i]] = NULL;
+        e->hflags &= (uint8_t)~HF_DIRTY;
     }
     for (size_t i = 0; i < st->n_sbase; i++) {
-        uint32_t k = st->sbase[i].entry;
-        struct metric_entry *e = &st->mt.e[k];
-        free(st->bases[k]);
-        /* out of memory: no base known, so the next persist rewrites the row */
-        st->bases[k] = e->cls == CLASS_COUNTER ? base_new(e->cls, &snap->counters[e->pos], NULL)
-                                               : base_new(e->cls, NULL, &snap->series[e->pos]);
+        struct metric_entry *e = &st->mt.e[st->sbase[i].entry];
         e->in_latest = true;
+        e->hflags &= (uint8_t)~HF_DIRTY;
     }
+    /* the folds done, the delta rows gone and this persist's */
+    for (uint32_t j = 0; j < st->fold_count; j++)
+        st->part_fold[(st->fold_start + j) % st->n_parts_now] = snap->seq;
+    for (size_t p = st->n_parts; p < st->n_parts_now; p++)
+        st->part_fold[p] = snap->seq;
+    st->n_parts = st->n_parts_now;
+    if (st->n_parts)
+        st->fold_next = (st->fold_start + st->fold_count) % (uint32_t)st->n_parts;
+    st->fold_all = false;
+    if (st->drop_all)
+        st->n_drows = 0;
+    else if (st->n_drop) {
+        memmove(st->drows, st->drows + st->n_drop, (st->n_drows - st->n_drop) * sizeof *st->drows);
+        st->n_drows -= st->n_drop;
+    }
+    if (st->n_delta)
+        st->drows[st->n_drows++] = snap->seq;
     /* the next persist may trust this one's change hints */
     st->h_epoch = snap->hint_epoch;
     st->h_version = snap->hint_version;
     st->h_ncounters = snap->n_counters;
     st->h_nseries = snap->n_series;
-    struct stage_rec *tr = st->rec;
-    size_t trc = st->rec_cap;
-    st->rec = st->srec;
-    st->rec_cap = st->srec_cap;
-    st->srec = tr;
-    st->srec_cap = trc;
-    struct buf t = st->delta;
-    st->delta = st->delta_next;
-    st->delta_next = t;
     if (keyframe) {
         /* the first point of each metric after a keyframe is absolute, so
          * that a snapshot rebuilt from the keyframe needs nothing before it */
@@ -2913,7 +2770,6 @@ int store_persist(struct store *st, const struct snapshot *snap, bool final)
     }
     if (st->n_wmark)
         st->flush_next = (st->flush_start + st->flush_count) % st->n_wmark;
-    st->rebase_next = st->next_rebase;
     st->tail_from = tail_from;
     st->n_stored = st->mt.n;
     st->run = nr;
@@ -3017,11 +2873,12 @@ static void rd_sections(struct rd *d, struct snapshot *s)
 }
 
 /* Decodes a base row of the latest table and appends its metric to s. */
-static bool rd_base_row(struct rd *d, struct snapshot *s, uint8_t *cls)
+static bool rd_base_row(struct rd *d, struct snapshot *s, uint8_t *cls, uint64_t *seq)
 {
     if (get_u8(d, "format byte") != VALUE_FORMAT)
         return rd_fail(d, "format byte");
     *cls = get_u8(d, "metric class");
+    *seq = get_varint(d, "base row seq");
     if (*cls == CLASS_COUNTER && !d->bad) {
         struct snap_counter c;
         if (!grow_array((void **)&s->counters, &s->cap_counters,
@@ -3049,18 +2906,60 @@ static bool rd_base_row(struct rd *d, struct snapshot *s, uint8_t *cls)
     return true;
 }
 
-/* The latest snapshot: the header row, then the base rows in id order, each
- * with the header row's record of it applied. */
+/* A base row as read: which metric of the snapshot, as of which persist. */
+struct based {
+    uint32_t id;
+    uint8_t cls;
+    uint32_t pos;                /* in s->counters or s->series */
+    uint64_t seq;
+};
+
+/* Applies a delta row (persist seq) to the metrics of s whose base rows
+ * (bs, in id order) are older than it. */
+static bool rd_delta_row(struct rd *d, uint64_t seq, struct snapshot *s, const struct based *bs, size_t nb)
+{
+    if (get_u8(d, "format byte") != VALUE_FORMAT)
+        return rd_fail(d, "format byte");
+    uint32_t n = get_le32(d, "entry count");
+    if (!d->bad && n > (size_t)(d->end - d->p) / 2)
+        return rd_fail(d, "entry count");
+    uint64_t id = 0;
+    size_t j = 0;
+    for (uint32_t i = 0; i < n && !d->bad; i++) {
+        uint64_t dl = get_varint(d, "entry id");
+        if ((i && !dl) || dl >= DELTA_ID || (id += dl) >= DELTA_ID)
+            return rd_fail(d, "entry id");
+        while (j < nb && bs[j].id < id)
+            j++;
+        bool applies = j < nb && bs[j].id == id && bs[j].seq < seq;
+        uint8_t cls = applies ? bs[j].cls : 0;
+        rd_entry(d, cls, applies && cls == CLASS_COUNTER ? &s->counters[bs[j].pos] : NULL,
+                 applies && cls == CLASS_SERIES ? &s->series[bs[j].pos] : NULL);
+    }
+    if (!d->bad && d->p != d->end)
+        rd_fail(d, "trailing bytes");
+    return !d->bad;
+}
+
+/* The latest snapshot: the header row, the base rows in id order, then the
+ * delta rows in seq order, each entry applied to its metric when the
+ * metric's base row is older than the entry's row. */
 static int read_latest(struct store *st, MDB_txn *txn, const struct store_run_info *r,
                        struct snapshot **out)
 {
     uint8_t kb[8];
     MDB_val k = run_key(kb, r->run_seq), v;
-    int rc = mdb_get(txn, st->latest, &k, &v);
-    if (rc == MDB_NOTFOUND)
-        return fail(st, STORE_NOT_FOUND, "run '%s' has no latest snapshot", r->id);
+    MDB_cursor *cur;
+    int rc = mdb_cursor_open(txn, st->latest, &cur);
     if (rc)
         return fail(st, STORE_ERROR, "%s: %s", st->dir, mdb_strerror(rc));
+    rc = mdb_cursor_get(cur, &k, &v, MDB_SET_KEY);
+    if (rc) {
+        mdb_cursor_close(cur);
+        if (rc == MDB_NOTFOUND)
+            return fail(st, STORE_NOT_FOUND, "run '%s' has no latest snapshot", r->id);
+        return fail(st, STORE_ERROR, "%s: %s", st->dir, mdb_strerror(rc));
+    }
     struct rd h = {v.mv_data, (const uint8_t *)v.mv_data + v.mv_size, NULL};
     if (get_u8(&h, "format byte") != VALUE_FORMAT)
         rd_fail(&h, "format byte");
@@ -3084,69 +2983,52 @@ static int read_latest(struct store *st, MDB_txn *txn, const struct store_run_in
         s->n_pending_tasks = pending;
         rd_sections(&h, s);
     }
-    uint32_t left = get_le32(&h, "record count");
-    if (!h.bad && left > (size_t)(h.end - h.p) / 2)
-        rd_fail(&h, "record count");
+    if (!h.bad && h.p != h.end)
+        rd_fail(&h, "trailing bytes");
     if (h.bad) {
+        mdb_cursor_close(cur);
         snapshot_free(s);
         return fail(st, STORE_ERROR, "corrupt store: latest snapshot of run '%s': bad %s", r->id, h.bad);
     }
 
-    /* records are in id order: merge them with the base rows */
-    uint64_t rec_id = 0;
-    bool have_rec = false;
-    uint32_t n_recs = left;
+    struct based *bs = NULL;
+    size_t nb = 0, bcap = 0;
     int status = STORE_OK;
-    MDB_cursor *cur;
-    if ((rc = mdb_cursor_open(txn, st->latest, &cur))) {
-        snapshot_free(s);
-        return fail(st, STORE_ERROR, "%s: %s", st->dir, mdb_strerror(rc));
-    }
-    if (left) {
-        rec_id = get_varint(&h, "record id");
-        have_rec = true;
-        left--;
-    }
-    rc = mdb_cursor_get(cur, &k, &v, MDB_SET_KEY);
-    for (rc = rc ? rc : mdb_cursor_get(cur, &k, &v, MDB_NEXT); !rc && !status;
-         rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
-        if (k.mv_size != 12 || memcmp(k.mv_data, kb, 8))
+    for (rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT); !rc && !status; rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
+        if (k.mv_size < 8 || memcmp(k.mv_data, kb, 8))
             break;
-        uint32_t id = rd_be32((const uint8_t *)k.mv_data + 8);
+        const uint8_t *kp = k.mv_data;
         struct rd d = {v.mv_data, (const uint8_t *)v.mv_data + v.mv_size, NULL};
-        uint8_t cls = 0;
-        if (!rd_base_row(&d, s, &cls)) {
-            status = fail(st, STORE_ERROR, "corrupt store: latest snapshot of run '%s', metric id %u: bad %s",
-                          r->id, id, d.bad);
-            break;
-        }
-        if (have_rec && rec_id < id) {
-            rd_fail(&h, "record of a metric without a base row");
-        } else if (have_rec && rec_id == id) {
-            rd_record(&h, cls, cls == CLASS_COUNTER ? &s->counters[s->n_counters - 1] : NULL,
-                      cls == CLASS_SERIES ? &s->series[s->n_series - 1] : NULL);
-            have_rec = left > 0;
-            if (have_rec) {
-                uint64_t dl = get_varint(&h, "record id");
-                if (!dl || dl > UINT32_MAX)
-                    rd_fail(&h, "record id");
-                rec_id += dl;
-                left--;
+        if (k.mv_size == 12 && rd_be32(kp + 8) != DELTA_ID) {
+            uint32_t id = rd_be32(kp + 8);
+            struct based b = {.id = id};
+            if (nb == bcap && !grow_array((void **)&bs, &bcap, bcap ? bcap * 2 : 256, sizeof *bs))
+                rd_fail(&d, "out of memory");
+            else if (rd_base_row(&d, s, &b.cls, &b.seq)) {
+                b.pos = (uint32_t)(b.cls == CLASS_COUNTER ? s->n_counters : s->n_series) - 1;
+                bs[nb++] = b;
             }
+            if (d.bad)
+                status = fail(st, STORE_ERROR, "corrupt store: latest snapshot of run '%s', metric id %u: bad %s",
+                              r->id, id, d.bad);
+        } else if (k.mv_size == 20 && rd_be32(kp + 8) == DELTA_ID) {
+            uint64_t dseq = rd_be64(kp + 12);
+            if (dseq > seq)
+                rd_fail(&d, "delta row seq");
+            else
+                rd_delta_row(&d, dseq, s, bs, nb);
+            if (d.bad)
+                status = fail(st, STORE_ERROR, "corrupt store: latest snapshot of run '%s', delta row %llu: bad %s",
+                              r->id, (unsigned long long)dseq, d.bad);
+        } else {
+            status = fail(st, STORE_ERROR, "corrupt store: latest snapshot of run '%s': bad key of %zu bytes",
+                          r->id, k.mv_size);
         }
-        if (h.bad)
-            status = fail(st, STORE_ERROR, "corrupt store: latest snapshot of run '%s': bad %s",
-                          r->id, h.bad);
     }
     mdb_cursor_close(cur);
+    free(bs);
     if (!status && rc && rc != MDB_NOTFOUND)
         status = fail(st, STORE_ERROR, "%s: %s", st->dir, mdb_strerror(rc));
-    if (!status && have_rec)
-        status = fail(st, STORE_ERROR,
-                      "corrupt store: latest snapshot of run '%s': bad record of a metric without a base row (%u records)",
-                      r->id, n_recs);
-    if (!status && h.p != h.end)
-        status = fail(st, STORE_ERROR, "corrupt store: latest snapshot of run '%s': bad trailing bytes", r->id);
     if (status) {
         snapshot_free(s);
         return status;

@@ -6,9 +6,9 @@
  * persists a snapshot in one write transaction; obsctl opens it read-only, with
  * or without a running collector, also on a copy of the directory.
  *
- * Per run the store keeps the latest snapshot (a base row per metric plus a
- * header row with a compact record of what differs from them: one cursor
- * range scan), the final snapshot (written once), a history entry per
+ * Per run the store keeps the latest snapshot (a header row, a base row per
+ * metric and a bounded number of delta rows of what changed since: one
+ * cursor range scan), the final snapshot (written once), a history entry per
  * persist with its time series points (full histograms every
  * history_full_every persists and at the final), and per window of 64
  * metrics chunk rows of those points, so one metric's series is one range
@@ -32,7 +32,7 @@
 
 /* Version of the key layout and value encodings. A reader refuses a store of
  * a newer version, naming both. */
-#define OBSD_STORE_SCHEMA_VERSION 2
+#define OBSD_STORE_SCHEMA_VERSION 3
 
 enum store_status {
     STORE_OK = 0,

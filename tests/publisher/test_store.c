@@ -1050,6 +1050,84 @@ static size_t raw_last_key(const char *db, uint8_t *key, size_t cap)
     return k.mv_size;
 }
 
+/* How many keys of a table start with prefix. */
+static size_t raw_count_prefix(const char *db, const void *prefix, size_t plen)
+{
+    MDB_env *env;
+    MDB_txn *txn;
+    MDB_dbi dbi;
+    MDB_cursor *cur;
+    mdb_env_create(&env);
+    mdb_env_set_maxdbs(env, 16);
+    ck_assert_int_eq(mdb_env_open(env, dir, MDB_RDONLY, 0640), 0);
+    ck_assert_int_eq(mdb_txn_begin(env, NULL, MDB_RDONLY, &txn), 0);
+    ck_assert_int_eq(mdb_dbi_open(txn, db, 0, &dbi), 0);
+    ck_assert_int_eq(mdb_cursor_open(txn, dbi, &cur), 0);
+    MDB_val k = {plen, (void *)prefix}, v;
+    size_t n = 0;
+    for (int rc = mdb_cursor_get(cur, &k, &v, MDB_SET_RANGE); !rc; rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
+        if (k.mv_size < plen || memcmp(k.mv_data, prefix, plen))
+            break;
+        n++;
+    }
+    mdb_cursor_close(cur);
+    mdb_txn_abort(txn);
+    mdb_env_close(env);
+    return n;
+}
+
+/* The latest snapshot of a long run whose metrics change at rates from
+ * every persist to every 41st: the delta rows it is read from stay bounded
+ * (the folds pass every metric within 32 persists, and the rows before go),
+ * a resumed run and the final start over from base rows alone, and what is
+ * read back is what was persisted all along. */
+START_TEST(delta_rows_folded_away)
+{
+    static const uint8_t deltas[12] = {0, 0, 0, 0, 0, 0, 0, 1, 0xff, 0xff, 0xff, 0xff};
+    struct store *st = open_rw(0);
+    struct snapshot *s = make_snapshot("fold", 0, OBSD_RUN_LIVE, 50, 300, 0, 6);
+    size_t most = 0;
+    for (uint64_t seq = 0; seq < 120; seq++) {
+        s->seq = seq;
+        s->timestamp_ns += 1000000000ULL;
+        for (size_t i = 0; i < s->n_series; i++) {
+            struct snap_series *sr = &s->series[i];
+            if ((seq + i) % (1 + i % 41))
+                continue;
+            sr->count += 3;
+            sr->total += 30;
+            sr->buckets[i % sr->n_buckets].count += 3;
+        }
+        for (size_t i = 0; i < s->n_counters; i++)
+            if ((seq + i) % (1 + i % 37) == 0)
+                s->counters[i].ivalue += (int64_t)i + 1;
+        bool final = seq == 119;
+        if (final)
+            s->state = OBSD_RUN_COMPLETE;
+        ck_assert_msg(store_persist(st, s, final) == STORE_OK, "%s", store_error(st));
+        struct snapshot *latest;
+        ck_assert_int_eq(store_latest(st, "fold", &latest), STORE_OK);
+        assert_same(latest, s);
+        snapshot_free(latest);
+        size_t n = raw_count_prefix("latest", deltas, sizeof deltas);
+        if (n > most)
+            most = n;
+        /* a fold pass starts with the first persist of a handle */
+        if (seq == 0 || seq == 61 || final)
+            ck_assert_uint_eq(n, 0);
+        else
+            ck_assert_uint_gt(n, 0);
+        if (seq == 60) {
+            store_close(st);
+            st = open_rw(0);
+        }
+    }
+    ck_assert_uint_le(most, 33);
+    snapshot_free(s);
+    store_close(st);
+}
+END_TEST
+
 /* Reads what a damaged value feeds: the latest snapshot, or every time
  * series plus the snapshot at seq (which replays history entries). Returns
  * whether some read said "corrupt store"; fails on any other error. */
@@ -1080,13 +1158,14 @@ static bool read_damaged(bool latest, uint64_t seq)
 }
 
 /* Damaged time series values (history entries of a live run, its chunk
- * rows) and a damaged header row with records: every truncation is reported
+ * rows), a damaged header row and a damaged delta row of the latest
+ * snapshot: every truncation is reported
  * as "corrupt store", a flipped byte gives data or that error, never a read
  * out of bounds (ASan watches). */
 START_TEST(corrupt_series_rejected)
 {
     struct model md;
-    model_init(&md, "cs", 4, 70, 7);
+    model_init(&md, "cs", 4, 200, 7);
     struct store *st = open_model_store();
     for (uint64_t seq = 0; seq < 12; seq++) {
         model_step(&md, seq, 60);
@@ -1107,8 +1186,12 @@ START_TEST(corrupt_series_rejected)
         {"history", {0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 9}, 16, 9},
         {"latest", {0, 0, 0, 0, 0, 0, 0, 1}, 8, 0},
         {"series", {0}, 0, 11},
+        {"latest", {0}, 0, 0},
     };
     cases[3].klen = raw_last_key("series", cases[3].key, sizeof cases[3].key);
+    /* the last delta row (the latest table's last key) */
+    cases[4].klen = raw_last_key("latest", cases[4].key, sizeof cases[4].key);
+    ck_assert_uint_eq(cases[4].klen, 20);
     for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++) {
         bool latest = !strcmp(cases[c].db, "latest");
         size_t n = raw_get(cases[c].db, cases[c].key, cases[c].klen, good, sizeof good);
@@ -1154,6 +1237,7 @@ int main(void)
     tcase_add_test(tc, latest_and_series_follow_a_model);
     tcase_add_test(tc, kill9_loses_nothing_committed);
     tcase_add_test(tc, corrupt_series_rejected);
+    tcase_add_test(tc, delta_rows_folded_away);
     suite_add_tcase(s, tc);
     SRunner *sr = srunner_create(s);
     srunner_run_all(sr, CK_NORMAL);
