@@ -422,6 +422,7 @@ struct ring_entry {
 #define HF_HINTED 0x01   /* in the persist being prepared, the snapshot's change hints
                             say what changed since the last persist (snapshot.h) */
 #define HF_DIRTY 0x02    /* may have delta entries newer than its base row */
+#define HF_ENTRY 0x04    /* has its delta entry in the persist being prepared */
 
 /* What the store knows of one metric of a run: one cache line, since a
  * persist reads it for every metric of the snapshot (what only the writer
@@ -613,11 +614,13 @@ struct store {
     size_t drows_cap, n_drows;
     /* the persist being prepared */
     uint32_t flush_start, flush_count;
-    uint32_t fold_start, fold_count, n_parts_now;
-    uint64_t fold_min;           /* delta rows up to this seq go */
-    size_t n_drop;               /* so many of drows */
+    uint32_t fold_start, fold_count, fold_parts;  /* the parts it folds (of fold_parts) */
+    bool fold_every;             /* it folds every part */
+    uint32_t n_parts_now;
+    size_t n_drop;               /* so many of drows go */
     bool drop_all;               /* or all of the run's */
     uint32_t n_delta;            /* entries of its delta row */
+    uint32_t last_entry;         /* id of the last of them */
     bool keyframe_now, sections_changed;
     const char *sections_now;
 
@@ -1491,7 +1494,7 @@ static inline int popcount64(uint64_t x)
 }
 
 /* Upper bound of a patch entry: kind, mask, the summary, up to 64 buckets. */
-#define PATCH_MAX_BYTES (1 + 3 + 8 * N_SUMMARY + 1 + 64 * 11)
+#define PATCH_MAX_BYTES (1 + 3 + 10 * N_SUMMARY + 1 + 64 * 11)
 
 /* The delta entry of a series whose change hints say what changed since the
  * last persist (stage_persist checks that they do): the summary fields and
@@ -1505,12 +1508,13 @@ static uint8_t *wr_patch_entry(uint8_t *p, const struct snap_series *sr)
     *p++ = (uint8_t)mask;
     *p++ = (uint8_t)(mask >> 8);
     *p++ = (uint8_t)(mask >> 16);
-    const uint8_t *summary = (const uint8_t *)&sr->count;
-    for (uint32_t m = mask; m; m &= m - 1) {
-        uint64_t v;
-        memcpy(&v, summary + 8 * __builtin_ctz(m), 8);
-        p = wr_le64(p, v);
-    }
+    /* the count as a varint, the doubles as nums (ns sums are integers) */
+    if (mask & 1)
+        p = wr_varint(p, sr->count);
+    double summary[N_SUMMARY - 1];
+    memcpy(summary, &sr->total, sizeof summary);   /* laid out so: see the _Static_assert */
+    for (uint32_t m = mask & ~1u; m; m &= m - 1)
+        p = wr_num(p, summary[__builtin_ctz(m) - 1]);
     uint64_t bm = sr->hint_mask;
     bool inline_counts = popcount64(bm) <= SNAP_HINT_NCOUNTS;
     if (sr->n_buckets < 64)
@@ -1587,8 +1591,10 @@ static bool rd_entry(struct rd *d, uint8_t cls, struct snap_counter *c, struct s
     uint64_t v[N_SUMMARY];
     if (sr)
         memcpy(v, &sr->count, sizeof v);
-    for (uint32_t m = mask; m; m &= m - 1)
-        v[__builtin_ctz(m)] = get_le64(d, "entry field");
+    if (mask & 1)
+        v[0] = get_varint(d, "entry count");
+    for (uint32_t m = mask & ~1u; m; m &= m - 1)
+        v[__builtin_ctz(m)] = dbits(get_num(d, "entry field"));
     uint8_t nb = get_u8(d, "entry bucket count");
     if (nb > 64)
         rd_fail(d, "entry bucket count");
@@ -2294,6 +2300,49 @@ static inline struct metric_entry *hinted_entry(struct store *st, bool trust, si
     return &st->mt.e[h];
 }
 
+/* Whether the persist being prepared folds this part. The parts are those
+ * of the metrics known before it (so that the fold does not move while the
+ * persist finds new metrics); a part only new metrics have is folded. */
+static inline bool part_folded(const struct store *st, uint32_t part)
+{
+    if (st->fold_every || part >= st->fold_parts)
+        return true;
+    uint32_t d = part >= st->fold_start ? part - st->fold_start : part + st->fold_parts - st->fold_start;
+    return d < st->fold_count;
+}
+
+/* Room for a delta entry of up to max bytes, its id written: NULL when out
+ * of memory. Entries go in the order they are found (ids as differences
+ * from the previous entry's). */
+static uint8_t *delta_entry_begin(struct store *st, uint32_t id, size_t max)
+{
+    uint8_t *p = buf_tail(&st->delta, 10 + max);
+    if (!p)
+        return NULL;
+    p = wr_varint(p, zigzag((int64_t)id - (int64_t)st->last_entry));
+    st->last_entry = id;
+    st->n_delta++;
+    return p;
+}
+
+/* A metric that changed and keeps its base row gets its delta entry while
+ * the snapshot is being compared, with the snapshot's series in the cache,
+ * when the change hints say what changed; returns whether it did. The
+ * others get theirs in stage_persist. */
+static inline bool early_entry(struct store *st, struct metric_entry *me, const struct snap_counter *c,
+                               const struct snap_series *sr)
+{
+    if (!me->in_latest || part_folded(st, me->id / PART_IDS))
+        return false;
+    uint8_t *p = delta_entry_begin(st, me->id, c ? 10 : PATCH_MAX_BYTES);
+    if (!p)
+        return false;
+    p = c ? wr_counter_entry(p, c) : wr_patch_entry(p, sr);
+    st->delta.len = (size_t)(p - st->delta.p);
+    me->hflags |= HF_DIRTY | HF_ENTRY;
+    return true;
+}
+
 /* Prepares a persist: which metrics get a base row, a delta entry, a point,
  * which windows get a chunk row, which delta rows go. One pass over the
  * metrics in id order, which is the order of base rows, entries and points.
@@ -2304,23 +2353,14 @@ static bool stage_persist(struct store *st, const struct snapshot *snap, bool fi
     st->header.len = 0;
     encode_latest_header(&st->header, snap, sections);
     struct buf *db = &st->delta;
-    db->len = 0;
-    put_u8(db, VALUE_FORMAT);
-    put_le32(db, 0);
     st->hp.len = st->hidx.len = st->rb.len = st->rows.len = 0;
     st->n_spt = st->n_sbase = st->n_srow = 0;
     size_t ngone = 0;
 
-    /* the parts folded now: the next of the rotation, or all of them for a
-     * run new to the handle (nothing is known of its rows) and at the
-     * final (the run's latest is left without delta rows) */
     size_t n = st->mt.n;
     uint32_t nparts = n ? st->mt.e[n - 1].id / PART_IDS + 1 : 0;
-    bool all = st->fold_all || final;
-    uint32_t fper = all ? nparts : (nparts + FOLD_ROUNDS - 1) / FOLD_ROUNDS;
-    uint32_t fstart = nparts && !all ? st->fold_next % nparts : 0;
     uint64_t ts = snap->timestamp_ns;
-    uint32_t prev_entry = 0, nentries = 0, prev_pt = 0;
+    uint32_t prev_pt = 0;
 
     for (size_t i = 0; i < n; i++) {
         struct metric_entry *e = &st->mt.e[i];
@@ -2329,7 +2369,7 @@ static bool stage_persist(struct store *st, const struct snapshot *snap, bool fi
          * what it will read of those that changed. */
         if (i + PREFETCH_AHEAD < n) {
             const struct metric_entry *f = &st->mt.e[i + PREFETCH_AHEAD];
-            if (f->changed_now && f->cls == CLASS_SERIES) {
+            if (f->changed_now && f->cls == CLASS_SERIES && !(f->hflags & HF_ENTRY)) {
                 const char *q = (const char *)&snap->series[f->pos];
                 for (size_t l = 0; l < sizeof(struct snap_series); l += 64)
                     __builtin_prefetch(q + l);
@@ -2350,9 +2390,8 @@ static bool stage_persist(struct store *st, const struct snapshot *snap, bool fi
         if (!present) {
             if (e->in_latest)
                 st->gone[ngone++] = (uint32_t)i;
-        } else {
-            uint32_t part = e->id / PART_IDS;
-            bool folded = (part >= fstart ? part - fstart : part + nparts - fstart) < fper;
+        } else if (!(e->hflags & HF_ENTRY)) {
+            bool folded = part_folded(st, e->id / PART_IDS);
             if (!e->in_latest || (folded && (e->changed_now || (e->hflags & HF_DIRTY)))) {
                 size_t at = st->rb.len;
                 encode_latest_metric(&st->rb, snap, e->cls, e->pos);
@@ -2360,11 +2399,9 @@ static bool stage_persist(struct store *st, const struct snapshot *snap, bool fi
                     (struct stage_base){(uint32_t)i, (uint32_t)at, (uint32_t)(st->rb.len - at), !e->in_latest};
             } else if (e->changed_now) {
                 bool patch = sr && (e->hflags & HF_HINTED);
-                size_t max = 10 + (cn ? 10 : patch ? PATCH_MAX_BYTES : 1 + series_body_max(sr));
-                uint8_t *p = buf_tail(db, max);
+                uint8_t *p = delta_entry_begin(st, e->id, cn ? 10 : patch ? PATCH_MAX_BYTES : 1 + series_body_max(sr));
                 if (!p)
                     return false;
-                p = wr_varint(p, nentries ? e->id - prev_entry : e->id);
                 if (cn) {
                     p = wr_counter_entry(p, cn);
                 } else if (patch) {
@@ -2374,8 +2411,6 @@ static bool stage_persist(struct store *st, const struct snapshot *snap, bool fi
                     p = wr_series_body(p, sr);
                 }
                 db->len = (size_t)(p - db->p);
-                nentries++;
-                prev_entry = e->id;
                 /* set now, cleared only by a committed base row: a failed
                  * persist leaves it set, which costs a base row at most */
                 e->hflags |= HF_DIRTY;
@@ -2383,12 +2418,17 @@ static bool stage_persist(struct store *st, const struct snapshot *snap, bool fi
         }
 
         /* time series: a metric changed since its last point gets one when
-         * series_interval has passed since that point, and at the final */
-        bool due = present && (e->point_dirty || e->changed_now) &&
-                   (final || !e->has_point || ts - st->pt_ns[i] >= st->series_interval_ns ||
-                    ts < st->pt_ns[i]);
-        e->point_dirty = (e->point_dirty || e->changed_now) && !due;
+         * series_interval has passed since that point, and at the final.
+         * (The flags are read before any is written: a load of several of
+         * them after a store to one would wait for the store.) */
+        bool dirty = e->point_dirty || e->changed_now, had_point = e->has_point;
+        uint8_t hflags = e->hflags;
+        bool due = present && dirty &&
+                   (final || !had_point || ts - st->pt_ns[i] >= st->series_interval_ns || ts < st->pt_ns[i]);
+        e->point_dirty = dirty && !due;
         e->changed_now = false;
+        if (hflags & HF_ENTRY)
+            e->hflags = (uint8_t)(hflags & ~HF_ENTRY);
         if (due) {
             st->spt[st->n_spt] = (uint32_t)i;
             e->has_point = true;
@@ -2411,29 +2451,24 @@ static bool stage_persist(struct store *st, const struct snapshot *snap, bool fi
     if (db->oom || st->hp.oom || st->hidx.oom || st->rb.oom || st->header.oom)
         return false;
     for (int k = 0; k < 4; k++)
-        db->p[1 + k] = (uint8_t)(nentries >> (8 * k));
-    st->n_delta = nentries;
+        db->p[1 + k] = (uint8_t)(st->n_delta >> (8 * k));
 
     /* the delta rows that go: those no later than every part's last fold
-     * (parts new since the last persist hold new metrics only: they are
+     * (parts the handle has no fold of hold new metrics only: they are
      * folded now) */
     if (!grow_array((void **)&st->part_fold, &st->part_cap, nparts, sizeof *st->part_fold))
         return false;
     uint64_t fold_min = UINT64_MAX;
-    for (uint32_t j = 0; j < nparts && !all; j++) {
-        uint32_t part = (fstart + j) % nparts;
-        uint64_t f = j < fper || part >= st->n_parts ? snap->seq : st->part_fold[part];
+    for (uint32_t part = 0; part < nparts && !st->fold_every; part++) {
+        uint64_t f = part_folded(st, part) || part >= st->n_parts ? snap->seq : st->part_fold[part];
         if (f < fold_min)
             fold_min = f;
     }
     size_t ndrop = 0;
-    while (ndrop < st->n_drows && (all || st->drows[ndrop] <= fold_min))
+    while (!st->fold_every && ndrop < st->n_drows && st->drows[ndrop] <= fold_min)
         ndrop++;
-    st->n_drop = all ? 0 : ndrop;
-    st->drop_all = all;             /* every delta row goes, by a scan (a resumed run's are unknown) */
-    st->fold_min = fold_min;
-    st->fold_start = fstart;
-    st->fold_count = fper;
+    st->n_drop = ndrop;
+    st->drop_all = st->fold_every;  /* every delta row goes, by a scan (a resumed run's are unknown) */
     st->n_parts_now = nparts;
     if (!grow_array((void **)&st->drows, &st->drows_cap, st->n_drows + 1, sizeof *st->drows))
         return false;
@@ -2502,6 +2537,7 @@ static void forget_persist(struct store *st, bool staged)
     for (size_t i = 0; i < st->n_chg; i++) {
         struct metric_entry *e = &st->mt.e[st->chg[i]];
         e->fp_valid = false;
+        e->hflags &= (uint8_t)~HF_ENTRY;
         e->changed_now = false;
     }
     for (size_t i = 0; staged && i < st->n_spt; i++) {
@@ -2572,6 +2608,18 @@ int store_persist(struct store *st, const struct snapshot *snap, bool final)
      * exactly the last persist. */
     st->gen++;
     st->n_chg = st->n_spt = 0;
+    /* the parts this persist folds: the next of the rotation, or all of
+     * them for a run new to the handle (nothing is known of its rows) and
+     * at the final (the run's latest is left without delta rows) */
+    size_t n0 = st->mt.n;
+    st->fold_parts = n0 ? st->mt.e[n0 - 1].id / PART_IDS + 1 : 0;
+    st->fold_every = st->fold_all || final;
+    st->fold_count = st->fold_every ? st->fold_parts : (st->fold_parts + FOLD_ROUNDS - 1) / FOLD_ROUNDS;
+    st->fold_start = st->fold_parts && !st->fold_every ? st->fold_next % st->fold_parts : 0;
+    st->delta.len = 0;
+    put_u8(&st->delta, VALUE_FORMAT);
+    put_le32(&st->delta, 0);
+    st->n_delta = st->last_entry = 0;
     int status = STORE_OK;
     uint64_t fp[5];
     for (size_t i = 0; i < snap->n_counters && !status; i++) {
@@ -2584,7 +2632,8 @@ int store_persist(struct store *st, const struct snapshot *snap, bool final)
             if (c->hint_changed <= st->h_version && me->fp_valid)
                 continue;
             fingerprint_counter(c, fp);
-            note_change(st, me, (uint32_t)(me - st->mt.e), fp);
+            if (note_change(st, me, (uint32_t)(me - st->mt.e), fp))
+                early_entry(st, me, c, NULL);
             continue;
         }
         fingerprint_counter(c, fp);
@@ -2616,8 +2665,10 @@ int store_persist(struct store *st, const struct snapshot *snap, bool final)
             /* the hint says what changed if it speaks of exactly the
              * versions since that persist */
             if (note_change(st, me, (uint32_t)(me - st->mt.e), fp) && sr->hint_changed == st->h_version + 1 &&
-                sr->hint_edges <= st->h_version && sr->n_buckets <= 64)
+                sr->hint_edges <= st->h_version && sr->n_buckets <= 64) {
                 me->hflags |= HF_HINTED;
+                early_entry(st, me, NULL, sr);
+            }
             continue;
         }
         fingerprint_series(sr, fp);
@@ -2736,13 +2787,12 @@ int store_persist(struct store *st, const struct snapshot *snap, bool final)
         e->hflags &= (uint8_t)~HF_DIRTY;
     }
     /* the folds done, the delta rows gone and this persist's */
-    for (uint32_t j = 0; j < st->fold_count; j++)
-        st->part_fold[(st->fold_start + j) % st->n_parts_now] = snap->seq;
-    for (size_t p = st->n_parts; p < st->n_parts_now; p++)
-        st->part_fold[p] = snap->seq;
+    for (uint32_t p = 0; p < st->n_parts_now; p++)
+        if (part_folded(st, p) || p >= st->n_parts)
+            st->part_fold[p] = snap->seq;
     st->n_parts = st->n_parts_now;
-    if (st->n_parts)
-        st->fold_next = (st->fold_start + st->fold_count) % (uint32_t)st->n_parts;
+    if (st->fold_parts && !st->fold_every)
+        st->fold_next = (st->fold_start + st->fold_count) % st->fold_parts;
     st->fold_all = false;
     if (st->drop_all)
         st->n_drows = 0;
@@ -2914,6 +2964,28 @@ struct based {
     uint64_t seq;
 };
 
+/* The base row of metric id in bs (in id order), looked for next to *j (the
+ * last one found: entries come mostly in id order); NULL when there is none. */
+static const struct based *find_based(const struct based *bs, size_t nb, uint64_t id, size_t *j)
+{
+    if (*j < nb && bs[*j].id == id)
+        return &bs[*j];
+    if (*j + 1 < nb && bs[*j + 1].id == id)
+        return &bs[++*j];
+    size_t lo = 0, hi = nb;
+    while (lo < hi) {
+        size_t mid = lo + (hi - lo) / 2;
+        if (bs[mid].id < id)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    if (lo == nb || bs[lo].id != id)
+        return NULL;
+    *j = lo;
+    return &bs[lo];
+}
+
 /* Applies a delta row (persist seq) to the metrics of s whose base rows
  * (bs, in id order) are older than it. */
 static bool rd_delta_row(struct rd *d, uint64_t seq, struct snapshot *s, const struct based *bs, size_t nb)
@@ -2923,18 +2995,18 @@ static bool rd_delta_row(struct rd *d, uint64_t seq, struct snapshot *s, const s
     uint32_t n = get_le32(d, "entry count");
     if (!d->bad && n > (size_t)(d->end - d->p) / 2)
         return rd_fail(d, "entry count");
-    uint64_t id = 0;
+    int64_t id = 0;
     size_t j = 0;
     for (uint32_t i = 0; i < n && !d->bad; i++) {
-        uint64_t dl = get_varint(d, "entry id");
-        if ((i && !dl) || dl >= DELTA_ID || (id += dl) >= DELTA_ID)
+        int64_t dl = unzigzag(get_varint(d, "entry id"));
+        if (d->bad || dl >= (int64_t)DELTA_ID || dl <= -(int64_t)DELTA_ID || (id += dl) < 0 || id >= DELTA_ID)
             return rd_fail(d, "entry id");
-        while (j < nb && bs[j].id < id)
-            j++;
-        bool applies = j < nb && bs[j].id == id && bs[j].seq < seq;
-        uint8_t cls = applies ? bs[j].cls : 0;
-        rd_entry(d, cls, applies && cls == CLASS_COUNTER ? &s->counters[bs[j].pos] : NULL,
-                 applies && cls == CLASS_SERIES ? &s->series[bs[j].pos] : NULL);
+        const struct based *b = find_based(bs, nb, (uint64_t)id, &j);
+        if (b && b->seq >= seq)
+            b = NULL;
+        uint8_t cls = b ? b->cls : 0;
+        rd_entry(d, cls, b && cls == CLASS_COUNTER ? &s->counters[b->pos] : NULL,
+                 b && cls == CLASS_SERIES ? &s->series[b->pos] : NULL);
     }
     if (!d->bad && d->p != d->end)
         rd_fail(d, "trailing bytes");
