@@ -1027,52 +1027,58 @@ START_TEST(kill9_loses_nothing_committed)
 }
 END_TEST
 
-/* The key of the last row of an LMDB table (raw, as a damaged file would be read). */
-static size_t raw_last_key(const char *db, uint8_t *key, size_t cap)
-{
+/* A read transaction on one table of the store, opened raw (as a damaged
+ * file would be read); raw_end closes it. */
+struct raw {
     MDB_env *env;
     MDB_txn *txn;
-    MDB_dbi dbi;
     MDB_cursor *cur;
-    mdb_env_create(&env);
-    mdb_env_set_maxdbs(env, 16);
-    ck_assert_int_eq(mdb_env_open(env, dir, MDB_RDONLY, 0640), 0);
-    ck_assert_int_eq(mdb_txn_begin(env, NULL, MDB_RDONLY, &txn), 0);
-    ck_assert_int_eq(mdb_dbi_open(txn, db, 0, &dbi), 0);
-    ck_assert_int_eq(mdb_cursor_open(txn, dbi, &cur), 0);
+};
+
+static struct raw raw_begin(const char *db)
+{
+    struct raw r;
+    MDB_dbi dbi;
+    mdb_env_create(&r.env);
+    mdb_env_set_maxdbs(r.env, 16);
+    ck_assert_int_eq(mdb_env_open(r.env, dir, MDB_RDONLY, 0640), 0);
+    ck_assert_int_eq(mdb_txn_begin(r.env, NULL, MDB_RDONLY, &r.txn), 0);
+    ck_assert_int_eq(mdb_dbi_open(r.txn, db, 0, &dbi), 0);
+    ck_assert_int_eq(mdb_cursor_open(r.txn, dbi, &r.cur), 0);
+    return r;
+}
+
+static void raw_end(struct raw *r)
+{
+    mdb_cursor_close(r->cur);
+    mdb_txn_abort(r->txn);
+    mdb_env_close(r->env);
+}
+
+/* The key of the last row of a table. */
+static size_t raw_last_key(const char *db, uint8_t *key, size_t cap)
+{
+    struct raw r = raw_begin(db);
     MDB_val k, v;
-    ck_assert_int_eq(mdb_cursor_get(cur, &k, &v, MDB_LAST), 0);
+    ck_assert_int_eq(mdb_cursor_get(r.cur, &k, &v, MDB_LAST), 0);
     ck_assert_uint_le(k.mv_size, cap);
     memcpy(key, k.mv_data, k.mv_size);
-    mdb_cursor_close(cur);
-    mdb_txn_abort(txn);
-    mdb_env_close(env);
+    raw_end(&r);
     return k.mv_size;
 }
 
 /* How many keys of a table start with prefix. */
 static size_t raw_count_prefix(const char *db, const void *prefix, size_t plen)
 {
-    MDB_env *env;
-    MDB_txn *txn;
-    MDB_dbi dbi;
-    MDB_cursor *cur;
-    mdb_env_create(&env);
-    mdb_env_set_maxdbs(env, 16);
-    ck_assert_int_eq(mdb_env_open(env, dir, MDB_RDONLY, 0640), 0);
-    ck_assert_int_eq(mdb_txn_begin(env, NULL, MDB_RDONLY, &txn), 0);
-    ck_assert_int_eq(mdb_dbi_open(txn, db, 0, &dbi), 0);
-    ck_assert_int_eq(mdb_cursor_open(txn, dbi, &cur), 0);
+    struct raw r = raw_begin(db);
     MDB_val k = {plen, (void *)prefix}, v;
     size_t n = 0;
-    for (int rc = mdb_cursor_get(cur, &k, &v, MDB_SET_RANGE); !rc; rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
+    for (int rc = mdb_cursor_get(r.cur, &k, &v, MDB_SET_RANGE); !rc; rc = mdb_cursor_get(r.cur, &k, &v, MDB_NEXT)) {
         if (k.mv_size < plen || memcmp(k.mv_data, prefix, plen))
             break;
         n++;
     }
-    mdb_cursor_close(cur);
-    mdb_txn_abort(txn);
-    mdb_env_close(env);
+    raw_end(&r);
     return n;
 }
 
