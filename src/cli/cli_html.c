@@ -7,7 +7,7 @@
 #include <stdint.h>
 #include <string.h>
 
-#include "cli/cli_text.h"
+#include "publisher/snapshot.h"
 
 /* Code points that are parse errors in HTML text even when escaped as
  * characters: C0 controls other than tab/LF/CR, DEL and C1, noncharacters. */
@@ -29,9 +29,9 @@ static void text(FILE *f, const char *s, size_t max_chars)
             return;
         }
         uint32_t cp;
-        size_t len = cli_utf8_decode(p, n, &cp);
+        size_t len = obsd_utf8_decode(p, n, &cp);
         if (!len || forbidden(cp)) {
-            fputs(CLI_UTF8_REPLACEMENT, f);
+            fputs(OBSD_UTF8_REPLACEMENT, f);
             len = len ? len : 1;
         } else if (cp == '&') {
             fputs("&amp;", f);

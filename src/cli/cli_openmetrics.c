@@ -16,7 +16,7 @@
 
 #include <jansson.h>
 
-#include "cli/cli_text.h"
+#include "publisher/snapshot.h"
 
 const char *om_content_type(enum om_format fmt)
 {
@@ -76,7 +76,7 @@ static char *family_name(struct names *nm, const char *name, const char *suffix,
     const unsigned char *p = (const unsigned char *)name;
     for (size_t left = n; left;) {
         uint32_t cp;
-        size_t len = cli_utf8_decode(p, left, &cp);
+        size_t len = obsd_utf8_decode(p, left, &cp);
         bool ok = len == 1 && ((cp >= 'a' && cp <= 'z') || (cp >= 'A' && cp <= 'Z') ||
                                (cp >= '0' && cp <= '9') || cp == '_' || cp == ':');
         out[k++] = ok ? (char)cp : '_';
@@ -118,9 +118,9 @@ static void escaped(FILE *f, const char *s, bool help, enum om_format fmt)
     size_t n = strlen((const char *)p);
     while (n) {
         uint32_t cp;
-        size_t len = cli_utf8_decode(p, n, &cp);
+        size_t len = obsd_utf8_decode(p, n, &cp);
         if (!len) {
-            fputs(CLI_UTF8_REPLACEMENT, f);
+            fputs(OBSD_UTF8_REPLACEMENT, f);
             len = 1;
         } else if (cp == '\\') {
             fputs("\\\\", f);

@@ -15,6 +15,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <utf8proc.h>
+
 const double obsd_percentile_grid[OBSD_N_PERCENTILES] = {
     99.9, 99.0, 97.0, 95.0, 90.0, 80.0, 75.0, 50.0, 25.0, 10.0, 5.0, 1.0,
 };
@@ -228,33 +230,14 @@ const struct snap_series *snapshot_find_series(const struct snapshot *s, const c
 
 /* ---- text from producers (snapshot.h) ---- */
 
-/* The length (1..4) of the well-formed UTF-8 sequence at s (n > 0 bytes
- * left), or 0 when the bytes there are not one. */
-static size_t utf8_seq(const unsigned char *s, size_t n)
+size_t obsd_utf8_decode(const unsigned char *s, size_t n, uint32_t *cp)
 {
-    unsigned char c = s[0];
-    size_t len;
-    uint32_t v, min;
-    if (c < 0x80)
-        return 1;
-    if (c >= 0xC2 && c <= 0xDF)
-        len = 2, v = c & 0x1F, min = 0x80;
-    else if (c >= 0xE0 && c <= 0xEF)
-        len = 3, v = c & 0x0F, min = 0x800;
-    else if (c >= 0xF0 && c <= 0xF4)
-        len = 4, v = c & 0x07, min = 0x10000;
-    else
-        return 0;   /* a continuation byte, or the lead byte of an overlong or too large form */
-    if (n < len)
+    utf8proc_int32_t c;
+    utf8proc_ssize_t len = utf8proc_iterate(s, (utf8proc_ssize_t)n, &c);
+    if (len <= 0)
         return 0;
-    for (size_t i = 1; i < len; i++) {
-        if ((s[i] & 0xC0) != 0x80)
-            return 0;
-        v = v << 6 | (s[i] & 0x3F);
-    }
-    if (v < min || v > 0x10FFFF || (v >= 0xD800 && v <= 0xDFFF))
-        return 0;
-    return len;
+    *cp = (uint32_t)c;
+    return (size_t)len;
 }
 
 bool obsd_utf8_valid(const char *s, size_t n)
@@ -265,15 +248,14 @@ bool obsd_utf8_valid(const char *s, size_t n)
             i++;
             continue;
         }
-        size_t len = utf8_seq(p + i, n - i);
+        uint32_t cp;
+        size_t len = obsd_utf8_decode(p + i, n - i, &cp);
         if (!len)
             return false;
         i += len;
     }
     return true;
 }
-
-#define UTF8_REPLACEMENT "\xEF\xBF\xBD"   /* U+FFFD */
 
 char *obsd_utf8_repair(const char *s)
 {
@@ -285,13 +267,14 @@ char *obsd_utf8_repair(const char *s)
     const unsigned char *p = (const unsigned char *)s;
     size_t k = 0;
     for (size_t i = 0; i < n;) {
-        size_t len = utf8_seq(p + i, n - i);
+        uint32_t cp;
+        size_t len = obsd_utf8_decode(p + i, n - i, &cp);
         if (len) {
             memcpy(out + k, p + i, len);
             k += len;
             i += len;
         } else {
-            memcpy(out + k, UTF8_REPLACEMENT, 3);
+            memcpy(out + k, OBSD_UTF8_REPLACEMENT, 3);
             k += 3;
             i++;
         }

@@ -164,6 +164,15 @@ const struct snap_series *snapshot_find_series(const struct snapshot *s, const c
  * points past U+10FFFF and truncated sequences included) replaced by U+FFFD,
  * as the HTML report and the OpenMetrics exposition write it.
  */
+/* The UTF-8 encoding of U+FFFD REPLACEMENT CHARACTER. */
+#define OBSD_UTF8_REPLACEMENT "\xEF\xBF\xBD"
+/* Decodes the sequence at s (n > 0 bytes left): returns its length (1..4)
+ * with the code point in *cp, or 0 when the bytes there are not a
+ * well-formed UTF-8 sequence (overlong forms, surrogates, code points past
+ * U+10FFFF and truncated sequences included); the caller then skips one
+ * byte. The HTML report and the OpenMetrics exposition walk names with it
+ * too. (utf8proc's decoder.) */
+size_t obsd_utf8_decode(const unsigned char *s, size_t n, uint32_t *cp);
 /* True when the n bytes at s are well-formed UTF-8. */
 bool obsd_utf8_valid(const char *s, size_t n);
 /* A malloc'd copy of s with that replacement (an exact copy when s is
