@@ -419,8 +419,6 @@ struct ring_entry {
 };
 
 /* metric_entry.hflags */
-#define HF_HINTED 0x01   /* in the persist being prepared, the snapshot's change hints
-                            say what changed since the last persist (snapshot.h) */
 #define HF_DIRTY 0x02    /* may have delta entries newer than its base row */
 #define HF_ENTRY 0x04    /* has its delta entry in the persist being prepared */
 
@@ -2282,7 +2280,6 @@ static int note_metric(struct store *st, uint32_t *hint, size_t idx, uint8_t cls
     me->gen = st->gen;
     me->pos = (uint32_t)idx;
     note_change(st, me, (uint32_t)e, fp);
-    me->hflags &= (uint8_t)~HF_HINTED;
     return 0;
 }
 
@@ -2398,14 +2395,14 @@ static bool stage_persist(struct store *st, const struct snapshot *snap, bool fi
                 st->sbase[st->n_sbase++] =
                     (struct stage_base){(uint32_t)i, (uint32_t)at, (uint32_t)(st->rb.len - at), !e->in_latest};
             } else if (e->changed_now) {
-                bool patch = sr && (e->hflags & HF_HINTED);
-                uint8_t *p = delta_entry_begin(st, e->id, cn ? 10 : patch ? PATCH_MAX_BYTES : 1 + series_body_max(sr));
+                /* a metric whose hints said what changed has its entry
+                 * from early_entry: this one's change was found by
+                 * comparing, so a series goes in full */
+                uint8_t *p = delta_entry_begin(st, e->id, cn ? 10 : 1 + series_body_max(sr));
                 if (!p)
                     return false;
                 if (cn) {
                     p = wr_counter_entry(p, cn);
-                } else if (patch) {
-                    p = wr_patch_entry(p, sr);
                 } else {
                     *p++ = ENTRY_SERIES;
                     p = wr_series_body(p, sr);
@@ -2658,17 +2655,14 @@ int store_persist(struct store *st, const struct snapshot *snap, bool final)
         if (me) {
             me->gen = st->gen;
             me->pos = (uint32_t)i;
-            me->hflags &= (uint8_t)~HF_HINTED;
             if (sr->hint_changed <= st->h_version && me->fp_valid)
                 continue;
             fingerprint_series(sr, fp);
             /* the hint says what changed if it speaks of exactly the
              * versions since that persist */
             if (note_change(st, me, (uint32_t)(me - st->mt.e), fp) && sr->hint_changed == st->h_version + 1 &&
-                sr->hint_edges <= st->h_version && sr->n_buckets <= 64) {
-                me->hflags |= HF_HINTED;
+                sr->hint_edges <= st->h_version && sr->n_buckets <= 64)
                 early_entry(st, me, NULL, sr);
-            }
             continue;
         }
         fingerprint_series(sr, fp);
