@@ -13,6 +13,7 @@
  */
 #include <check.h>
 #include <signal.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -137,6 +138,17 @@ START_TEST(sigterm_mid_run_writes_an_interrupted_final_snapshot)
                      "--pause-us", "5000", NULL};
     pid_t pid = e2e_spawn(&t, storm, NULL, NULL);
     char *run = wait_for_live_run();
+    /* mid-run: spans persisted already (live comes with the session's first
+     * event, which on a loaded machine can be a publish ahead of any span) */
+    bool spans = false;
+    for (int i = 0; i < 500 && !spans; i++) {
+        json_t *latest = e2e_latest_snapshot(&t, t.store);
+        spans = latest && e2e_series_count(latest, "storm.span") > 0;
+        json_decref(latest);
+        if (!spans)
+            e2e_sleep_ms(20);
+    }
+    ck_assert_msg(spans, "no storm.span persisted in 10 s of a live run");
     ck_assert_int_eq(e2e_stop_obsd(&t, SIGTERM), 0);
 
     json_t *snap = e2e_final_snapshot(&t, t.store, 10);
