@@ -85,7 +85,8 @@
 
 /* The latest table of a run: a header row, a base row per metric (which
  * holds the seq of the persist that wrote it), and a delta row per persist
- * with an entry for each metric that changed and did not get a base row.
+ * with an entry for each metric that changed and did not get a base row,
+ * cut into pieces of at most one page each (see piece_max).
  * The metric ids are cut into parts of PART_IDS; every persist folds the
  * next parts of a rotation that passes all of them within FOLD_ROUNDS
  * persists: their metrics changed since their base rows get new ones. A
@@ -94,6 +95,9 @@
 #define PART_IDS 64
 #define FOLD_ROUNDS 32
 #define DELTA_ID UINT32_MAX     /* metric id part of a delta row's key */
+#define PIECE_HEAD 5            /* a delta piece's format byte and entry count */
+#define LMDB_PAGE_HEAD 16       /* LMDB's page header (PAGEHDRSZ): an overflow value
+                                   of page size - 16 bytes takes one page */
 /* Delta entries: the kind in the low two bits, then a flag. */
 #define ENTRY_COUNTER 0         /* a counter's value */
 #define ENTRY_PATCH 1           /* a series' summary fields and bucket counts that moved */
@@ -619,6 +623,11 @@ struct store {
     bool drop_all;               /* or all of the run's */
     uint32_t n_delta;            /* entries of its delta row */
     uint32_t last_entry;         /* id of the last of them */
+    size_t piece_max;            /* most bytes of a delta piece: one overflow page */
+    uint32_t *pieces;            /* offsets of the delta row's pieces in delta */
+    size_t pieces_cap, n_pieces;
+    uint32_t piece_entries;      /* entries of the last piece */
+    size_t entry_at;             /* offset of the entry being written */
     bool keyframe_now, sections_changed;
     const char *sections_now;
 
@@ -812,6 +821,8 @@ struct store *store_open(const char *dir, uint64_t map_size, bool sync, bool rea
         mdb_reader_check(st->env, &dead);
     }
     refresh_map_size(st);
+    MDB_stat ms;
+    st->piece_max = (!mdb_env_stat(st->env, &ms) && ms.ms_psize >= 1024 ? ms.ms_psize : 4096) - LMDB_PAGE_HEAD;
 
     MDB_txn *txn;
     if (readonly) {
@@ -878,6 +889,7 @@ void store_close(struct store *st)
         free(bufs[i]->p);
     free(st->part_fold);
     free(st->drows);
+    free(st->pieces);
     free(st->spt);
     free(st->sbase);
     free(st->srow);
@@ -1230,13 +1242,14 @@ static MDB_val latest_metric_key(uint8_t kb[12], uint64_t run_seq, uint32_t id)
     return (MDB_val){12, kb};
 }
 
-/* A delta row of the latest table: after the run's base rows. */
-static MDB_val delta_key(uint8_t kb[20], uint64_t run_seq, uint64_t seq)
+/* A piece of a delta row of the latest table: after the run's base rows. */
+static MDB_val delta_key(uint8_t kb[24], uint64_t run_seq, uint64_t seq, uint32_t piece)
 {
     be64(kb, run_seq);
     be32(kb + 8, DELTA_ID);
     be64(kb + 12, seq);
-    return (MDB_val){20, kb};
+    be32(kb + 20, piece);
+    return (MDB_val){24, kb};
 }
 
 /* ------------------------------------------------------------ time series points */
@@ -2078,20 +2091,21 @@ static int put_maybe_append(MDB_txn *txn, MDB_dbi dbi, MDB_val *k, MDB_val *v, u
     return rc;
 }
 
-/* Deletes every delta row of a run from the latest table. */
-static int delete_delta_rows(struct store *st, MDB_txn *txn, uint64_t run_seq)
+/* Deletes the pieces of a run's delta rows up to persist last (UINT64_MAX:
+ * all of them) from the latest table. */
+static int delete_delta_rows(struct store *st, MDB_txn *txn, uint64_t run_seq, uint64_t last)
 {
     MDB_cursor *cur;
     int rc = mdb_cursor_open(txn, st->latest, &cur);
     if (rc)
         return rc;
-    uint8_t kb[20];
+    uint8_t kb[24];
     for (;;) {
         /* a fresh seek after each delete: no reliance on where it leaves the cursor */
-        MDB_val k = delta_key(kb, run_seq, 0), v;
+        MDB_val k = delta_key(kb, run_seq, 0, 0), v;
         if ((rc = mdb_cursor_get(cur, &k, &v, MDB_SET_RANGE)))
             break;
-        if (k.mv_size != 20 || memcmp(k.mv_data, kb, 12))
+        if (k.mv_size != 24 || memcmp(k.mv_data, kb, 12) || rd_be64((const uint8_t *)k.mv_data + 12) > last)
             break;
         if ((rc = mdb_cursor_del(cur, 0)))
             break;
@@ -2174,14 +2188,8 @@ static int persist_txn(struct store *st, const struct snapshot *snap, bool final
     /* latest: the delta rows the folds superseded (a run new to the handle:
      * all of them), base rows, the rows of metrics the snapshot no longer
      * has, the header row, this persist's delta row */
-    if (!rc && st->drop_all)
-        rc = delete_delta_rows(st, txn, nr->run_seq);
-    for (size_t i = 0; i < st->n_drop && !rc; i++) {
-        k = delta_key(kb, nr->run_seq, st->drows[i]);
-        rc = mdb_del(txn, st->latest, &k, NULL);
-        if (rc == MDB_NOTFOUND)
-            rc = 0;
-    }
+    if (!rc && (st->drop_all || st->n_drop))
+        rc = delete_delta_rows(st, txn, nr->run_seq, st->drop_all ? UINT64_MAX : st->drows[st->n_drop - 1]);
     bool no_deltas = st->drop_all || st->n_drop == st->n_drows;
     if (!rc && st->n_sbase)
         rc = put_base_rows(st, txn, nr->run_seq, no_deltas);
@@ -2195,12 +2203,13 @@ static int persist_txn(struct store *st, const struct snapshot *snap, bool final
     v = (MDB_val){st->header.len, st->header.p};
     if (!rc)
         rc = mdb_put(txn, st->latest, &k, &v, 0);
-    if (!rc && st->n_delta) {
-        k = delta_key(kb, nr->run_seq, snap->seq);
-        v = (MDB_val){st->delta.len, NULL};
+    for (size_t i = 0; i < st->n_pieces && st->n_delta && !rc; i++) {
+        size_t end = i + 1 < st->n_pieces ? st->pieces[i + 1] : st->delta.len;
+        k = delta_key(kb, nr->run_seq, snap->seq, (uint32_t)i);
+        v = (MDB_val){end - st->pieces[i], NULL};
         rc = put_maybe_append(txn, st->latest, &k, &v, MDB_RESERVE, true);
         if (!rc)
-            memcpy(v.mv_data, st->delta.p, st->delta.len);
+            memcpy(v.mv_data, st->delta.p + st->pieces[i], v.mv_size);
     }
 
     /* history: head and points, then the delta's fields or the keyframe */
@@ -2308,18 +2317,79 @@ static inline bool part_folded(const struct store *st, uint32_t part)
     return d < st->fold_count;
 }
 
+/* The delta row is written in pieces of at most piece_max bytes (but for
+ * a piece of one larger entry), each a row of its own: a value of one page
+ * is kept in a page LMDB reuses from one transaction to the next, while a
+ * longer one takes pages it allocates anew each time, which the kernel
+ * then faults in and clears (about 80 page faults a persist for 10,000
+ * changed series). Each piece is a delta row by itself: format, entry
+ * count, entries whose ids are differences from the previous entry's in
+ * the piece. */
+static bool piece_begin(struct store *st)
+{
+    if (!grow_array((void **)&st->pieces, &st->pieces_cap, st->n_pieces + 1, sizeof *st->pieces) ||
+        !buf_reserve(&st->delta, PIECE_HEAD)) {
+        st->delta.oom = true;
+        return false;
+    }
+    st->pieces[st->n_pieces++] = (uint32_t)st->delta.len;
+    put_u8(&st->delta, VALUE_FORMAT);
+    put_le32(&st->delta, 0);
+    st->piece_entries = 0;
+    st->last_entry = 0;
+    return true;
+}
+
+static void piece_end(struct store *st)
+{
+    uint8_t *c = st->delta.p + st->pieces[st->n_pieces - 1] + 1;
+    for (int k = 0; k < 4; k++)
+        c[k] = (uint8_t)(st->piece_entries >> (8 * k));
+}
+
 /* Room for a delta entry of up to max bytes, its id written: NULL when out
- * of memory. Entries go in the order they are found (ids as differences
- * from the previous entry's). */
+ * of memory. Entries go in the order they are found. delta_entry_end
+ * finishes it. */
 static uint8_t *delta_entry_begin(struct store *st, uint32_t id, size_t max)
 {
-    uint8_t *p = buf_tail(&st->delta, 10 + max);
+    /* room to move it into a piece of its own: a piece head and a longer id */
+    uint8_t *p = buf_tail(&st->delta, 10 + max + PIECE_HEAD + 10);
     if (!p)
         return NULL;
+    st->entry_at = st->delta.len;
     p = wr_varint(p, zigzag((int64_t)id - (int64_t)st->last_entry));
     st->last_entry = id;
-    st->n_delta++;
     return p;
+}
+
+/* Ends the entry delta_entry_begin began at end; one that takes its piece
+ * over piece_max moves to a new piece. */
+static void delta_entry_end(struct store *st, uint8_t *end)
+{
+    size_t len = (size_t)(end - st->delta.p);
+    if (st->piece_entries && len - st->pieces[st->n_pieces - 1] > st->piece_max) {
+        uint8_t *e = st->delta.p + st->entry_at;
+        size_t id_len = 1;
+        while (e[id_len - 1] & 0x80)
+            id_len++;
+        size_t body = len - st->entry_at - id_len;
+        uint32_t id = st->last_entry;
+        uint8_t idb[10];
+        size_t nid = (size_t)(wr_varint(idb, zigzag((int64_t)id)) - idb);
+        /* into the room delta_entry_begin reserved: the body first, as the
+         * head and the id overwrite where it was */
+        memmove(e + PIECE_HEAD + nid, e + id_len, body);
+        piece_end(st);
+        st->delta.len = st->entry_at;
+        if (!piece_begin(st))
+            return;
+        memcpy(st->delta.p + st->delta.len, idb, nid);
+        len = st->delta.len + nid + body;
+        st->last_entry = id;
+    }
+    st->delta.len = len;
+    st->piece_entries++;
+    st->n_delta++;
 }
 
 /* A metric that changed and keeps its base row gets its delta entry while
@@ -2335,7 +2405,7 @@ static inline bool early_entry(struct store *st, struct metric_entry *me, const 
     if (!p)
         return false;
     p = c ? wr_counter_entry(p, c) : wr_patch_entry(p, sr);
-    st->delta.len = (size_t)(p - st->delta.p);
+    delta_entry_end(st, p);
     me->hflags |= HF_DIRTY | HF_ENTRY;
     return true;
 }
@@ -2407,7 +2477,7 @@ static bool stage_persist(struct store *st, const struct snapshot *snap, bool fi
                     *p++ = ENTRY_SERIES;
                     p = wr_series_body(p, sr);
                 }
-                db->len = (size_t)(p - db->p);
+                delta_entry_end(st, p);
                 /* set now, cleared only by a committed base row: a failed
                  * persist leaves it set, which costs a base row at most */
                 e->hflags |= HF_DIRTY;
@@ -2447,8 +2517,7 @@ static bool stage_persist(struct store *st, const struct snapshot *snap, bool fi
     }
     if (db->oom || st->hp.oom || st->hidx.oom || st->rb.oom || st->header.oom)
         return false;
-    for (int k = 0; k < 4; k++)
-        db->p[1 + k] = (uint8_t)(st->n_delta >> (8 * k));
+    piece_end(st);
 
     /* the delta rows that go: those no later than every part's last fold
      * (parts the handle has no fold of hold new metrics only: they are
@@ -2614,9 +2683,12 @@ int store_persist(struct store *st, const struct snapshot *snap, bool final)
     st->fold_count = st->fold_every ? st->fold_parts : (st->fold_parts + FOLD_ROUNDS - 1) / FOLD_ROUNDS;
     st->fold_start = st->fold_parts && !st->fold_every ? st->fold_next % st->fold_parts : 0;
     st->delta.len = 0;
-    put_u8(&st->delta, VALUE_FORMAT);
-    put_le32(&st->delta, 0);
-    st->n_delta = st->last_entry = 0;
+    st->n_pieces = 0;
+    st->n_delta = 0;
+    if (!piece_begin(st)) {
+        forget_persist(st, false);
+        return fail(st, STORE_ERROR, "out of memory");
+    }
     int status = STORE_OK;
     uint64_t fp[5];
     for (size_t i = 0; i < snap->n_counters && !status; i++) {
@@ -3059,6 +3131,8 @@ static int read_latest(struct store *st, MDB_txn *txn, const struct store_run_in
 
     struct based *bs = NULL;
     size_t nb = 0, bcap = 0;
+    uint64_t piece_seq = UINT64_MAX;
+    uint32_t next_piece = 0;
     int status = STORE_OK;
     for (rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT); !rc && !status; rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
         if (k.mv_size < 8 || memcmp(k.mv_data, kb, 8))
@@ -3077,10 +3151,18 @@ static int read_latest(struct store *st, MDB_txn *txn, const struct store_run_in
             if (d.bad)
                 status = fail(st, STORE_ERROR, "corrupt store: latest snapshot of run '%s', metric id %u: bad %s",
                               r->id, id, d.bad);
-        } else if (k.mv_size == 20 && rd_be32(kp + 8) == DELTA_ID) {
+        } else if (k.mv_size == 24 && rd_be32(kp + 8) == DELTA_ID) {
             uint64_t dseq = rd_be64(kp + 12);
+            uint32_t piece = rd_be32(kp + 20);
+            /* a row's pieces are 0, 1, ...: one missing would leave its
+             * entries' metrics at older values */
+            bool in_order = dseq == piece_seq ? piece == next_piece : piece == 0;
+            piece_seq = dseq;
+            next_piece = piece + 1;
             if (dseq > seq)
                 rd_fail(&d, "delta row seq");
+            else if (!in_order)
+                rd_fail(&d, "delta row piece");
             else
                 rd_delta_row(&d, dseq, s, bs, nb);
             if (d.bad)

@@ -1134,6 +1134,92 @@ START_TEST(delta_rows_folded_away)
 }
 END_TEST
 
+/* The pieces of the delta row of persist seq of the first run: how many,
+ * and the longest value of them. */
+static size_t raw_delta_pieces(uint64_t seq, size_t *longest)
+{
+    uint8_t prefix[20] = {0, 0, 0, 0, 0, 0, 0, 1, 0xff, 0xff, 0xff, 0xff};
+    for (int i = 0; i < 8; i++)
+        prefix[12 + i] = (uint8_t)(seq >> (56 - 8 * i));
+    struct raw r = raw_begin("latest");
+    MDB_val k = {sizeof prefix, prefix}, v;
+    size_t n = 0;
+    *longest = 0;
+    for (int rc = mdb_cursor_get(r.cur, &k, &v, MDB_SET_RANGE); !rc; rc = mdb_cursor_get(r.cur, &k, &v, MDB_NEXT)) {
+        if (k.mv_size != 24 || memcmp(k.mv_data, prefix, sizeof prefix))
+            break;
+        n++;
+        if (v.mv_size > *longest)
+            *longest = v.mv_size;
+    }
+    raw_end(&r);
+    return n;
+}
+
+static void raw_del(const char *db, const void *key, size_t klen)
+{
+    MDB_env *env;
+    MDB_txn *txn;
+    MDB_dbi dbi;
+    ck_assert_int_eq(mdb_env_create(&env), 0);
+    mdb_env_set_maxdbs(env, 16);
+    ck_assert_int_eq(mdb_env_open(env, dir, 0, 0640), 0);
+    ck_assert_int_eq(mdb_txn_begin(env, NULL, 0, &txn), 0);
+    ck_assert_int_eq(mdb_dbi_open(txn, db, 0, &dbi), 0);
+    MDB_val k = {klen, (void *)key};
+    ck_assert_int_eq(mdb_del(txn, dbi, &k, NULL), 0);
+    ck_assert_int_eq(mdb_txn_commit(txn), 0);
+    mdb_env_close(env);
+}
+
+/* A delta row larger than a page is written in pieces of at most a page
+ * each (a series whose entry alone is larger gets a piece of its own), all
+ * read back; a missing piece is a corrupt store, not older values. */
+START_TEST(delta_row_in_pieces)
+{
+    size_t page = (size_t)sysconf(_SC_PAGESIZE);
+    struct store *st = open_rw(0);
+    struct {
+        size_t n_series, n_buckets;
+    } shapes[] = {{2000, 6}, {12, 1000}};
+    for (uint64_t seq = 0; seq < 8; seq++) {
+        /* the first four persists one shape, then the other: every series
+         * changes every time */
+        size_t sh = seq >= 4;
+        struct snapshot *s = make_snapshot("pieces", seq, OBSD_RUN_LIVE, 0, shapes[sh].n_series,
+                                           shapes[sh].n_series, shapes[sh].n_buckets);
+        ck_assert_msg(store_persist(st, s, false) == STORE_OK, "%s", store_error(st));
+        struct snapshot *latest;
+        ck_assert_int_eq(store_latest(st, "pieces", &latest), STORE_OK);
+        assert_same(latest, s);
+        snapshot_free(latest);
+        snapshot_free(s);
+        if (seq == 0 || seq == 4)
+            continue;       /* every series new: base rows */
+        size_t longest, n = raw_delta_pieces(seq, &longest);
+        if (sh == 0) {
+            ck_assert_uint_gt(n, 10);
+            ck_assert_uint_le(longest, page - 16);
+        } else {
+            ck_assert_uint_eq(n, shapes[1].n_series);
+            ck_assert_uint_gt(longest, page);
+        }
+    }
+    store_close(st);
+
+    /* the second of seq 3's pieces gone: its metrics would read as at seq 2 */
+    uint8_t key[24] = {0, 0, 0, 0, 0, 0, 0, 1, 0xff, 0xff, 0xff, 0xff, 0, 0, 0, 0, 0, 0, 0, 3, 0, 0, 0, 1};
+    raw_del("latest", key, sizeof key);
+    st = store_open(dir, 0, false, true, err, sizeof err);
+    ck_assert_msg(st != NULL, "%s", err);
+    struct snapshot *latest = NULL;
+    ck_assert_int_eq(store_latest(st, "pieces", &latest), STORE_ERROR);
+    ck_assert_msg(strstr(store_error(st), "corrupt store") && strstr(store_error(st), "piece"), "%s",
+                  store_error(st));
+    store_close(st);
+}
+END_TEST
+
 /* Reads what a damaged value feeds: the latest snapshot, or every time
  * series plus the snapshot at seq (which replays history entries). Returns
  * whether some read said "corrupt store"; fails on any other error. */
@@ -1184,7 +1270,7 @@ START_TEST(corrupt_series_rejected)
     static uint8_t good[1 << 16], bad[1 << 16];
     struct {
         const char *db;
-        uint8_t key[20];
+        uint8_t key[24];
         size_t klen;
         uint64_t seq;
     } cases[] = {
@@ -1195,9 +1281,9 @@ START_TEST(corrupt_series_rejected)
         {"latest", {0}, 0, 0},
     };
     cases[3].klen = raw_last_key("series", cases[3].key, sizeof cases[3].key);
-    /* the last delta row (the latest table's last key) */
+    /* the last piece of the last delta row (the latest table's last key) */
     cases[4].klen = raw_last_key("latest", cases[4].key, sizeof cases[4].key);
-    ck_assert_uint_eq(cases[4].klen, 20);
+    ck_assert_uint_eq(cases[4].klen, 24);
     for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++) {
         bool latest = !strcmp(cases[c].db, "latest");
         size_t n = raw_get(cases[c].db, cases[c].key, cases[c].klen, good, sizeof good);
@@ -1236,6 +1322,7 @@ int main(void)
     tcase_add_test(tc, series_interval_thins_points);
     tcase_add_test(tc, runs_in_turn_keep_their_series);
     tcase_add_test(tc, grows_on_map_full);
+    tcase_add_test(tc, delta_row_in_pieces);
     tcase_add_test(tc, newer_schema_refused);
     tcase_add_test(tc, older_schema_refused);
     tcase_add_test(tc, corrupt_values_rejected);
