@@ -994,9 +994,10 @@ static int get_run(struct store *st, MDB_txn *txn, const char *run_id,
 
 /* ------------------------------------------------------------ snapshots */
 
-static void encode_counter(struct buf *b, const struct snap_counter *c)
+/* A counter named name (nl bytes). */
+static void encode_counter_as(struct buf *b, const struct snap_counter *c, const char *name, size_t nl)
 {
-    put_str(b, c->name, strlen(c->name));
+    put_str(b, name, nl);
     put_u8(b, c->is_float);
     if (c->is_float)
         put_f64(b, c->fvalue);
@@ -1037,19 +1038,28 @@ static uint8_t *wr_series_body(uint8_t *p, const struct snap_series *sr)
     return p;
 }
 
-/* A series in full: keyframes, the final and base rows encode every metric,
- * so one reservation per series and raw writes. */
-static void encode_series(struct buf *b, const struct snap_series *sr)
+static void encode_counter(struct buf *b, const struct snap_counter *c)
 {
-    size_t nl = strlen(sr->name);
+    encode_counter_as(b, c, c->name, strlen(c->name));
+}
+
+/* A series in full, named name (nl bytes): keyframes, the final and base
+ * rows encode every metric, so one reservation per series and raw writes. */
+static void encode_series_as(struct buf *b, const struct snap_series *sr, const char *name, size_t nl)
+{
     uint8_t *p = buf_tail(b, 10 + nl + series_body_max(sr));
     if (!p)
         return;
     p = wr_varint(p, nl);
-    memcpy(p, sr->name, nl);
+    memcpy(p, name, nl);
     p += nl;
     p = wr_series_body(p, sr);
     b->len = (size_t)(p - b->p);
+}
+
+static void encode_series(struct buf *b, const struct snap_series *sr)
+{
+    encode_series_as(b, sr, sr->name, strlen(sr->name));
 }
 
 /* The full form of a snapshot (final, history keyframes) or, without
@@ -2055,15 +2065,23 @@ static long resolve(struct store *st, uint32_t *hint, uint8_t cls, const char *n
 
 /* A base row of the latest table: the metric's class, the seq of the
  * persist that writes it, then its full encoding. */
-static void encode_latest_metric(struct buf *b, const struct snapshot *snap, uint8_t cls, uint32_t pos)
+/* The base row of metric table entry i. Its name comes from the table (the
+ * same as the snapshot's, stored in id order, as the base rows are written)
+ * rather than the snapshot's copy, which lies anywhere on the collector's
+ * heap. */
+static void encode_latest_metric(struct buf *b, const struct snapshot *snap, const struct metric_table *mt,
+                                 size_t i)
 {
+    const struct metric_entry *e = &mt->e[i];
+    const char *name = MT_NAME(mt, e);
+    size_t nl = (i + 1 < mt->n ? mt->e[i + 1].name_off : mt->alen) - e->name_off - 1;
     put_u8(b, VALUE_FORMAT);
-    put_u8(b, cls);
+    put_u8(b, e->cls);
     put_varint(b, snap->seq);
-    if (cls == CLASS_COUNTER)
-        encode_counter(b, &snap->counters[pos]);
+    if (e->cls == CLASS_COUNTER)
+        encode_counter_as(b, &snap->counters[e->pos], name, nl);
     else
-        encode_series(b, &snap->series[pos]);
+        encode_series_as(b, &snap->series[e->pos], name, nl);
 }
 
 /* The header row of the latest table. */
@@ -2461,7 +2479,7 @@ static bool stage_persist(struct store *st, const struct snapshot *snap, bool fi
             bool folded = part_folded(st, e->id / PART_IDS);
             if (!e->in_latest || (folded && (e->changed_now || (e->hflags & HF_DIRTY)))) {
                 size_t at = st->rb.len;
-                encode_latest_metric(&st->rb, snap, e->cls, e->pos);
+                encode_latest_metric(&st->rb, snap, &st->mt, i);
                 st->sbase[st->n_sbase++] =
                     (struct stage_base){(uint32_t)i, (uint32_t)at, (uint32_t)(st->rb.len - at), !e->in_latest};
             } else if (e->changed_now) {
@@ -2711,13 +2729,13 @@ int store_persist(struct store *st, const struct snapshot *snap, bool final)
     for (size_t i = 0; i < snap->n_series && !status; i++) {
         const struct snap_series *sr = &snap->series[i];
         /* the entries and the snapshot's series are in the same order, the
-         * common case: ask for both a few ahead (each series is 4 lines,
-         * each entry one), as the loop does little but wait for them */
+         * common case: ask for both a few ahead (each series spans 4 or 5
+         * lines, each entry one), as the loop does little but wait for them */
         if (trust && i + 2 * PREFETCH_AHEAD < snap->n_series && i + 2 * PREFETCH_AHEAD < st->h_nseries) {
             const char *q = (const char *)&snap->series[i + 2 * PREFETCH_AHEAD];
-            __builtin_prefetch(q);
+            for (size_t l = 0; l < sizeof *sr; l += 64)
+                __builtin_prefetch(q + l);
             __builtin_prefetch(q + sizeof *sr - 1);
-            __builtin_prefetch(q + sizeof *sr - 65);
             uint32_t h = st->shint[i + 2 * PREFETCH_AHEAD];
             if (h < st->mt.n)
                 __builtin_prefetch(&st->mt.e[h], 1);
