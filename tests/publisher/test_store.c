@@ -350,7 +350,8 @@ START_TEST(grows_on_map_full)
 }
 END_TEST
 
-/* Writes a raw value with LMDB directly, as a damaged or foreign file would. */
+/* Writes a raw value with LMDB directly, as a damaged or foreign file would
+ * (val NULL: deletes the key). */
 static void raw_put(const char *db, const void *key, size_t klen, const void *val, size_t vlen)
 {
     MDB_env *env;
@@ -362,7 +363,7 @@ static void raw_put(const char *db, const void *key, size_t klen, const void *va
     ck_assert_int_eq(mdb_txn_begin(env, NULL, 0, &txn), 0);
     ck_assert_int_eq(mdb_dbi_open(txn, db, 0, &dbi), 0);
     MDB_val k = {klen, (void *)key}, v = {vlen, (void *)val};
-    ck_assert_int_eq(mdb_put(txn, dbi, &k, &v, 0), 0);
+    ck_assert_int_eq(val ? mdb_put(txn, dbi, &k, &v, 0) : mdb_del(txn, dbi, &k, NULL), 0);
     ck_assert_int_eq(mdb_txn_commit(txn), 0);
     mdb_env_close(env);
 }
@@ -1156,22 +1157,6 @@ static size_t raw_delta_pieces(uint64_t seq, size_t *longest)
     return n;
 }
 
-static void raw_del(const char *db, const void *key, size_t klen)
-{
-    MDB_env *env;
-    MDB_txn *txn;
-    MDB_dbi dbi;
-    ck_assert_int_eq(mdb_env_create(&env), 0);
-    mdb_env_set_maxdbs(env, 16);
-    ck_assert_int_eq(mdb_env_open(env, dir, 0, 0640), 0);
-    ck_assert_int_eq(mdb_txn_begin(env, NULL, 0, &txn), 0);
-    ck_assert_int_eq(mdb_dbi_open(txn, db, 0, &dbi), 0);
-    MDB_val k = {klen, (void *)key};
-    ck_assert_int_eq(mdb_del(txn, dbi, &k, NULL), 0);
-    ck_assert_int_eq(mdb_txn_commit(txn), 0);
-    mdb_env_close(env);
-}
-
 /* A delta row larger than a page is written in pieces of at most a page
  * each (a series whose entry alone is larger gets a piece of its own), all
  * read back; a missing piece is a corrupt store, not older values. */
@@ -1209,7 +1194,7 @@ START_TEST(delta_row_in_pieces)
 
     /* the second of seq 3's pieces gone: its metrics would read as at seq 2 */
     uint8_t key[24] = {0, 0, 0, 0, 0, 0, 0, 1, 0xff, 0xff, 0xff, 0xff, 0, 0, 0, 0, 0, 0, 0, 3, 0, 0, 0, 1};
-    raw_del("latest", key, sizeof key);
+    raw_put("latest", key, sizeof key, NULL, 0);
     st = store_open(dir, 0, false, true, err, sizeof err);
     ck_assert_msg(st != NULL, "%s", err);
     struct snapshot *latest = NULL;
