@@ -240,9 +240,15 @@ int cli_usage_error(const char *cmd, const char *fmt, ...)
 
 int cli_bad_option(const char *cmd, int opt, int optopt_value, char **argv, int optind_value)
 {
+    const char *arg = argv[optind_value - 1];
     if (opt == ':')
-        return cli_usage_error(cmd, "option '%s' needs a value", argv[optind_value - 1]);
+        return cli_usage_error(cmd, "option '%s' needs a value", arg);
+    /* getopt_long reports "--json=1" on a flag with optopt set to the
+     * flag's val, which would read as an unknown option '-j' */
+    const char *eq = strchr(arg, '=');
+    if (optopt_value && !strncmp(arg, "--", 2) && eq)
+        return cli_usage_error(cmd, "option '%.*s' takes no value", (int)(eq - arg), arg);
     if (optopt_value)
         return cli_usage_error(cmd, "unknown option '-%c'", optopt_value);
-    return cli_usage_error(cmd, "unknown option '%s'", argv[optind_value - 1]);
+    return cli_usage_error(cmd, "unknown option '%s'", arg);
 }

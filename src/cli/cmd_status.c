@@ -11,6 +11,7 @@
 #include <jansson.h>
 
 #include "cli/cli_control.h"
+#include "cli/cli_store.h"
 #include "cli/commands.h"
 
 static void status_usage(FILE *out)
@@ -88,18 +89,12 @@ int cmd_status(int argc, char **argv)
         case 'c': config = optarg; break;
         case 'j': json_out = 1; break;
         case 'h': status_usage(stdout); return 0;
-        case ':':
-            fprintf(stderr, "obsctl status: option '%s' needs a value\n", argv[optind - 1]);
-            return 2;
         default:
-            fprintf(stderr, "obsctl status: unknown option '%s'\n", argv[optind - 1]);
-            status_usage(stderr);
-            return 2;
+            return cli_bad_option("status", opt, optopt, argv, optind);
         }
     }
     if (optind < argc) {
-        fprintf(stderr, "obsctl status: unexpected argument '%s'\n", argv[optind]);
-        return 2;
+        return cli_usage_error("status", "unexpected argument '%s'", argv[optind]);
     }
 
     struct control_target t;

@@ -31,6 +31,7 @@
 #include <jansson.h>
 
 #include "cli/cli_control.h"
+#include "cli/cli_store.h"
 #include "cli/commands.h"
 
 #define MAX_VIEW_LINES 200
@@ -392,18 +393,12 @@ int cmd_watch(int argc, char **argv)
             break;
         }
         case 'h': watch_usage(stdout); return 0;
-        case ':':
-            fprintf(stderr, "obsctl watch: option '%s' needs a value\n", argv[optind - 1]);
-            return 2;
         default:
-            fprintf(stderr, "obsctl watch: unknown option '%s'\n", argv[optind - 1]);
-            watch_usage(stderr);
-            return 2;
+            return cli_bad_option("watch", opt, optopt, argv, optind);
         }
     }
     if (optind < argc) {
-        fprintf(stderr, "obsctl watch: unexpected argument '%s'\n", argv[optind]);
-        return 2;
+        return cli_usage_error("watch", "unexpected argument '%s'", argv[optind]);
     }
     int rc = control_resolve(&w.target, "watch", config, name, store, socket);
     if (rc)
