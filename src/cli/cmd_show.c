@@ -35,6 +35,14 @@ static void show_usage(FILE *out)
         "bad arguments.\n");
 }
 
+/* name, then spaces up to w terminal columns (names may be multibyte) */
+static void print_name(const char *name, size_t w)
+{
+    fputs(name, stdout);
+    for (size_t k = obsd_utf8_width(name); k < w; k++)
+        putchar(' ');
+}
+
 static void print_snapshot(const struct snapshot *s, const struct store_run_info *r, const char *which)
 {
     char when[64], num[6][32];
@@ -49,11 +57,11 @@ static void print_snapshot(const struct snapshot *s, const struct store_run_info
 
     size_t w = 24;
     for (size_t i = 0; i < s->n_counters; i++)
-        if (strlen(s->counters[i].name) > w)
-            w = strlen(s->counters[i].name);
+        if (obsd_utf8_width(s->counters[i].name) > w)
+            w = obsd_utf8_width(s->counters[i].name);
     for (size_t i = 0; i < s->n_series; i++)
-        if (strlen(s->series[i].name) > w)
-            w = strlen(s->series[i].name);
+        if (obsd_utf8_width(s->series[i].name) > w)
+            w = obsd_utf8_width(s->series[i].name);
     int wi = (int)w;
 
     if (s->n_counters) {
@@ -64,7 +72,8 @@ static void print_snapshot(const struct snapshot *s, const struct store_run_info
                 cli_format_number(c->fvalue, num[0], sizeof num[0]);
             else
                 snprintf(num[0], sizeof num[0], "%" PRId64, c->ivalue);
-            printf("%-*s %16s\n", wi, c->name, num[0]);
+            print_name(c->name, w);
+            printf(" %16s\n", num[0]);
         }
     }
     if (s->n_series) {
@@ -77,8 +86,9 @@ static void print_snapshot(const struct snapshot *s, const struct store_run_info
             cli_format_number(sr->percentiles[4], num[2], sizeof num[2]);
             cli_format_number(sr->percentiles[1], num[3], sizeof num[3]);
             cli_format_number(sr->max, num[4], sizeof num[4]);
-            printf("%-*s %12s %12s %12s %12s %12s %s\n", wi, sr->name, num[0], num[1], num[2],
-                   num[3], num[4], sr->exact ? "exact" : "");
+            print_name(sr->name, w);
+            printf(" %12s %12s %12s %12s %12s %s\n", num[0], num[1], num[2], num[3], num[4],
+                   sr->exact ? "exact" : "");
         }
     }
     if (!s->n_counters && !s->n_series)

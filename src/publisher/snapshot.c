@@ -240,6 +240,25 @@ size_t obsd_utf8_decode(const unsigned char *s, size_t n, uint32_t *cp)
     return (size_t)len;
 }
 
+size_t obsd_utf8_width(const char *s)
+{
+    const unsigned char *p = (const unsigned char *)s;
+    size_t n = strlen(s), w = 0;
+    for (size_t i = 0; i < n;) {
+        uint32_t cp;
+        size_t len = obsd_utf8_decode(p + i, n - i, &cp);
+        if (!len) {
+            w++;
+            i++;
+            continue;
+        }
+        int cw = utf8proc_charwidth((utf8proc_int32_t)cp);
+        w += cw > 0 ? (size_t)cw : 0;
+        i += len;
+    }
+    return w;
+}
+
 bool obsd_utf8_valid(const char *s, size_t n)
 {
     const unsigned char *p = (const unsigned char *)s;

@@ -173,6 +173,10 @@ const struct snap_series *snapshot_find_series(const struct snapshot *s, const c
  * byte. The HTML report and the OpenMetrics exposition walk names with it
  * too. (utf8proc's decoder.) */
 size_t obsd_utf8_decode(const unsigned char *s, size_t n, uint32_t *cp);
+/* The columns a terminal gives s: utf8proc's width of each code point (0
+ * for a combining mark, 2 for a wide character such as CJK), 1 for a byte
+ * that is not UTF-8. For padding text tables. */
+size_t obsd_utf8_width(const char *s);
 /* True when the n bytes at s are well-formed UTF-8. */
 bool obsd_utf8_valid(const char *s, size_t n);
 /* A malloc'd copy of s with that replacement (an exact copy when s is

@@ -4,7 +4,8 @@
  * processes against the cli_fixture store. JSON must stay valid JSON with
  * every metric in it (jansson refuses strings that are not UTF-8): such
  * names come out with U+FFFD for each bad byte, well-formed ones byte for
- * byte; CSV likewise; the text tables print the name as it is.
+ * byte; CSV likewise; the text tables print the name as it is, padded by
+ * the columns it takes on a terminal.
  */
 #include <check.h>
 #include <stdio.h>
@@ -234,6 +235,47 @@ START_TEST(csv_and_text)
 }
 END_TEST
 
+/* The length in bytes of the first line of out that starts with prefix. */
+static size_t line_bytes(const char *out, const char *prefix)
+{
+    for (const char *line = out; *line;) {
+        const char *end = strchr(line, '\n');
+        ck_assert_ptr_nonnull(end);
+        if (!strncmp(line, prefix, strlen(prefix)))
+            return (size_t)(end - line);
+        line = end + 1;
+    }
+    ck_abort_msg("no line starts with %s in:\n%s", prefix, out);
+    return 0;
+}
+
+/* Multibyte names are padded by the columns a terminal gives them, so the
+ * values of obsctl show line up: "µ" is 2 bytes and one column, each of
+ * "延迟" 3 bytes and two columns. */
+START_TEST(text_table_pads_by_columns)
+{
+    char err[512];
+    struct store *st = store_open(store_dir, 0, false, false, err, sizeof err);
+    ck_assert_msg(st != NULL, "%s", err);
+    const uint64_t t = 1763890000000000000ULL + 500000000000ULL;
+    ck_assert_int_eq(store_begin_run(st, "bench-5", "widths", t), STORE_OK);
+    struct snapshot *s = snapshot_new("bench-5", 0, OBSD_RUN_COMPLETE);
+    s->timestamp_ns = t + 1000;
+    snapshot_add_counter(s, "plain_total", 1);
+    snapshot_add_counter(s, "\xC2\xB5s_total", 2);
+    snapshot_add_counter(s, "\xE5\xBB\xB6\xE8\xBF\x9F_total", 3);
+    ck_assert_int_eq(store_persist(st, s, true), STORE_OK);
+    snapshot_free(s);
+    store_close(st);
+
+    ck_assert_int_eq(OBSCTL(dir, "show", "bench-5", "--store", store_dir), 0);
+    /* 24 columns of name, a space, 16 of value */
+    ck_assert_uint_eq(line_bytes(cli_out, "plain_total "), 41);
+    ck_assert_uint_eq(line_bytes(cli_out, "\xC2\xB5s_total "), 41 + 1);
+    ck_assert_uint_eq(line_bytes(cli_out, "\xE5\xBB\xB6\xE8\xBF\x9F_total "), 41 + 2);
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("cli_names");
@@ -244,6 +286,7 @@ int main(void)
     tcase_add_test(tc, export_json);
     tcase_add_test(tc, get_runs_and_compare_json);
     tcase_add_test(tc, csv_and_text);
+    tcase_add_test(tc, text_table_pads_by_columns);
     suite_add_tcase(s, tc);
     SRunner *sr = srunner_create(s);
     srunner_run_all(sr, CK_NORMAL);
