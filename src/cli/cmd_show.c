@@ -56,12 +56,11 @@ static void print_snapshot(const struct snapshot *s, const struct store_run_info
                           r->has_final && r->final_seq == s->seq, r->has_final);
 
     size_t w = 24;
-    for (size_t i = 0; i < s->n_counters; i++)
-        if (obsd_utf8_width(s->counters[i].name) > w)
-            w = obsd_utf8_width(s->counters[i].name);
-    for (size_t i = 0; i < s->n_series; i++)
-        if (obsd_utf8_width(s->series[i].name) > w)
-            w = obsd_utf8_width(s->series[i].name);
+    for (size_t i = 0; i < s->n_counters + s->n_series; i++) {
+        size_t nw = obsd_utf8_width(i < s->n_counters ? s->counters[i].name : s->series[i - s->n_counters].name);
+        if (nw > w)
+            w = nw;
+    }
     int wi = (int)w;
 
     if (s->n_counters) {
