@@ -2063,12 +2063,11 @@ static long resolve(struct store *st, uint32_t *hint, uint8_t cls, const char *n
     return e;
 }
 
-/* A base row of the latest table: the metric's class, the seq of the
- * persist that writes it, then its full encoding. */
-/* The base row of metric table entry i. Its name comes from the table (the
- * same as the snapshot's, stored in id order, as the base rows are written)
- * rather than the snapshot's copy, which lies anywhere on the collector's
- * heap. */
+/* The base row of metric table entry i: the metric's class, the seq of the
+ * persist that writes it, then its full encoding. Its name comes from the
+ * table (the same as the snapshot's, stored in id order, as the base rows
+ * are written) rather than the snapshot's copy, which lies anywhere on the
+ * collector's heap. */
 static void encode_latest_metric(struct buf *b, const struct snapshot *snap, const struct metric_table *mt,
                                  size_t i)
 {
