@@ -100,6 +100,23 @@ static int grow(void **arr, size_t *cap, size_t n, size_t elem)
     return 0;
 }
 
+/* The series array on a 256-byte boundary (see struct snap_series). */
+static int grow_series(struct snapshot *s)
+{
+    if (s->n_series < s->cap_series)
+        return 0;
+    size_t ncap = s->cap_series ? s->cap_series * 2 : 16;
+    void *p = aligned_alloc(256, ncap * sizeof *s->series);
+    if (!p)
+        return -1;
+    if (s->n_series)
+        memcpy(p, s->series, s->n_series * sizeof *s->series);
+    free(s->series);
+    s->series = p;
+    s->cap_series = ncap;
+    return 0;
+}
+
 static int add_counter(struct snapshot *s, const char *name, bool is_float, int64_t iv, double fv)
 {
     if (!name || grow((void **)&s->counters, &s->cap_counters, s->n_counters, sizeof *s->counters))
@@ -125,7 +142,7 @@ int snapshot_add_gauge(struct snapshot *s, const char *name, double value)
 int snapshot_add_series(struct snapshot *s, const struct snap_series *series)
 {
     if (!series || !series->name ||
-        grow((void **)&s->series, &s->cap_series, s->n_series, sizeof *s->series))
+        grow_series(s))
         return -1;
     if (series->n_buckets && !series->buckets)
         return -1;
@@ -198,7 +215,7 @@ int snapshot_add_series_ref(struct snapshot *s, const struct snap_series *series
 {
     if (!series || !series->name || s->n_series != s->n_borrowed ||
         (series->n_buckets && !series->buckets) ||
-        grow((void **)&s->series, &s->cap_series, s->n_series, sizeof *s->series))
+        grow_series(s))
         return -1;
     s->series[s->n_series++] = *series;
     s->n_borrowed++;

@@ -81,14 +81,12 @@ struct snap_bucket {
 };
 
 struct snap_series {
-    char *name;
-    bool exact;      /* percentiles from raw values (final) rather than the histogram */
-    uint64_t count;
-    double total, min, max, sum_sq;
-    double percentiles[OBSD_N_PERCENTILES];
-    size_t n_buckets;
-    struct snap_bucket *buckets;  /* log-spaced over [min, max] */
-    /* change hints (see above; 0: none) */
+    /* Laid out for the store's pass over every series at each persist: what
+     * it reads of each changed series (the change hints, the bucket count,
+     * the first summary words) in the first two cache lines, the rest of
+     * the percentiles after them, what only a full read needs last; the
+     * snapshot's own array starts each series on a 256-byte boundary
+     * (snapshot.c). */
     uint64_t hint_placed;   /* at this index since this version */
     uint64_t hint_changed;  /* some field last written at this version */
     uint64_t hint_edges;    /* bucket edges (and n_buckets) last changed at this version */
@@ -96,14 +94,25 @@ struct snap_series {
                                hint_changed, from version hint_changed - 1: bit i for
                                bucket i (SNAP_HINT_ALL_BUCKETS: unknown, or more than
                                64 buckets) */
-    uint32_t hint_fields;   /* the summary fields that may have changed at version
-                               hint_changed: bit 0 count, 1 total, 2 min, 3 max,
-                               4 sum_sq, 5 + i percentiles[i] */
     uint64_t hint_counts[SNAP_HINT_NCOUNTS];  /* when hint_mask has at most
                                SNAP_HINT_NCOUNTS bits: the counts of those buckets,
                                lowest bit first, so that a reader need not go to
                                the buckets (scattered over the producer's heap) */
+    size_t n_buckets;
+    uint32_t hint_fields;   /* the summary fields that may have changed at version
+                               hint_changed: bit 0 count, 1 total, 2 min, 3 max,
+                               4 sum_sq, 5 + i percentiles[i] */
+    bool exact;      /* percentiles from raw values (final) rather than the histogram */
+    uint64_t count;
+    double total, min, max, sum_sq;
+    double percentiles[OBSD_N_PERCENTILES];
+    struct snap_bucket *buckets;  /* log-spaced over [min, max] */
+    char *name;
+    uint64_t pad[5];             /* to 256 bytes (on LP64), four cache lines */
 };
+#if UINTPTR_MAX == UINT64_MAX
+_Static_assert(sizeof(struct snap_series) == 256, "a series is four cache lines");
+#endif
 
 struct snapshot {
     uint32_t schema_version;

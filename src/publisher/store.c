@@ -443,7 +443,7 @@ struct metric_entry {
     bool has_point;
     uint8_t hflags;              /* HF_* */
 };
-_Static_assert(sizeof(struct metric_entry) <= 64, "a metric entry fits a cache line");
+_Static_assert(sizeof(struct metric_entry) == 64, "a metric entry is a cache line");
 
 struct metric_table {
     struct metric_entry *e;
@@ -511,9 +511,13 @@ static long mt_add(struct metric_table *t, uint8_t cls, const char *name, uint32
         return -1;
     if (t->n == t->cap) {
         size_t ncap = t->cap ? t->cap * 2 : 64;
-        struct metric_entry *ne = realloc(t->e, ncap * sizeof *ne);
+        /* on cache lines: a persist reads one line per metric, not two */
+        struct metric_entry *ne = aligned_alloc(64, ncap * sizeof *ne);
         if (!ne)
             return -1;
+        if (t->n)
+            memcpy(ne, t->e, t->n * sizeof *ne);
+        free(t->e);
         t->e = ne;
         t->cap = ncap;
     }
@@ -2728,13 +2732,12 @@ int store_persist(struct store *st, const struct snapshot *snap, bool final)
     for (size_t i = 0; i < snap->n_series && !status; i++) {
         const struct snap_series *sr = &snap->series[i];
         /* the entries and the snapshot's series are in the same order, the
-         * common case: ask for both a few ahead (each series spans 4 or 5
-         * lines, each entry one), as the loop does little but wait for them */
+         * common case: ask for both a few ahead (of a series the two lines
+         * this loop reads, see struct snap_series; an entry is one line) */
         if (trust && i + 2 * PREFETCH_AHEAD < snap->n_series && i + 2 * PREFETCH_AHEAD < st->h_nseries) {
             const char *q = (const char *)&snap->series[i + 2 * PREFETCH_AHEAD];
-            for (size_t l = 0; l < sizeof *sr; l += 64)
-                __builtin_prefetch(q + l);
-            __builtin_prefetch(q + sizeof *sr - 1);
+            __builtin_prefetch(q);
+            __builtin_prefetch(q + 64);
             uint32_t h = st->shint[i + 2 * PREFETCH_AHEAD];
             if (h < st->mt.n)
                 __builtin_prefetch(&st->mt.e[h], 1);
