@@ -32,7 +32,7 @@
 
 /* Version of the key layout and value encodings. A reader refuses a store of
  * a newer version, naming both. */
-#define OBSD_STORE_SCHEMA_VERSION 4
+#define OBSD_STORE_SCHEMA_VERSION 5
 
 enum store_status {
     STORE_OK = 0,

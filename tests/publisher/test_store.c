@@ -11,6 +11,7 @@
 #include <unistd.h>
 
 #include "publisher/store.h"
+#include "raw_lmdb.h"
 #include "test_util.h"
 
 static char dir[512];
@@ -350,48 +351,11 @@ START_TEST(grows_on_map_full)
 }
 END_TEST
 
-/* Writes a raw value with LMDB directly, as a damaged or foreign file would
- * (val NULL: deletes the key). */
-static void raw_put(const char *db, const void *key, size_t klen, const void *val, size_t vlen)
-{
-    MDB_env *env;
-    MDB_txn *txn;
-    MDB_dbi dbi;
-    ck_assert_int_eq(mdb_env_create(&env), 0);
-    mdb_env_set_maxdbs(env, 16);
-    ck_assert_int_eq(mdb_env_open(env, dir, 0, 0640), 0);
-    ck_assert_int_eq(mdb_txn_begin(env, NULL, 0, &txn), 0);
-    ck_assert_int_eq(mdb_dbi_open(txn, db, 0, &dbi), 0);
-    MDB_val k = {klen, (void *)key}, v = {vlen, (void *)val};
-    ck_assert_int_eq(val ? mdb_put(txn, dbi, &k, &v, 0) : mdb_del(txn, dbi, &k, NULL), 0);
-    ck_assert_int_eq(mdb_txn_commit(txn), 0);
-    mdb_env_close(env);
-}
-
-static size_t raw_get(const char *db, const void *key, size_t klen, void *out, size_t cap)
-{
-    MDB_env *env;
-    MDB_txn *txn;
-    MDB_dbi dbi;
-    mdb_env_create(&env);
-    mdb_env_set_maxdbs(env, 16);
-    ck_assert_int_eq(mdb_env_open(env, dir, MDB_RDONLY, 0640), 0);
-    ck_assert_int_eq(mdb_txn_begin(env, NULL, MDB_RDONLY, &txn), 0);
-    ck_assert_int_eq(mdb_dbi_open(txn, db, 0, &dbi), 0);
-    MDB_val k = {klen, (void *)key}, v;
-    ck_assert_int_eq(mdb_get(txn, dbi, &k, &v), 0);
-    size_t n = v.mv_size < cap ? v.mv_size : cap;
-    memcpy(out, v.mv_data, n);
-    mdb_txn_abort(txn);
-    mdb_env_close(env);
-    return n;
-}
-
 START_TEST(newer_schema_refused)
 {
     store_close(open_rw(0));
     uint8_t v[4] = {OBSD_STORE_SCHEMA_VERSION + 1, 0, 0, 0};
-    raw_put("meta", "schema_version", 14, v, 4);
+    raw_put(dir, "meta", "schema_version", 14, v, 4);
     char want[64], ours[16];
     snprintf(want, sizeof want, "store schema %d is newer than this", OBSD_STORE_SCHEMA_VERSION + 1);
     snprintf(ours, sizeof ours, "(%d)", OBSD_STORE_SCHEMA_VERSION);
@@ -409,7 +373,7 @@ START_TEST(older_schema_refused)
 {
     store_close(open_rw(0));
     uint8_t v[4] = {OBSD_STORE_SCHEMA_VERSION - 1, 0, 0, 0};
-    raw_put("meta", "schema_version", 14, v, 4);
+    raw_put(dir, "meta", "schema_version", 14, v, 4);
     char want[96];
     snprintf(want, sizeof want, "store schema %d is older than this test_store (%d)",
              OBSD_STORE_SCHEMA_VERSION - 1, OBSD_STORE_SCHEMA_VERSION);
@@ -432,13 +396,13 @@ START_TEST(corrupt_values_rejected)
 
     uint8_t key[8] = {0, 0, 0, 0, 0, 0, 0, 1};
     static uint8_t good[65536], bad[65536];
-    size_t n = raw_get("latest", key, 8, good, sizeof good);
+    size_t n = raw_get(dir, "latest", key, 8, good, sizeof good);
     ck_assert_uint_lt(n, sizeof good);
     /* every truncation and a byte flip at every position: an error or a
      * snapshot, never a crash (ASan watches) */
     size_t rejected = 0;
     for (size_t cut = 0; cut < n; cut += (cut < 64 ? 1 : 7)) {
-        raw_put("latest", key, 8, good, cut);
+        raw_put(dir, "latest", key, 8, good, cut);
         st = store_open(dir, 0, false, true, err, sizeof err);
         ck_assert_msg(st != NULL, "%s", err);
         struct snapshot *out = NULL;
@@ -451,7 +415,7 @@ START_TEST(corrupt_values_rejected)
     for (size_t pos = 0; pos < n; pos += 3) {
         memcpy(bad, good, n);
         bad[pos] ^= 0xa5;
-        raw_put("latest", key, 8, bad, n);
+        raw_put(dir, "latest", key, 8, bad, n);
         st = store_open(dir, 0, false, true, err, sizeof err);
         struct snapshot *out = NULL;
         int rc = store_latest(st, "cr", &out);
@@ -461,12 +425,12 @@ START_TEST(corrupt_values_rejected)
         store_close(st);
     }
     ck_assert_uint_gt(rejected, 10);
-    raw_put("latest", key, 8, good, n);
+    raw_put(dir, "latest", key, 8, good, n);
     /* a damaged metric row of the latest snapshot */
     uint8_t mkey[12] = {0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0, 2};
-    size_t mn = raw_get("latest", mkey, 12, bad, sizeof bad);
+    size_t mn = raw_get(dir, "latest", mkey, 12, bad, sizeof bad);
     for (size_t cut = 0; cut < mn; cut++) {
-        raw_put("latest", mkey, 12, bad, cut);
+        raw_put(dir, "latest", mkey, 12, bad, cut);
         st = store_open(dir, 0, false, true, err, sizeof err);
         struct snapshot *out = NULL;
         ck_assert_int_eq(store_latest(st, "cr", &out), STORE_ERROR);
@@ -474,7 +438,7 @@ START_TEST(corrupt_values_rejected)
         store_close(st);
     }
     /* a damaged run record */
-    raw_put("runs", key, 8, "\001\005ab", 4);
+    raw_put(dir, "runs", key, 8, "\001\005ab", 4);
     st = store_open(dir, 0, false, true, err, sizeof err);
     struct store_run_info *runs;
     size_t nr;
@@ -1056,18 +1020,6 @@ static void raw_end(struct raw *r)
     mdb_env_close(r->env);
 }
 
-/* The key of the last row of a table. */
-static size_t raw_last_key(const char *db, uint8_t *key, size_t cap)
-{
-    struct raw r = raw_begin(db);
-    MDB_val k, v;
-    ck_assert_int_eq(mdb_cursor_get(r.cur, &k, &v, MDB_LAST), 0);
-    ck_assert_uint_le(k.mv_size, cap);
-    memcpy(key, k.mv_data, k.mv_size);
-    raw_end(&r);
-    return k.mv_size;
-}
-
 /* How many keys of a table start with prefix. */
 static size_t raw_count_prefix(const char *db, const void *prefix, size_t plen)
 {
@@ -1194,7 +1146,7 @@ START_TEST(delta_row_in_pieces)
 
     /* the second of seq 3's pieces gone: its metrics would read as at seq 2 */
     uint8_t key[24] = {0, 0, 0, 0, 0, 0, 0, 1, 0xff, 0xff, 0xff, 0xff, 0, 0, 0, 0, 0, 0, 0, 3, 0, 0, 0, 1};
-    raw_put("latest", key, sizeof key, NULL, 0);
+    raw_put(dir, "latest", key, sizeof key, NULL, 0);
     st = store_open(dir, 0, false, true, err, sizeof err);
     ck_assert_msg(st != NULL, "%s", err);
     struct snapshot *latest = NULL;
@@ -1265,26 +1217,26 @@ START_TEST(corrupt_series_rejected)
         {"series", {0}, 0, 11},
         {"latest", {0}, 0, 0},
     };
-    cases[3].klen = raw_last_key("series", cases[3].key, sizeof cases[3].key);
+    cases[3].klen = raw_last_key(dir, "series", cases[3].key, sizeof cases[3].key);
     /* the last piece of the last delta row (the latest table's last key) */
-    cases[4].klen = raw_last_key("latest", cases[4].key, sizeof cases[4].key);
+    cases[4].klen = raw_last_key(dir, "latest", cases[4].key, sizeof cases[4].key);
     ck_assert_uint_eq(cases[4].klen, 24);
     for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++) {
         bool latest = !strcmp(cases[c].db, "latest");
-        size_t n = raw_get(cases[c].db, cases[c].key, cases[c].klen, good, sizeof good);
+        size_t n = raw_get(dir, cases[c].db, cases[c].key, cases[c].klen, good, sizeof good);
         ck_assert_uint_lt(n, sizeof good);
         ck_assert(!read_damaged(latest, cases[c].seq));
         for (size_t cut = 0; cut < n; cut += 1 + cut / 16) {
-            raw_put(cases[c].db, cases[c].key, cases[c].klen, good, cut);
+            raw_put(dir, cases[c].db, cases[c].key, cases[c].klen, good, cut);
             ck_assert_msg(read_damaged(latest, cases[c].seq), "%s cut at %zu of %zu", cases[c].db, cut, n);
         }
         for (size_t pos = 0; pos < n; pos += 1 + pos / 24) {
             memcpy(bad, good, n);
             bad[pos] ^= 0x5a;
-            raw_put(cases[c].db, cases[c].key, cases[c].klen, bad, n);
+            raw_put(dir, cases[c].db, cases[c].key, cases[c].klen, bad, n);
             read_damaged(latest, cases[c].seq);
         }
-        raw_put(cases[c].db, cases[c].key, cases[c].klen, good, n);
+        raw_put(dir, cases[c].db, cases[c].key, cases[c].klen, good, n);
     }
     model_free(&md);
 }

@@ -18,6 +18,7 @@
 #include "engine/metrics.h"
 #include "engine/series.h"
 #include "publisher/store.h"
+#include "raw_lmdb.h"
 #include "test_util.h"
 
 static char dir_h[512], dir_p[512];
@@ -196,7 +197,8 @@ static void assert_stores_agree(struct store *h, struct store *p, const char *ru
 
 /* ---- a producer of hints by hand: every kind of change it may describe ---- */
 
-#define NS 40
+#define NS 100         /* with the counters more than PART_IDS (64) metrics: two parts, so a
+                           persist folds one and writes patches for the other */
 #define NB 12
 #define NC 4
 
@@ -430,6 +432,106 @@ START_TEST(a_stale_hint_is_believed)
 }
 END_TEST
 
+/* A patch gives back every bit of the summary words it names, whatever
+ * their shape: integral or not, signed zeros, subnormal, huge, infinite. */
+START_TEST(patch_keeps_every_bit)
+{
+    static const double shapes[] = {0.0, -0.0, 1.0, -1.0, 0.1, 5e-324, -2.2250738585072014e-308,
+                                    1e300, -1e300, 4503599627370497.0, 123456789.0, 0.5,
+                                    1.0 / 0.0, -1.0 / 0.0, 9007199254740993.0, 1e-10, 65536.0};
+    const size_t n_shapes = sizeof shapes / sizeof shapes[0];
+    struct store *h = open_rw(dir_h);
+    struct producer pr = producer_new("bits");
+    pr.s->seq = 0;
+    ck_assert_int_eq(store_persist(h, pr.s, false), STORE_OK);
+    for (size_t step = 1; step <= 3 * n_shapes; step++) {
+        pr.s->hint_version = ++pr.ver;
+        struct snap_series *sr = &pr.s->series[7];
+        uint64_t before[5 + OBSD_N_PERCENTILES], now[5 + OBSD_N_PERCENTILES];
+        memcpy(before, &sr->count, sizeof before);
+        sr->count += step;
+        double *words[] = {&sr->total, &sr->min, &sr->max, &sr->sum_sq, &sr->percentiles[0],
+                           &sr->percentiles[5], &sr->percentiles[OBSD_N_PERCENTILES - 1]};
+        for (size_t w = 0; w < sizeof words / sizeof words[0]; w++)
+            *words[w] = shapes[(step * (w + 1) + w) % n_shapes];
+        memcpy(now, &sr->count, sizeof now);
+        uint32_t fields = 0;
+        for (int k = 0; k < 5 + OBSD_N_PERCENTILES; k++)
+            fields |= (uint32_t)(now[k] != before[k]) << k;
+        sr->hint_changed = pr.ver;
+        sr->hint_fields = fields;
+        sr->hint_mask = 0;
+        pr.s->seq = step;
+        ck_assert_int_eq(store_persist(h, pr.s, false), STORE_OK);
+        struct snapshot *l;
+        ck_assert_int_eq(store_latest(h, "bits", &l), STORE_OK);
+        const struct snap_series *got = snapshot_find_series(l, sr->name);
+        ck_assert_ptr_nonnull(got);
+        uint64_t g[5 + OBSD_N_PERCENTILES];
+        memcpy(g, &got->count, sizeof g);
+        for (int k = 0; k < 5 + OBSD_N_PERCENTILES; k++)
+            ck_assert_msg(g[k] == now[k], "step %zu, word %d: %016llx read back as %016llx", step, k,
+                          (unsigned long long)now[k], (unsigned long long)g[k]);
+        snapshot_free(l);
+    }
+    snapshot_free(pr.s);
+    store_close(h);
+}
+END_TEST
+
+/* Whether the latest snapshot of run reads as "corrupt store" (any other
+ * error fails the check). */
+static bool latest_corrupt(const char *run)
+{
+    struct store *st = store_open(dir_h, 0, false, true, err, sizeof err);
+    ck_assert_msg(st != NULL, "%s", err);
+    struct snapshot *out = NULL;
+    int rc = store_latest(st, run, &out);
+    ck_assert_msg(rc == STORE_OK || (rc == STORE_ERROR && strstr(store_error(st), "corrupt store")), "%d: %s",
+                  rc, store_error(st));
+    snapshot_free(out);
+    store_close(st);
+    return rc != STORE_OK;
+}
+
+/* A damaged piece of patches: every truncation is "corrupt store", a
+ * flipped byte gives data or that error, never a read out of bounds (ASan
+ * watches). */
+START_TEST(damaged_patch_rejected)
+{
+    struct store *h = open_rw(dir_h);
+    struct producer pr = producer_new("damaged");
+    pr.s->seq = 0;
+    ck_assert_int_eq(store_persist(h, pr.s, false), STORE_OK);
+    pr.s->hint_version = ++pr.ver;
+    for (size_t i = 0; i < NS; i++)
+        change_series(&pr, i, i % 2, true);   /* a bucket; two buckets and a percentile */
+    pr.s->seq = 1;
+    ck_assert_int_eq(store_persist(h, pr.s, false), STORE_OK);
+    store_close(h);
+    snapshot_free(pr.s);
+
+    /* the last piece of the delta row of seq 1: the latest table's last key */
+    uint8_t key[24];
+    ck_assert_uint_eq(raw_last_key(dir_h, "latest", key, sizeof key), 24);
+    static uint8_t good[8192], bad[8192];
+    size_t n = raw_get(dir_h, "latest", key, 24, good, sizeof good);
+    ck_assert_uint_lt(n, sizeof good);
+    ck_assert_uint_gt(n, 200);
+    ck_assert(!latest_corrupt("damaged"));
+    for (size_t cut = 0; cut < n; cut += 1 + cut / 32) {
+        raw_put(dir_h, "latest", key, 24, good, cut);
+        ck_assert_msg(latest_corrupt("damaged"), "cut at %zu of %zu", cut, n);
+    }
+    for (size_t pos = 0; pos < n; pos += 1 + pos / 48) {
+        memcpy(bad, good, n);
+        bad[pos] ^= 0x5a;
+        raw_put(dir_h, "latest", key, 24, bad, n);
+        latest_corrupt("damaged");
+    }
+}
+END_TEST
+
 /* ---- the engine's own hints (metrics_snapshot), as the collector keeps them ---- */
 
 static uint64_t value_of(size_t i, size_t k)
@@ -532,6 +634,8 @@ static Suite *suite(void)
     tcase_set_timeout(tc, 120);
     tcase_add_test(tc, hinted_persists_read_back_as_full_comparison);
     tcase_add_test(tc, a_stale_hint_is_believed);
+    tcase_add_test(tc, patch_keeps_every_bit);
+    tcase_add_test(tc, damaged_patch_rejected);
     tcase_add_test(tc, engine_hints_read_back_as_full_comparison);
     suite_add_tcase(s, tc);
     return s;
