@@ -93,7 +93,10 @@
  * delta row older than every part's last fold holds nothing still in
  * force, and goes. */
 #define PART_IDS 64
-#define FOLD_ROUNDS 32
+/* A base row of a series is mostly bucket edges: the longer the rotation,
+ * the fewer a persist writes, and the more delta rows a reader of the
+ * latest snapshot applies (read far less often than persists are made). */
+#define FOLD_ROUNDS 64
 #define DELTA_ID UINT32_MAX     /* metric id part of a delta row's key */
 #define PIECE_HEAD 5            /* a delta piece's format byte and entry count */
 #define LMDB_PAGE_HEAD 16       /* LMDB's page header (PAGEHDRSZ): an overflow value
