@@ -1512,6 +1512,18 @@ static bool buckets_contiguous(const struct snap_bucket *b, size_t n)
     return true;
 }
 
+/* Bits set in a byte (the lengths of a patch: no -mpopcnt, and the
+ * library call __builtin_popcount would make is slower than this). */
+static const uint8_t bits_set[256] = {
+#define B2(n) n, n + 1, n + 1, n + 2
+#define B4(n) B2(n), B2(n + 1), B2(n + 1), B2(n + 2)
+#define B6(n) B4(n), B4(n + 1), B4(n + 1), B4(n + 2)
+    B6(0), B6(1), B6(1), B6(2)
+#undef B2
+#undef B4
+#undef B6
+};
+
 static inline int popcount64(uint64_t x)
 {
     /* no -mpopcnt: __builtin_popcountll would be a library call */
@@ -1546,20 +1558,21 @@ static uint8_t *wr_patch_entry(uint8_t *p, const struct snap_series *sr)
      * nibbles ahead of them: about as short as nums, and cheaper to make,
      * as a patch is written for each of 10,000 series a persist */
     const char *summary = (const char *)sr + offsetof(struct snap_series, count);   /* see the _Static_assert */
-    uint64_t bits[N_SUMMARY - 1], nibbles = 0;
-    unsigned nd = 0;
-    for (uint32_t f = mask & ~1u; f; f &= f - 1, nd++) {
-        memcpy(&bits[nd], summary + 8 * (size_t)__builtin_ctz(f), sizeof bits[nd]);
-        unsigned n = bits[nd] ? 8 - (unsigned)__builtin_ctzll(bits[nd]) / 8 : 0;
-        nibbles |= (uint64_t)n << (4 * nd);
-    }
-    wr_le64(p, nibbles);   /* all 16 nibbles fit the room; the fields overwrite the unused */
-    p += (nd + 1) / 2;
-    for (unsigned j = 0; j < nd; j++) {
-        unsigned n = (unsigned)(nibbles >> (4 * j)) & 0x0f;
-        wr_le64(p, n ? bits[j] >> (64 - 8 * n) : 0);   /* 8 bytes of room, n of them kept */
+    uint32_t fields = mask & ~1u;
+    uint8_t *lens = p;
+    p += (bits_set[fields & 0xff] + bits_set[(fields >> 8) & 0xff] + bits_set[fields >> 16] + 1) / 2;
+    uint64_t nibbles = 0;
+    for (unsigned j = 0; fields; fields &= fields - 1, j++) {
+        uint64_t bits;
+        memcpy(&bits, summary + 8 * (size_t)__builtin_ctz(fields), sizeof bits);
+        /* at least one byte, so no branch: +0.0 takes one, not none */
+        unsigned n = 8 - (unsigned)__builtin_ctzll(bits | 1ULL << 63) / 8;
+        wr_le64(p, bits >> (64 - 8 * n));   /* 8 bytes of room, n of them kept */
         p += n;
+        nibbles |= (uint64_t)n << (4 * j);
     }
+    for (uint8_t *l = lens; nibbles; nibbles >>= 8)
+        *l++ = (uint8_t)nibbles;
     uint64_t bm = sr->hint_mask;
     uint64_t above_one = bm & (bm - 1);
     bool inline_counts = !(above_one & (above_one - 1));   /* at most SNAP_HINT_NCOUNTS (2) bits */
@@ -2767,12 +2780,13 @@ int store_persist(struct store *st, const struct snapshot *snap, bool final)
     for (size_t i = 0; i < snap->n_series && !status; i++) {
         const struct snap_series *sr = &snap->series[i];
         /* the entries and the snapshot's series are in the same order, the
-         * common case: ask for both a few ahead (of a series the two lines
-         * this loop reads, see struct snap_series; an entry is one line) */
+         * common case: ask for both a few ahead (a series is four lines,
+         * see struct snap_series, of which a patch reads two or three; an
+         * entry is one) */
         if (trust && i + 2 * PREFETCH_AHEAD < snap->n_series && i + 2 * PREFETCH_AHEAD < st->h_nseries) {
             const char *q = (const char *)&snap->series[i + 2 * PREFETCH_AHEAD];
-            __builtin_prefetch(q);
-            __builtin_prefetch(q + 64);
+            for (size_t l = 0; l < sizeof *sr; l += 64)
+                __builtin_prefetch(q + l);
             uint32_t h = st->shint[i + 2 * PREFETCH_AHEAD];
             if (h < st->mt.n)
                 __builtin_prefetch(&st->mt.e[h], 1);
