@@ -514,6 +514,9 @@ struct mmetric {
     struct snap_bucket b[MODEL_BUCKETS];
     bool seen;                /* in the previous persist, with fingerprint fp */
     uint64_t fp[5];
+    bool dirty;               /* changed since its last point */
+    bool has_pt;              /* has a point, at pt_ts, from the current writer */
+    uint64_t pt_ts;
     long id;                  /* the store's id order: first persisted first */
     uint8_t was[256];         /* present at seq (bit per seq) */
     struct mpoint *pts;
@@ -526,6 +529,8 @@ struct model {
     uint64_t rng;
     long next_id;
     const char *run;
+    uint64_t step_ns;         /* between persists (0: 1 s) */
+    uint64_t interval_ns;     /* the store's series_interval (0: a point at every change) */
 };
 
 static uint64_t rnd(struct model *md)
@@ -655,7 +660,7 @@ static void model_step(struct model *md, uint64_t seq, unsigned rate)
 static struct snapshot *model_snapshot(struct model *md, uint64_t seq, enum obsd_run_state state)
 {
     struct snapshot *s = snapshot_new(md->run, seq, state);
-    s->timestamp_ns = 1700000000000000000ULL + seq * 1000000000ULL + seq % 7;
+    s->timestamp_ns = 1700000000000000000ULL + seq * (md->step_ns ? md->step_ns : 1000000000ULL) + seq % 7;
     for (size_t i = 0; i < md->n; i++) {
         const struct mmetric *m = &md->m[i];
         if (!m->present)
@@ -688,8 +693,10 @@ static uint64_t dbl(double d)
     return u;
 }
 
-/* After a committed persist of seq: which metrics got a point. */
-static void model_persisted(struct model *md, uint64_t seq, uint64_t ts)
+/* After a committed persist of seq: which metrics got a point (one that
+ * changed since its last point, when series_interval has passed since it,
+ * it has none, time went back, or at the final). */
+static void model_persisted(struct model *md, uint64_t seq, uint64_t ts, bool final)
 {
     for (size_t i = 0; i < md->n; i++) {
         struct mmetric *m = &md->m[i];
@@ -712,10 +719,15 @@ static void model_persisted(struct model *md, uint64_t seq, uint64_t ts)
         }
         if (m->id < 0)
             m->id = md->next_id++;
-        if (m->seen && !memcmp(fp, m->fp, sizeof fp))
-            continue;
+        if (!m->seen || memcmp(fp, m->fp, sizeof fp))
+            m->dirty = true;
         m->seen = true;
         memcpy(m->fp, fp, sizeof fp);
+        if (!m->dirty || (m->has_pt && !final && ts - m->pt_ts < md->interval_ns && ts >= m->pt_ts))
+            continue;
+        m->dirty = false;
+        m->has_pt = true;
+        m->pt_ts = ts;
         if (m->npts == m->cap) {
             m->cap = m->cap ? 2 * m->cap : 16;
             m->pts = realloc(m->pts, m->cap * sizeof *m->pts);
@@ -872,12 +884,16 @@ static struct store *open_model_store(void)
 /* 1,500 metrics over 24 chunk windows and 110 persists, with a restart of
  * the writer in the middle: after every persist the latest snapshot is the
  * persisted one; every metric's time series and the snapshots at earlier
- * seqs are what was persisted, while the run is live and after its end. */
-START_TEST(latest_and_series_follow_a_model)
+ * seqs are what was persisted, while the run is live and after its end.
+ * Persists step_ns apart, a point at most every interval_ns. */
+static void follow_model(uint64_t step_ns, uint64_t interval_ns)
 {
     struct model md;
     model_init(&md, "model", 40, 1460, 0x9e3779b97f4a7c15ULL);
+    md.step_ns = step_ns;
+    md.interval_ns = interval_ns;
     struct store *st = open_model_store();
+    store_set_series_interval(st, interval_ns);
     const uint64_t n = 110;
     for (uint64_t seq = 0; seq < n; seq++) {
         unsigned rate = seq % 20 < 5 ? 100 : seq % 20 < 12 ? 3 : seq % 20 < 15 ? 0 : 40;
@@ -886,7 +902,7 @@ START_TEST(latest_and_series_follow_a_model)
         struct snapshot *s = model_snapshot(&md, seq, final ? OBSD_RUN_COMPLETE : OBSD_RUN_LIVE);
         ck_assert_msg(store_persist(st, s, final) == STORE_OK, "seq %llu: %s",
                       (unsigned long long)seq, store_error(st));
-        model_persisted(&md, seq, s->timestamp_ns);
+        model_persisted(&md, seq, s->timestamp_ns, final);
         assert_latest(st, md.run, s);
         snapshot_free(s);
         if (seq % 23 == 5)
@@ -896,13 +912,16 @@ START_TEST(latest_and_series_follow_a_model)
              * previous values, so its first persist gives every metric a point */
             store_close(st);
             st = open_model_store();
+            store_set_series_interval(st, interval_ns);
             ck_assert_int_eq(store_begin_run(st, md.run, NULL, 0), STORE_OK);
             for (size_t i = 0; i < md.n; i++)
-                md.m[i].seen = false;
+                md.m[i].seen = md.m[i].has_pt = false;
         }
     }
     model_check_series(st, &md, n, true);
-    for (uint64_t seq = 3; seq < n; seq += 11)
+    /* (with thinned points a snapshot at a seq is its keyframe's values and
+     * the points since, which the model does not follow) */
+    for (uint64_t seq = 3; seq < n && !interval_ns; seq += 11)
         model_check_at(st, &md, seq);
     store_close(st);
     /* the same from a read-only handle, as obsctl sees it */
@@ -911,6 +930,19 @@ START_TEST(latest_and_series_follow_a_model)
     model_check_series(st, &md, n, false);
     store_close(st);
     model_free(&md);
+}
+
+START_TEST(latest_and_series_follow_a_model)
+{
+    follow_model(1000000000ULL, 0);
+}
+END_TEST
+
+/* The same with four persists a second and a point at most every second,
+ * as the collector persists by default: most persists write no points. */
+START_TEST(latest_and_thinned_series_follow_a_model)
+{
+    follow_model(250000000ULL, 1000000000ULL);
 }
 END_TEST
 
@@ -963,7 +995,7 @@ START_TEST(kill9_loses_nothing_committed)
         model_step(&md, seq, seq % 9 < 4 ? 100 : 5);
         snapshot_free(last);
         last = model_snapshot(&md, seq, OBSD_RUN_LIVE);
-        model_persisted(&md, seq, last->timestamp_ns);
+        model_persisted(&md, seq, last->timestamp_ns, false);
     }
     assert_latest(st, "killed", last);
     model_check_series(st, &md, ri.last_seq, true);
@@ -975,14 +1007,14 @@ START_TEST(kill9_loses_nothing_committed)
     st = open_model_store();
     ck_assert_int_eq(store_begin_run(st, "killed", NULL, 0), STORE_OK);
     for (size_t i = 0; i < md.n; i++)
-        md.m[i].seen = false;
+        md.m[i].seen = md.m[i].has_pt = false;
     uint64_t end = ri.last_seq + 30;
     for (uint64_t seq = ri.last_seq + 1; seq <= end; seq++) {
         model_step(&md, seq, seq % 9 < 4 ? 100 : 5);
         snapshot_free(last);
         last = model_snapshot(&md, seq, seq == end ? OBSD_RUN_COMPLETE : OBSD_RUN_LIVE);
         ck_assert_msg(store_persist(st, last, seq == end) == STORE_OK, "%s", store_error(st));
-        model_persisted(&md, seq, last->timestamp_ns);
+        model_persisted(&md, seq, last->timestamp_ns, seq == end);
     }
     assert_latest(st, "killed", last);
     model_check_series(st, &md, end, true);
@@ -1265,6 +1297,7 @@ int main(void)
     tcase_add_test(tc, corrupt_values_rejected);
     tcase_add_test(tc, one_hour_size_bound);
     tcase_add_test(tc, latest_and_series_follow_a_model);
+    tcase_add_test(tc, latest_and_thinned_series_follow_a_model);
     tcase_add_test(tc, kill9_loses_nothing_committed);
     tcase_add_test(tc, corrupt_series_rejected);
     tcase_add_test(tc, delta_rows_folded_away);
