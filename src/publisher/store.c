@@ -2512,6 +2512,18 @@ static bool stage_persist(struct store *st, const struct snapshot *snap, bool fi
                 __builtin_prefetch(q + sizeof(struct snap_series) - 1);
             }
         }
+        /* the common case at a busy persist: a metric that got its delta
+         * entry while the snapshot was compared (so it is present and
+         * changed) and is not due a point; what the rest of the loop would
+         * do to it comes down to its flags */
+        uint8_t early = e->hflags;
+        if ((early & HF_ENTRY) && !final && e->has_point && ts >= st->pt_ns[i] &&
+            ts - st->pt_ns[i] < st->series_interval_ns) {
+            e->point_dirty = true;
+            e->changed_now = false;
+            e->hflags = (uint8_t)(early & ~HF_ENTRY);
+            continue;
+        }
         bool present = e->gen == st->gen;
         const struct snap_counter *cn = NULL;
         const struct snap_series *sr = NULL;

@@ -36,13 +36,19 @@ static void teardown(void)
     rm_rf(dir_p);
 }
 
-static struct store *open_rw(const char *dir)
+/* interval_ns 0: a point at every change, the most to get wrong */
+static struct store *open_rw_every(const char *dir, uint64_t interval_ns)
 {
     struct store *st = store_open(dir, 0, false, false, err, sizeof err);
     ck_assert_msg(st != NULL, "%s", err);
     store_set_history_full_every(st, 8);
-    store_set_series_interval(st, 0);   /* a point at every change: the most to get wrong */
+    store_set_series_interval(st, interval_ns);
     return st;
+}
+
+static struct store *open_rw(const char *dir)
+{
+    return open_rw_every(dir, 0);
 }
 
 /* The same snapshot without hints: copies of everything (owned entries have none). */
@@ -539,10 +545,11 @@ static uint64_t value_of(size_t i, size_t k)
     return 1000 + (uint64_t)((i * 7919 + k * 104729) % 90000);
 }
 
-START_TEST(engine_hints_read_back_as_full_comparison)
+/* Persists 250 ms apart, a point at most every interval_ns. */
+static void engine_hints(uint64_t interval_ns)
 {
     const char *run = "engine-run";
-    struct store *h = open_rw(dir_h), *p = open_rw(dir_p);
+    struct store *h = open_rw_every(dir_h, interval_ns), *p = open_rw_every(dir_p, interval_ns);
     struct series_env env;
     series_env_init(&env, NULL, 0);
     struct metric_table t;
@@ -605,8 +612,8 @@ START_TEST(engine_hints_read_back_as_full_comparison)
         if (step == 40) {
             store_close(h);
             store_close(p);
-            h = open_rw(dir_h);
-            p = open_rw(dir_p);
+            h = open_rw_every(dir_h, interval_ns);
+            p = open_rw_every(dir_p, interval_ns);
         }
         s->seq = (uint64_t)step;
         s->timestamp_ns = 1700000000000000000ULL + (uint64_t)step * 250000000ULL;
@@ -623,6 +630,19 @@ START_TEST(engine_hints_read_back_as_full_comparison)
     store_close(h);
     store_close(p);
 }
+
+START_TEST(engine_hints_read_back_as_full_comparison)
+{
+    engine_hints(0);
+}
+END_TEST
+
+/* The same with a point at most every second, as the collector persists
+ * by default: most persists give hinted metrics no point. */
+START_TEST(engine_hints_with_thinned_points)
+{
+    engine_hints(1000000000ULL);
+}
 END_TEST
 
 static Suite *suite(void)
@@ -637,6 +657,7 @@ static Suite *suite(void)
     tcase_add_test(tc, patch_keeps_every_bit);
     tcase_add_test(tc, damaged_patch_rejected);
     tcase_add_test(tc, engine_hints_read_back_as_full_comparison);
+    tcase_add_test(tc, engine_hints_with_thinned_points);
     suite_add_tcase(s, tc);
     return s;
 }
