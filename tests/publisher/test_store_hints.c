@@ -409,13 +409,20 @@ static int last_seq(const struct store_point *pt, void *ctx)
     return 0;
 }
 
-START_TEST(a_stale_hint_is_believed)
+/* A producer of run whose snapshot h has persisted as seq 0, at its next version. */
+static struct producer persisted_once(struct store *h, const char *run)
 {
-    struct store *h = open_rw(dir_h);
-    struct producer pr = producer_new("stale");
+    struct producer pr = producer_new(run);
     pr.s->seq = 0;
     ck_assert_int_eq(store_persist(h, pr.s, false), STORE_OK);
     pr.s->hint_version = ++pr.ver;
+    return pr;
+}
+
+START_TEST(a_stale_hint_is_believed)
+{
+    struct store *h = open_rw(dir_h);
+    struct producer pr = persisted_once(h, "stale");
     change_series(&pr, 3, 0, true);
     pr.s->seq = 1;
     ck_assert_int_eq(store_persist(h, pr.s, false), STORE_OK);
@@ -506,10 +513,7 @@ static bool latest_corrupt(const char *run)
 START_TEST(damaged_patch_rejected)
 {
     struct store *h = open_rw(dir_h);
-    struct producer pr = producer_new("damaged");
-    pr.s->seq = 0;
-    ck_assert_int_eq(store_persist(h, pr.s, false), STORE_OK);
-    pr.s->hint_version = ++pr.ver;
+    struct producer pr = persisted_once(h, "damaged");
     for (size_t i = 0; i < NS; i++)
         change_series(&pr, i, i % 2, true);   /* a bucket; two buckets and a percentile */
     pr.s->seq = 1;
