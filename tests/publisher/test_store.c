@@ -1119,6 +1119,39 @@ START_TEST(delta_rows_folded_away)
 }
 END_TEST
 
+/* More than 64 parts of ids, so that the parts a persist folds wrap around
+ * the end of the rotation (65 parts, two a persist: the pass that starts at
+ * part 64 folds 64 and then 0). Metrics change at rates from every persist
+ * to every 7th, some stop changing: a part whose fold went missing would
+ * lose their last changes with the delta rows that go. */
+START_TEST(fold_rotation_wraps_around)
+{
+    struct store *st = open_rw(0);
+    struct snapshot *s = make_snapshot("wrap", 0, OBSD_RUN_LIVE, 40, 4100, 0, 4);
+    for (uint64_t seq = 0; seq < 72; seq++) {
+        s->seq = seq;
+        s->timestamp_ns += 250000000ULL;
+        for (size_t i = 0; i < s->n_series; i++) {
+            struct snap_series *sr = &s->series[i];
+            if ((seq + i) % (1 + i % 7) || (i % 5 == 0 && seq > 20))
+                continue;
+            sr->count += 1 + i % 3;
+            sr->total += 10;
+            sr->buckets[(i + seq) % sr->n_buckets].count += 1;
+        }
+        ck_assert_msg(store_persist(st, s, false) == STORE_OK, "%s", store_error(st));
+        if (seq >= 33 && seq % 4 == 1) {
+            struct snapshot *latest;
+            ck_assert_int_eq(store_latest(st, "wrap", &latest), STORE_OK);
+            assert_same(latest, s);
+            snapshot_free(latest);
+        }
+    }
+    snapshot_free(s);
+    store_close(st);
+}
+END_TEST
+
 /* The pieces of the delta row of persist seq of the first run: how many,
  * and the longest value of them. */
 static size_t raw_delta_pieces(uint64_t seq, size_t *longest)
@@ -1301,6 +1334,7 @@ int main(void)
     tcase_add_test(tc, kill9_loses_nothing_committed);
     tcase_add_test(tc, corrupt_series_rejected);
     tcase_add_test(tc, delta_rows_folded_away);
+    tcase_add_test(tc, fold_rotation_wraps_around);
     suite_add_tcase(s, tc);
     SRunner *sr = srunner_create(s);
     srunner_run_all(sr, CK_NORMAL);
