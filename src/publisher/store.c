@@ -2386,6 +2386,24 @@ static inline bool part_folded(const struct store *st, uint32_t part)
     return d < st->fold_count;
 }
 
+/* Asks for every line of a series (four, see struct snap_series; one more
+ * when the array holding it is not the snapshot's own, aligned one). */
+static inline void prefetch_series(const struct snap_series *sr)
+{
+    const char *q = (const char *)sr;
+    for (size_t l = 0; l < sizeof *sr; l += 64)
+        __builtin_prefetch(q + l);
+    __builtin_prefetch(q + sizeof *sr - 1);
+}
+
+/* Whether a metric that changed since its last time series point is due
+ * one: series_interval has passed since that point, it has none, time went
+ * back, or at the final. */
+static inline bool point_due(const struct store *st, size_t i, bool had_point, uint64_t ts, bool final)
+{
+    return final || !had_point || ts - st->pt_ns[i] >= st->series_interval_ns || ts < st->pt_ns[i];
+}
+
 /* The delta row is written in pieces of at most piece_max bytes (but for
  * a piece of one larger entry), each a row of its own: a value of one page
  * is kept in a page LMDB reuses from one transaction to the next, while a
@@ -2505,20 +2523,15 @@ static bool stage_persist(struct store *st, const struct snapshot *snap, bool fi
          * what it will read of those that changed. */
         if (i + PREFETCH_AHEAD < n) {
             const struct metric_entry *f = &st->mt.e[i + PREFETCH_AHEAD];
-            if (f->changed_now && f->cls == CLASS_SERIES && !(f->hflags & HF_ENTRY)) {
-                const char *q = (const char *)&snap->series[f->pos];
-                for (size_t l = 0; l < sizeof(struct snap_series); l += 64)
-                    __builtin_prefetch(q + l);
-                __builtin_prefetch(q + sizeof(struct snap_series) - 1);
-            }
+            if (f->changed_now && f->cls == CLASS_SERIES && !(f->hflags & HF_ENTRY))
+                prefetch_series(&snap->series[f->pos]);
         }
         /* the common case at a busy persist: a metric that got its delta
          * entry while the snapshot was compared (so it is present and
          * changed) and is not due a point; what the rest of the loop would
          * do to it comes down to its flags */
         uint8_t early = e->hflags;
-        if ((early & HF_ENTRY) && !final && e->has_point && ts >= st->pt_ns[i] &&
-            ts - st->pt_ns[i] < st->series_interval_ns) {
+        if ((early & HF_ENTRY) && !point_due(st, i, e->has_point, ts, final)) {
             e->point_dirty = true;
             e->changed_now = false;
             e->hflags = (uint8_t)(early & ~HF_ENTRY);
@@ -2571,8 +2584,7 @@ static bool stage_persist(struct store *st, const struct snapshot *snap, bool fi
          * them after a store to one would wait for the store.) */
         bool dirty = e->point_dirty || e->changed_now, had_point = e->has_point;
         uint8_t hflags = e->hflags;
-        bool due = present && dirty &&
-                   (final || !had_point || ts - st->pt_ns[i] >= st->series_interval_ns || ts < st->pt_ns[i]);
+        bool due = present && dirty && point_due(st, i, had_point, ts, final);
         e->point_dirty = dirty && !due;
         e->changed_now = false;
         if (hflags & HF_ENTRY)
@@ -2796,9 +2808,7 @@ int store_persist(struct store *st, const struct snapshot *snap, bool final)
          * see struct snap_series, of which a patch reads two or three; an
          * entry is one) */
         if (trust && i + 2 * PREFETCH_AHEAD < snap->n_series && i + 2 * PREFETCH_AHEAD < st->h_nseries) {
-            const char *q = (const char *)&snap->series[i + 2 * PREFETCH_AHEAD];
-            for (size_t l = 0; l < sizeof *sr; l += 64)
-                __builtin_prefetch(q + l);
+            prefetch_series(&snap->series[i + 2 * PREFETCH_AHEAD]);
             uint32_t h = st->shint[i + 2 * PREFETCH_AHEAD];
             if (h < st->mt.n)
                 __builtin_prefetch(&st->mt.e[h], 1);
