@@ -1512,18 +1512,6 @@ static bool buckets_contiguous(const struct snap_bucket *b, size_t n)
     return true;
 }
 
-/* Bits set in a byte (the lengths of a patch: no -mpopcnt, and the
- * library call __builtin_popcount would make is slower than this). */
-static const uint8_t bits_set[256] = {
-#define B2(n) n, n + 1, n + 1, n + 2
-#define B4(n) B2(n), B2(n + 1), B2(n + 1), B2(n + 2)
-#define B6(n) B4(n), B4(n + 1), B4(n + 1), B4(n + 2)
-    B6(0), B6(1), B6(1), B6(2)
-#undef B2
-#undef B4
-#undef B6
-};
-
 static inline int popcount64(uint64_t x)
 {
     /* no -mpopcnt: __builtin_popcountll would be a library call */
@@ -1532,8 +1520,6 @@ static inline int popcount64(uint64_t x)
     x = (x + (x >> 4)) & 0x0f0f0f0f0f0f0f0fULL;
     return (int)((x * 0x0101010101010101ULL) >> 56);
 }
-
-_Static_assert(SNAP_HINT_NCOUNTS == 2, "wr_patch_entry tests for at most two bits");
 
 /* Upper bound of a patch entry: kind, mask, the count, the lengths and the
  * words of the rest of the summary, up to 64 buckets. */
@@ -1560,7 +1546,7 @@ static uint8_t *wr_patch_entry(uint8_t *p, const struct snap_series *sr)
     const char *summary = (const char *)sr + offsetof(struct snap_series, count);   /* see the _Static_assert */
     uint32_t fields = mask & ~1u;
     uint8_t *lens = p;
-    p += (bits_set[fields & 0xff] + bits_set[(fields >> 8) & 0xff] + bits_set[fields >> 16] + 1) / 2;
+    p += (popcount64(fields) + 1) / 2;
     uint64_t nibbles = 0;
     for (unsigned j = 0; fields; fields &= fields - 1, j++) {
         uint64_t bits;
@@ -1574,8 +1560,7 @@ static uint8_t *wr_patch_entry(uint8_t *p, const struct snap_series *sr)
     for (uint8_t *l = lens; nibbles; nibbles >>= 8)
         *l++ = (uint8_t)nibbles;
     uint64_t bm = sr->hint_mask;
-    uint64_t above_one = bm & (bm - 1);
-    bool inline_counts = !(above_one & (above_one - 1));   /* at most SNAP_HINT_NCOUNTS (2) bits */
+    bool inline_counts = popcount64(bm) <= SNAP_HINT_NCOUNTS;
     if (sr->n_buckets < 64)
         bm &= (1ULL << sr->n_buckets) - 1;
     uint8_t *np = p++;
