@@ -43,21 +43,30 @@ size_t raw_get(const char *dir, const char *db, const void *key, size_t klen, vo
     return n;
 }
 
+struct raw raw_begin(const char *dir, const char *db)
+{
+    struct raw r = {.env = raw_env(dir, MDB_RDONLY)};
+    MDB_dbi dbi;
+    ck_assert_int_eq(mdb_txn_begin(r.env, NULL, MDB_RDONLY, &r.txn), 0);
+    ck_assert_int_eq(mdb_dbi_open(r.txn, db, 0, &dbi), 0);
+    ck_assert_int_eq(mdb_cursor_open(r.txn, dbi, &r.cur), 0);
+    return r;
+}
+
+void raw_end(struct raw *r)
+{
+    mdb_cursor_close(r->cur);
+    mdb_txn_abort(r->txn);
+    mdb_env_close(r->env);
+}
+
 size_t raw_last_key(const char *dir, const char *db, uint8_t *key, size_t cap)
 {
-    MDB_env *env = raw_env(dir, MDB_RDONLY);
-    MDB_txn *txn;
-    MDB_dbi dbi;
-    MDB_cursor *cur;
-    ck_assert_int_eq(mdb_txn_begin(env, NULL, MDB_RDONLY, &txn), 0);
-    ck_assert_int_eq(mdb_dbi_open(txn, db, 0, &dbi), 0);
-    ck_assert_int_eq(mdb_cursor_open(txn, dbi, &cur), 0);
+    struct raw r = raw_begin(dir, db);
     MDB_val k, v;
-    ck_assert_int_eq(mdb_cursor_get(cur, &k, &v, MDB_LAST), 0);
+    ck_assert_int_eq(mdb_cursor_get(r.cur, &k, &v, MDB_LAST), 0);
     ck_assert_uint_le(k.mv_size, cap);
     memcpy(key, k.mv_data, k.mv_size);
-    mdb_cursor_close(cur);
-    mdb_txn_abort(txn);
-    mdb_env_close(env);
+    raw_end(&r);
     return k.mv_size;
 }

@@ -3,8 +3,19 @@
 #ifndef OBSD_TESTS_PUBLISHER_RAW_LMDB_H
 #define OBSD_TESTS_PUBLISHER_RAW_LMDB_H
 
+#include <lmdb.h>
 #include <stddef.h>
 #include <stdint.h>
+
+/* A read transaction with a cursor on table db of the store in dir;
+ * raw_end closes it. */
+struct raw {
+    MDB_env *env;
+    MDB_txn *txn;
+    MDB_cursor *cur;
+};
+struct raw raw_begin(const char *dir, const char *db);
+void raw_end(struct raw *r);
 
 /* Puts val under key in table db of the store in dir (val NULL: deletes the key). */
 void raw_put(const char *dir, const char *db, const void *key, size_t klen, const void *val, size_t vlen);

@@ -1024,38 +1024,10 @@ START_TEST(kill9_loses_nothing_committed)
 }
 END_TEST
 
-/* A read transaction on one table of the store, opened raw (as a damaged
- * file would be read); raw_end closes it. */
-struct raw {
-    MDB_env *env;
-    MDB_txn *txn;
-    MDB_cursor *cur;
-};
-
-static struct raw raw_begin(const char *db)
-{
-    struct raw r;
-    MDB_dbi dbi;
-    mdb_env_create(&r.env);
-    mdb_env_set_maxdbs(r.env, 16);
-    ck_assert_int_eq(mdb_env_open(r.env, dir, MDB_RDONLY, 0640), 0);
-    ck_assert_int_eq(mdb_txn_begin(r.env, NULL, MDB_RDONLY, &r.txn), 0);
-    ck_assert_int_eq(mdb_dbi_open(r.txn, db, 0, &dbi), 0);
-    ck_assert_int_eq(mdb_cursor_open(r.txn, dbi, &r.cur), 0);
-    return r;
-}
-
-static void raw_end(struct raw *r)
-{
-    mdb_cursor_close(r->cur);
-    mdb_txn_abort(r->txn);
-    mdb_env_close(r->env);
-}
-
 /* How many keys of a table start with prefix. */
 static size_t raw_count_prefix(const char *db, const void *prefix, size_t plen)
 {
-    struct raw r = raw_begin(db);
+    struct raw r = raw_begin(dir, db);
     MDB_val k = {plen, (void *)prefix}, v;
     size_t n = 0;
     for (int rc = mdb_cursor_get(r.cur, &k, &v, MDB_SET_RANGE); !rc; rc = mdb_cursor_get(r.cur, &k, &v, MDB_NEXT)) {
@@ -1159,7 +1131,7 @@ static size_t raw_delta_pieces(uint64_t seq, size_t *longest)
     uint8_t prefix[20] = {0, 0, 0, 0, 0, 0, 0, 1, 0xff, 0xff, 0xff, 0xff};
     for (int i = 0; i < 8; i++)
         prefix[12 + i] = (uint8_t)(seq >> (56 - 8 * i));
-    struct raw r = raw_begin("latest");
+    struct raw r = raw_begin(dir, "latest");
     MDB_val k = {sizeof prefix, prefix}, v;
     size_t n = 0;
     *longest = 0;

@@ -266,11 +266,25 @@ static struct producer producer_new(const char *run)
     return pr;
 }
 
+#define N_WORDS (5 + OBSD_N_PERCENTILES)   /* count, total, min, max, sum_sq, percentiles */
+
+/* The hint_fields of a series whose summary words were before[] (bit k:
+ * word k differs now). */
+static uint32_t changed_fields(const uint64_t before[N_WORDS], const struct snap_series *sr)
+{
+    uint64_t now[N_WORDS];
+    memcpy(now, &sr->count, sizeof now);
+    uint32_t fields = 0;
+    for (int k = 0; k < N_WORDS; k++)
+        fields |= (uint32_t)(now[k] != before[k]) << k;
+    return fields;
+}
+
 /* Changes series i at the current version, the hints saying exactly what moved. */
 static void change_series(struct producer *pr, size_t i, int how, bool with_hint)
 {
     struct snap_series *sr = &pr->s->series[i];
-    uint64_t before[5 + OBSD_N_PERCENTILES];
+    uint64_t before[N_WORDS];
     memcpy(before, &sr->count, sizeof before);
     uint64_t mask = 0;
     bool edges = false;
@@ -314,15 +328,10 @@ static void change_series(struct producer *pr, size_t i, int how, bool with_hint
         sr->hint_placed = 0;
         return;
     }
-    uint64_t now[5 + OBSD_N_PERCENTILES];
-    memcpy(now, &sr->count, sizeof now);
-    uint32_t fields = 0;
-    for (int k = 0; k < 5 + OBSD_N_PERCENTILES; k++)
-        fields |= (uint32_t)(now[k] != before[k]) << k;
     /* a change of the version before that the store did not see stays in
      * the mask only if the producer says it keeps it (it does not) */
     sr->hint_changed = pr->ver;
-    sr->hint_fields = fields;
+    sr->hint_fields = changed_fields(before, sr);
     sr->hint_mask = mask;
     if (edges)
         sr->hint_edges = pr->ver;
@@ -460,7 +469,7 @@ START_TEST(patch_keeps_every_bit)
     for (size_t step = 1; step <= 3 * n_shapes; step++) {
         pr.s->hint_version = ++pr.ver;
         struct snap_series *sr = &pr.s->series[7];
-        uint64_t before[5 + OBSD_N_PERCENTILES], now[5 + OBSD_N_PERCENTILES];
+        uint64_t before[N_WORDS], now[N_WORDS];
         memcpy(before, &sr->count, sizeof before);
         sr->count += step;
         double *words[] = {&sr->total, &sr->min, &sr->max, &sr->sum_sq, &sr->percentiles[0],
@@ -468,11 +477,8 @@ START_TEST(patch_keeps_every_bit)
         for (size_t w = 0; w < sizeof words / sizeof words[0]; w++)
             *words[w] = shapes[(step * (w + 1) + w) % n_shapes];
         memcpy(now, &sr->count, sizeof now);
-        uint32_t fields = 0;
-        for (int k = 0; k < 5 + OBSD_N_PERCENTILES; k++)
-            fields |= (uint32_t)(now[k] != before[k]) << k;
         sr->hint_changed = pr.ver;
-        sr->hint_fields = fields;
+        sr->hint_fields = changed_fields(before, sr);
         sr->hint_mask = 0;
         pr.s->seq = step;
         ck_assert_int_eq(store_persist(h, pr.s, false), STORE_OK);
@@ -480,9 +486,9 @@ START_TEST(patch_keeps_every_bit)
         ck_assert_int_eq(store_latest(h, "bits", &l), STORE_OK);
         const struct snap_series *got = snapshot_find_series(l, sr->name);
         ck_assert_ptr_nonnull(got);
-        uint64_t g[5 + OBSD_N_PERCENTILES];
+        uint64_t g[N_WORDS];
         memcpy(g, &got->count, sizeof g);
-        for (int k = 0; k < 5 + OBSD_N_PERCENTILES; k++)
+        for (int k = 0; k < N_WORDS; k++)
             ck_assert_msg(g[k] == now[k], "step %zu, word %d: %016llx read back as %016llx", step, k,
                           (unsigned long long)now[k], (unsigned long long)g[k]);
         snapshot_free(l);
