@@ -635,6 +635,20 @@ struct store {
     size_t pieces_cap, n_pieces;
     uint32_t piece_entries;      /* entries of the last piece */
     size_t entry_at;             /* offset of the entry being written */
+    /* sparse staging: when every entry of the handle is in the snapshot and
+     * no point can be due but for changed metrics, stage_persist visits only
+     * the changed entries whose work the comparison did not finish, and the
+     * folded parts, instead of every entry */
+    uint32_t *visit;             /* those changed entries, in the order found */
+    size_t visit_cap, n_visit;
+    uint32_t *order;             /* what stage_persist visits, in entry order */
+    size_t order_cap;
+    size_t n_seen;               /* distinct entries the snapshot has */
+    uint64_t dirty_pt_min;       /* no entry waiting for a point (point_dirty) has an older one
+                                    (UINT64_MAX: none waits), as of the last commit */
+    uint64_t early_pt_min;       /* the same, of the entries the comparison finished */
+    uint64_t dirty_pt_min_now;   /* the same, as the persist being prepared leaves them */
+    bool stage_all;              /* the next persist visits every entry (a persist failed) */
     bool keyframe_now, sections_changed;
     const char *sections_now;
 
@@ -873,6 +887,8 @@ static void forget_run(struct store *st)
     st->tail_from = 0;
     st->flush_next = 0;
     st->fold_all = true;
+    st->stage_all = true;
+    st->dirty_pt_min = 0;
     st->n_parts = 0;
     st->fold_next = 0;
     st->n_drows = 0;
@@ -903,6 +919,8 @@ void store_close(struct store *st)
     free(st->ctab);
     free(st->chains);
     free(st->pt_ns);
+    free(st->visit);
+    free(st->order);
     for (size_t i = 0; i < st->ring_cap; i++) {
         free(st->ring[i].data.p);
         free(st->ring[i].tab);
@@ -1530,13 +1548,14 @@ static inline int popcount64(uint64_t x)
  * the bucket counts that moved, nothing else. It reads neither the base row
  * nor, when the hint carries the counts, the buckets, which lie scattered
  * over the collector's heap. At most PATCH_MAX_BYTES. */
-static uint8_t *wr_patch_entry(uint8_t *p, const struct snap_series *sr)
+static inline __attribute__((always_inline)) uint8_t *wr_patch_entry(uint8_t *p, const struct snap_series *sr)
 {
-    *p++ = ENTRY_PATCH | (sr->exact ? ENTRY_FLAG : 0);
     uint32_t mask = sr->hint_fields & ((1u << N_SUMMARY) - 1);
-    *p++ = (uint8_t)mask;
-    *p++ = (uint8_t)(mask >> 8);
-    *p++ = (uint8_t)(mask >> 16);
+    /* kind and the 3 mask bytes in one store */
+    uint32_t head = (uint32_t)(ENTRY_PATCH | (sr->exact ? ENTRY_FLAG : 0)) | mask << 8;
+    uint8_t hb[4] = {(uint8_t)head, (uint8_t)(head >> 8), (uint8_t)(head >> 16), (uint8_t)(head >> 24)};
+    memcpy(p, hb, 4);
+    p += 4;
     if (mask & 1)
         p = wr_varint(p, sr->count);
     /* the doubles as their bit patterns less the trailing zero bytes
@@ -1560,7 +1579,9 @@ static uint8_t *wr_patch_entry(uint8_t *p, const struct snap_series *sr)
     for (uint8_t *l = lens; nibbles; nibbles >>= 8)
         *l++ = (uint8_t)nibbles;
     uint64_t bm = sr->hint_mask;
-    bool inline_counts = popcount64(bm) <= SNAP_HINT_NCOUNTS;
+    uint64_t but_one = bm & (bm - 1);   /* at most two bits (SNAP_HINT_NCOUNTS) */
+    _Static_assert(SNAP_HINT_NCOUNTS == 2, "the test below counts to two");
+    bool inline_counts = !(but_one & (but_one - 1));
     if (sr->n_buckets < 64)
         bm &= (1ULL << sr->n_buckets) - 1;
     uint8_t *np = p++;
@@ -2320,7 +2341,11 @@ static int persist_txn(struct store *st, const struct snapshot *snap, bool final
  * differs); returns whether it did. */
 static inline bool note_change(struct store *st, struct metric_entry *me, uint32_t e, const uint64_t fp[5])
 {
-    if (me->fp_valid && !memcmp(me->fp, fp, sizeof me->fp))
+    /* word by word, not memcmp: a call for 40 bytes, 10,000 times a persist */
+    uint64_t diff = 0;
+    for (int k = 0; k < 5; k++)
+        diff |= me->fp[k] ^ fp[k];
+    if (me->fp_valid && !diff)
         return false;
     me->changed_now = true;
     memcpy(me->fp, fp, sizeof me->fp);
@@ -2340,9 +2365,12 @@ static int note_metric(struct store *st, uint32_t *hint, size_t idx, uint8_t cls
     if (e < 0)
         return fail(st, STORE_ERROR, "out of memory");
     struct metric_entry *me = &st->mt.e[e];
+    if (me->gen != st->gen)
+        st->n_seen++;
     me->gen = st->gen;
     me->pos = (uint32_t)idx;
-    note_change(st, me, (uint32_t)e, fp);
+    if (note_change(st, me, (uint32_t)e, fp))
+        st->visit[st->n_visit++] = (uint32_t)e;
     return 0;
 }
 
@@ -2434,31 +2462,37 @@ static uint8_t *delta_entry_begin(struct store *st, uint32_t id, size_t max)
     return p;
 }
 
+/* Moves the entry just written (ending at len) into a new piece, as it
+ * took its piece over piece_max; returns the new end. */
+static __attribute__((noinline)) size_t delta_entry_to_new_piece(struct store *st, size_t len)
+{
+    uint8_t *e = st->delta.p + st->entry_at;
+    size_t id_len = 1;
+    while (e[id_len - 1] & 0x80)
+        id_len++;
+    size_t body = len - st->entry_at - id_len;
+    uint32_t id = st->last_entry;
+    uint8_t idb[10];
+    size_t nid = (size_t)(wr_varint(idb, zigzag((int64_t)id)) - idb);
+    /* into the room delta_entry_begin reserved: the body first, as the
+     * head and the id overwrite where it was */
+    memmove(e + PIECE_HEAD + nid, e + id_len, body);
+    piece_end(st);
+    st->delta.len = st->entry_at;
+    if (!piece_begin(st))
+        return st->delta.len;   /* out of memory (delta.oom): the persist fails */
+    memcpy(st->delta.p + st->delta.len, idb, nid);
+    st->last_entry = id;
+    return st->delta.len + nid + body;
+}
+
 /* Ends the entry delta_entry_begin began at end; one that takes its piece
- * over piece_max moves to a new piece. */
-static void delta_entry_end(struct store *st, uint8_t *end)
+ * over piece_max moves to a new piece (out of line: once in ~100 entries). */
+static inline void delta_entry_end(struct store *st, uint8_t *end)
 {
     size_t len = (size_t)(end - st->delta.p);
-    if (st->piece_entries && len - st->pieces[st->n_pieces - 1] > st->piece_max) {
-        uint8_t *e = st->delta.p + st->entry_at;
-        size_t id_len = 1;
-        while (e[id_len - 1] & 0x80)
-            id_len++;
-        size_t body = len - st->entry_at - id_len;
-        uint32_t id = st->last_entry;
-        uint8_t idb[10];
-        size_t nid = (size_t)(wr_varint(idb, zigzag((int64_t)id)) - idb);
-        /* into the room delta_entry_begin reserved: the body first, as the
-         * head and the id overwrite where it was */
-        memmove(e + PIECE_HEAD + nid, e + id_len, body);
-        piece_end(st);
-        st->delta.len = st->entry_at;
-        if (!piece_begin(st))
-            return;
-        memcpy(st->delta.p + st->delta.len, idb, nid);
-        len = st->delta.len + nid + body;
-        st->last_entry = id;
-    }
+    if (st->piece_entries && len - st->pieces[st->n_pieces - 1] > st->piece_max)
+        len = delta_entry_to_new_piece(st, len);
     st->delta.len = len;
     st->piece_entries++;
     st->n_delta++;
@@ -2466,10 +2500,12 @@ static void delta_entry_end(struct store *st, uint8_t *end)
 
 /* A metric that changed and keeps its base row gets its delta entry while
  * the snapshot is being compared, with the snapshot's series in the cache,
- * when the change hints say what changed; returns whether it did. The
- * others get theirs in stage_persist. */
+ * when the change hints say what changed; the others get theirs in
+ * stage_persist. When it is not due a time series point either, nothing is
+ * left of it for stage_persist to do: returns whether so (else it goes on
+ * the visit list). */
 static inline bool early_entry(struct store *st, struct metric_entry *me, const struct snap_counter *c,
-                               const struct snap_series *sr)
+                               const struct snap_series *sr, uint64_t ts, bool final)
 {
     if (!me->in_latest || part_folded(st, me->id / PART_IDS))
         return false;
@@ -2478,8 +2514,92 @@ static inline bool early_entry(struct store *st, struct metric_entry *me, const 
         return false;
     p = c ? wr_counter_entry(p, c) : wr_patch_entry(p, sr);
     delta_entry_end(st, p);
-    me->hflags |= HF_DIRTY | HF_ENTRY;
+    /* an entry in the latest table was persisted, so pt_ns has its slot */
+    size_t i = (size_t)(me - st->mt.e);
+    if (point_due(st, i, me->has_point, ts, final)) {
+        me->hflags |= HF_DIRTY | HF_ENTRY;
+        return false;
+    }
+    me->hflags |= HF_DIRTY;
+    me->changed_now = false;
+    me->point_dirty = true;
+    if (st->pt_ns[i] < st->early_pt_min)
+        st->early_pt_min = st->pt_ns[i];
     return true;
+}
+
+static int cmp_u32(const void *a, const void *b)
+{
+    uint32_t x = *(const uint32_t *)a, y = *(const uint32_t *)b;
+    return (x > y) - (x < y);
+}
+
+/* The first entry whose id is at least id (the entries are in id order). */
+static size_t mt_lower_id(const struct metric_table *t, uint32_t id)
+{
+    size_t lo = 0, hi = t->n;
+    while (lo < hi) {
+        size_t mid = lo + (hi - lo) / 2;
+        if (t->e[mid].id < id)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    return lo;
+}
+
+/* The entries stage_persist must visit, in entry order, when it need not
+ * visit all (sets *n); NULL when it must. It must visit all when one may be
+ * gone from the snapshot, when a point may be due to a metric that did not
+ * change (one waits since series_interval, or time went back), at the final,
+ * when every part folds, and after a failed persist. Otherwise only the
+ * changed entries the comparison did not finish (st->visit) and those of
+ * the parts this persist folds have work. */
+static const uint32_t *sparse_order(struct store *st, uint64_t ts, bool final, size_t *n)
+{
+    size_t total = st->mt.n;
+    if (final || st->fold_every || st->stage_all || st->n_seen != total || !st->run.n_snapshots ||
+        ts < st->run.last_timestamp_ns ||
+        (st->dirty_pt_min != UINT64_MAX && ts - st->dirty_pt_min >= st->series_interval_ns))
+        return NULL;
+    /* the folded parts' entries, in entry order: one run of parts, or two
+     * where the rotation wraps around */
+    size_t range[2][2], nr = 0, m = st->n_visit;
+    if (st->fold_count) {
+        uint32_t first = st->fold_start, last = st->fold_start + st->fold_count;
+        if (last > st->fold_parts) {
+            range[nr][0] = 0;
+            range[nr++][1] = mt_lower_id(&st->mt, (last - st->fold_parts) * PART_IDS);
+            last = st->fold_parts;
+        }
+        range[nr][0] = mt_lower_id(&st->mt, first * PART_IDS);
+        range[nr++][1] = mt_lower_id(&st->mt, last * PART_IDS);
+    }
+    for (size_t r = 0; r < nr; r++)
+        m += range[r][1] - range[r][0];
+    if (m > total / 2)
+        return NULL;   /* most entries anyway: the plain pass is cheaper */
+    bool sorted = true;
+    for (size_t i = 1; i < st->n_visit && sorted; i++)
+        sorted = st->visit[i - 1] < st->visit[i];
+    if (!sorted)
+        qsort(st->visit, st->n_visit, sizeof *st->visit, cmp_u32);
+    /* merge the two, once each */
+    size_t out = 0, v = 0;
+    for (size_t r = 0; r <= nr; r++) {
+        size_t lo = r < nr ? range[r][0] : SIZE_MAX;
+        for (; v < st->n_visit && st->visit[v] < lo; v++)
+            if (!out || st->order[out - 1] != st->visit[v])
+                st->order[out++] = st->visit[v];
+        if (r == nr)
+            break;
+        for (size_t i = range[r][0]; i < range[r][1]; i++)
+            st->order[out++] = (uint32_t)i;
+        while (v < st->n_visit && st->visit[v] < range[r][1])
+            v++;
+    }
+    *n = out;
+    return st->order;
 }
 
 /* Prepares a persist: which metrics get a base row, a delta entry, a point,
@@ -2501,26 +2621,20 @@ static bool stage_persist(struct store *st, const struct snapshot *snap, bool fi
     uint64_t ts = snap->timestamp_ns;
     uint32_t prev_pt = 0;
 
-    for (size_t i = 0; i < n; i++) {
+    size_t n_order = n;
+    const uint32_t *order = sparse_order(st, ts, final, &n_order);
+    uint64_t pt_min = order ? (st->dirty_pt_min < st->early_pt_min ? st->dirty_pt_min : st->early_pt_min)
+                            : UINT64_MAX;
+    for (size_t k = 0; k < n_order; k++) {
+        size_t i = order ? order[k] : k;
         struct metric_entry *e = &st->mt.e[i];
         /* A collector's snapshot lies scattered over the heap, so the loop
          * waits on memory for every series: ask a few metrics ahead for
          * what it will read of those that changed. */
-        if (i + PREFETCH_AHEAD < n) {
-            const struct metric_entry *f = &st->mt.e[i + PREFETCH_AHEAD];
+        if (k + PREFETCH_AHEAD < n_order) {
+            const struct metric_entry *f = &st->mt.e[order ? order[k + PREFETCH_AHEAD] : k + PREFETCH_AHEAD];
             if (f->changed_now && f->cls == CLASS_SERIES && !(f->hflags & HF_ENTRY))
                 prefetch_series(&snap->series[f->pos]);
-        }
-        /* the common case at a busy persist: a metric that got its delta
-         * entry while the snapshot was compared (so it is present and
-         * changed) and is not due a point; what the rest of the loop would
-         * do to it comes down to its flags */
-        uint8_t early = e->hflags;
-        if ((early & HF_ENTRY) && !point_due(st, i, e->has_point, ts, final)) {
-            e->point_dirty = true;
-            e->changed_now = false;
-            e->hflags = (uint8_t)(early & ~HF_ENTRY);
-            continue;
         }
         bool present = e->gen == st->gen;
         const struct snap_counter *cn = NULL;
@@ -2571,6 +2685,8 @@ static bool stage_persist(struct store *st, const struct snapshot *snap, bool fi
         uint8_t hflags = e->hflags;
         bool due = present && dirty && point_due(st, i, had_point, ts, final);
         e->point_dirty = dirty && !due;
+        if (e->point_dirty && st->pt_ns[i] < pt_min)
+            pt_min = st->pt_ns[i];
         e->changed_now = false;
         if (hflags & HF_ENTRY)
             e->hflags = (uint8_t)(hflags & ~HF_ENTRY);
@@ -2596,6 +2712,7 @@ static bool stage_persist(struct store *st, const struct snapshot *snap, bool fi
     if (db->oom || st->hp.oom || st->hidx.oom || st->rb.oom || st->header.oom)
         return false;
     piece_end(st);
+    st->dirty_pt_min_now = pt_min;
 
     /* the delta rows that go: those no later than every part's last fold
      * (parts the handle has no fold of hold new metrics only: they are
@@ -2691,6 +2808,7 @@ static void forget_persist(struct store *st, bool staged)
         e->has_point = false;
     }
     st->n_chg = st->n_spt = 0;
+    st->stage_all = true;
     reset_oom(st);
 }
 
@@ -2728,7 +2846,9 @@ int store_persist(struct store *st, const struct snapshot *snap, bool final)
     st->h_epoch = 0;
 
     size_t nm = snap->n_counters + snap->n_series;
-    if (!grow_array((void **)&st->chg, &st->chg_cap, nm, sizeof *st->chg))
+    if (!grow_array((void **)&st->chg, &st->chg_cap, nm, sizeof *st->chg) ||
+        !grow_array((void **)&st->visit, &st->visit_cap, nm, sizeof *st->visit) ||
+        !grow_array((void **)&st->order, &st->order_cap, nm, sizeof *st->order))
         return fail(st, STORE_ERROR, "out of memory");
     if (st->hint_cap < snap->n_counters) {
         size_t old = st->hint_cap;
@@ -2752,6 +2872,9 @@ int store_persist(struct store *st, const struct snapshot *snap, bool final)
      * exactly the last persist. */
     st->gen++;
     st->n_chg = st->n_spt = 0;
+    st->n_visit = st->n_seen = 0;
+    st->early_pt_min = UINT64_MAX;
+    uint64_t ts = snap->timestamp_ns;
     /* the parts this persist folds: the next of the rotation, or all of
      * them for a run new to the handle (nothing is known of its rows) and
      * at the final (the run's latest is left without delta rows) */
@@ -2774,13 +2897,14 @@ int store_persist(struct store *st, const struct snapshot *snap, bool final)
         struct metric_entry *me = hinted_entry(st, trust, i, st->h_ncounters, st->hint, c->hint_placed,
                                                CLASS_COUNTER);
         if (me) {
+            st->n_seen += me->gen != st->gen;
             me->gen = st->gen;
             me->pos = (uint32_t)i;
             if (c->hint_changed <= st->h_version && me->fp_valid)
                 continue;
             fingerprint_counter(c, fp);
-            if (note_change(st, me, (uint32_t)(me - st->mt.e), fp))
-                early_entry(st, me, c, NULL);
+            if (note_change(st, me, (uint32_t)(me - st->mt.e), fp) && !early_entry(st, me, c, NULL, ts, final))
+                st->visit[st->n_visit++] = (uint32_t)(me - st->mt.e);
             continue;
         }
         fingerprint_counter(c, fp);
@@ -2801,6 +2925,7 @@ int store_persist(struct store *st, const struct snapshot *snap, bool final)
         struct metric_entry *me = hinted_entry(st, trust, i, st->h_nseries, st->shint, sr->hint_placed,
                                                CLASS_SERIES);
         if (me) {
+            st->n_seen += me->gen != st->gen;
             me->gen = st->gen;
             me->pos = (uint32_t)i;
             if (sr->hint_changed <= st->h_version && me->fp_valid)
@@ -2808,9 +2933,10 @@ int store_persist(struct store *st, const struct snapshot *snap, bool final)
             fingerprint_series(sr, fp);
             /* the hint says what changed if it speaks of exactly the
              * versions since that persist */
-            if (note_change(st, me, (uint32_t)(me - st->mt.e), fp) && sr->hint_changed == st->h_version + 1 &&
-                sr->hint_edges <= st->h_version && sr->n_buckets <= 64)
-                early_entry(st, me, NULL, sr);
+            if (note_change(st, me, (uint32_t)(me - st->mt.e), fp) &&
+                !(sr->hint_changed == st->h_version + 1 && sr->hint_edges <= st->h_version && sr->n_buckets <= 64 &&
+                  early_entry(st, me, NULL, sr, ts, final)))
+                st->visit[st->n_visit++] = (uint32_t)(me - st->mt.e);
             continue;
         }
         fingerprint_series(sr, fp);
@@ -2936,6 +3062,8 @@ int store_persist(struct store *st, const struct snapshot *snap, bool final)
     if (st->fold_parts && !st->fold_every)
         st->fold_next = (st->fold_start + st->fold_count) % st->fold_parts;
     st->fold_all = false;
+    st->stage_all = false;
+    st->dirty_pt_min = st->dirty_pt_min_now;
     if (st->drop_all)
         st->n_drows = 0;
     else if (st->n_drop) {
