@@ -331,6 +331,54 @@ START_TEST(series_interval_thins_points)
 }
 END_TEST
 
+static int collect_counter_points(const struct store_point *p, void *ctx)
+{
+    int64_t *v = ctx;   /* v[0] points, then seq and value pairs */
+    v[1 + 2 * v[0]] = (int64_t)p->seq;
+    v[2 + 2 * v[0]++] = p->ivalue;
+    return 0;
+}
+
+/* A metric that changed once and then stays as it is waits for its point
+ * until series_interval has passed since its last one, while persists that
+ * change only a few other metrics visit only those (store.c, sparse
+ * staging): the wait must still end in its point. */
+START_TEST(a_waiting_point_comes_when_due)
+{
+    struct store *st = open_rw(0);
+    store_set_history_full_every(st, 1000);
+    for (uint64_t i = 0; i < 10; i++) {
+        struct snapshot *s = make_snapshot("wait", i, OBSD_RUN_LIVE, 1000, 0, 0, 0);
+        s->counters[0].ivalue = (int64_t)i;          /* changes at every persist */
+        s->counters[1].ivalue = i >= 1 ? 7 : 0;      /* changes once, at seq 1 */
+        s->timestamp_ns = 1700000000000000000ULL + i * 250000000ULL;
+        ck_assert_msg(store_persist(st, s, false) == STORE_OK, "%s", store_error(st));
+        snapshot_free(s);
+    }
+    int64_t v[64] = {0};
+    ck_assert_int_eq(store_metric_series(st, "wait", "c1", collect_counter_points, v), STORE_OK);
+    ck_assert_int_eq(v[0], 2);
+    ck_assert_int_eq(v[1], 0);
+    ck_assert_int_eq(v[2], 0);
+    ck_assert_int_eq(v[3], 4);   /* a second after the first, with the value of seq 1 */
+    ck_assert_int_eq(v[4], 7);
+    memset(v, 0, sizeof v);
+    ck_assert_int_eq(store_metric_series(st, "wait", "c0", collect_counter_points, v), STORE_OK);
+    ck_assert_int_eq(v[0], 3);
+    ck_assert_int_eq(v[3], 4);
+    ck_assert_int_eq(v[4], 4);
+    ck_assert_int_eq(v[5], 8);
+    ck_assert_int_eq(v[6], 8);
+    struct snapshot *at;
+    ck_assert_int_eq(store_latest(st, "wait", &at), STORE_OK);
+    ck_assert_int_eq(at->seq, 9);
+    ck_assert_int_eq(at->counters[0].ivalue, 9);
+    ck_assert_int_eq(at->counters[1].ivalue, 7);
+    snapshot_free(at);
+    store_close(st);
+}
+END_TEST
+
 START_TEST(grows_on_map_full)
 {
     struct store *st = open_rw(64 * 1024);
@@ -1294,6 +1342,7 @@ int main(void)
     tcase_add_test(tc, runs_in_start_order);
     tcase_add_test(tc, metric_time_series);
     tcase_add_test(tc, series_interval_thins_points);
+    tcase_add_test(tc, a_waiting_point_comes_when_due);
     tcase_add_test(tc, runs_in_turn_keep_their_series);
     tcase_add_test(tc, grows_on_map_full);
     tcase_add_test(tc, delta_row_in_pieces);
