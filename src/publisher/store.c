@@ -2636,6 +2636,20 @@ static bool stage_persist(struct store *st, const struct snapshot *snap, bool fi
             if (f->changed_now && f->cls == CLASS_SERIES && !(f->hflags & HF_ENTRY))
                 prefetch_series(&snap->series[f->pos]);
         }
+        /* and, in a sparse pass (mostly the folded parts' metrics), the
+         * buckets of the metric two ahead when it gets a base row: they are
+         * scattered too, and a base row reads them whole (its series was
+         * asked for two metrics ago) */
+        if (order && k + 2 < n_order) {
+            const struct metric_entry *f = &st->mt.e[order[k + 2]];
+            if (f->cls == CLASS_SERIES && f->gen == st->gen && !(f->hflags & HF_ENTRY) &&
+                (!f->in_latest || f->changed_now || (f->hflags & HF_DIRTY))) {
+                const struct snap_series *fs = &snap->series[f->pos];
+                const char *q = (const char *)fs->buckets;
+                for (size_t l = 0; l < fs->n_buckets * sizeof *fs->buckets; l += 64)
+                    __builtin_prefetch(q + l);
+            }
+        }
         bool present = e->gen == st->gen;
         const struct snap_counter *cn = NULL;
         const struct snap_series *sr = NULL;
