@@ -86,6 +86,13 @@ int cli_pick_run(const char *cmd, struct store *st, const char *run_id, struct s
     return 1;
 }
 
+void cli_print_padded(FILE *out, const char *s, size_t columns)
+{
+    fputs(s, out);
+    for (size_t k = obsd_utf8_width(s); k < columns; k++)
+        fputc(' ', out);
+}
+
 void cli_format_time(uint64_t ns, char *buf, size_t len)
 {
     time_t secs = (time_t)(ns / 1000000000ULL);

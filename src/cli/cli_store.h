@@ -53,6 +53,10 @@ int cli_store_failed(const char *cmd, struct store *st);
 
 /* "2026-11-23T10:15:00.250Z" (UTC, milliseconds). */
 void cli_format_time(uint64_t ns, char *buf, size_t len);
+/* Prints s, then spaces up to columns terminal columns: table cells of
+ * names and labels, which may be multibyte (obsd_utf8_width: "µ" is one
+ * column, a CJK character two). Nothing is cut when s is wider. */
+void cli_print_padded(FILE *out, const char *s, size_t columns);
 /* A number for a table: integers exactly, others with 6 significant digits,
  * NaN as "-". */
 void cli_format_number(double v, char *buf, size_t len);

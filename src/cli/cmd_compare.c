@@ -209,7 +209,8 @@ static int render(const struct table *t, bool as_json)
         json_array_append_new(rows, r);
         if (as_json)
             continue;
-        printf("%-12s %7zu ", p->label, p->n);
+        cli_print_padded(stdout, p->label, 12);
+        printf(" %7zu ", p->n);
         if (failed) {
             printf("%14s %12s", "ERROR", "-");
             if (speed)

@@ -35,14 +35,6 @@ static void show_usage(FILE *out)
         "bad arguments.\n");
 }
 
-/* name, then spaces up to w terminal columns (names may be multibyte) */
-static void print_name(const char *name, size_t w)
-{
-    fputs(name, stdout);
-    for (size_t k = obsd_utf8_width(name); k < w; k++)
-        putchar(' ');
-}
-
 static void print_snapshot(const struct snapshot *s, const struct store_run_info *r, const char *which)
 {
     char when[64], num[6][32];
@@ -71,7 +63,7 @@ static void print_snapshot(const struct snapshot *s, const struct store_run_info
                 cli_format_number(c->fvalue, num[0], sizeof num[0]);
             else
                 snprintf(num[0], sizeof num[0], "%" PRId64, c->ivalue);
-            print_name(c->name, w);
+            cli_print_padded(stdout, c->name, w);
             printf(" %16s\n", num[0]);
         }
     }
@@ -85,7 +77,7 @@ static void print_snapshot(const struct snapshot *s, const struct store_run_info
             cli_format_number(sr->percentiles[4], num[2], sizeof num[2]);
             cli_format_number(sr->percentiles[1], num[3], sizeof num[3]);
             cli_format_number(sr->max, num[4], sizeof num[4]);
-            print_name(sr->name, w);
+            cli_print_padded(stdout, sr->name, w);
             printf(" %12s %12s %12s %12s %12s %s\n", num[0], num[1], num[2], num[3], num[4],
                    sr->exact ? "exact" : "");
         }

@@ -250,7 +250,7 @@ static size_t line_bytes(const char *out, const char *prefix)
 }
 
 /* Multibyte names are padded by the columns a terminal gives them, so the
- * values of obsctl show line up: "µ" is 2 bytes and one column, each of
+ * values of obsctl show (and compare's labels) line up: "µ" is 2 bytes and one column, each of
  * "延迟" 3 bytes and two columns. */
 START_TEST(text_table_pads_by_columns)
 {
@@ -273,6 +273,23 @@ START_TEST(text_table_pads_by_columns)
     ck_assert_uint_eq(line_bytes(cli_out, "plain_total "), 41);
     ck_assert_uint_eq(line_bytes(cli_out, "\xC2\xB5s_total "), 41 + 1);
     ck_assert_uint_eq(line_bytes(cli_out, "\xE5\xBB\xB6\xE8\xBF\x9F_total "), 41 + 2);
+
+    /* and the labels of compare (from a sweep file, as chain_ring writes it) */
+    char sweep[700];
+    snprintf(sweep, sizeof sweep, "%s/sweep.json", dir);
+    FILE *f = fopen(sweep, "w");
+    ck_assert_ptr_nonnull(f);
+    fputs("{\"schema_version\":1,\"sweep\":{\"axis\":\"workers\"},\"points\":["
+          "{\"label\":\"plain\",\"inputs\":{\"workers\":1},\"repeats\":[{\"throughput\":10.0}]},"
+          "{\"label\":\"\xC2\xB5s\",\"inputs\":{\"workers\":2},\"repeats\":[{\"throughput\":20.0}]},"
+          "{\"label\":\"\xE5\xBB\xB6\xE8\xBF\x9F\",\"inputs\":{\"workers\":4},\"repeats\":[{\"throughput\":40.0}]}]}",
+          f);
+    ck_assert_int_eq(fclose(f), 0);
+    int rc = OBSCTL(dir, "compare", "--sweep", sweep);
+    ck_assert_msg(rc == 0, "exit %d: %s", rc, cli_err);
+    size_t plain = line_bytes(cli_out, "plain ");
+    ck_assert_uint_eq(line_bytes(cli_out, "\xC2\xB5s "), plain + 1);
+    ck_assert_uint_eq(line_bytes(cli_out, "\xE5\xBB\xB6\xE8\xBF\x9F "), plain + 2);
 }
 END_TEST
 
