@@ -20,7 +20,9 @@ static void get_usage(FILE *out)
         "time, and at the final snapshot. Each line has seq, time (UTC) and, for a\n"
         "counter, its value; for a series, count, min, p50, p99 and max. RUN may\n"
         "be 'last' for the most recently started run. If a series has the name of\n"
-        "a counter too, the series is shown.\n"
+        "a counter too, the series is shown. A name whose bytes that are not UTF-8\n"
+        "show as U+FFFD (as --json output prints them) is found as printed, when it\n"
+        "stands for one metric of the run's latest snapshot.\n"
         "\n"
         CLI_STORE_HELP
         "  --json       one JSON object: run, metric, type and points\n"
@@ -72,6 +74,34 @@ static int print_point(const struct store_point *p, void *arg)
     return 0;
 }
 
+/* The metric of the run's latest snapshot whose name, its bytes that are
+ * not UTF-8 replaced by U+FFFD as JSON output prints it, is shown: so that
+ * a name copied from `show --json` can be passed back. Returns how many
+ * distinct stored names match (*raw: a malloc'd copy of the first). */
+static int find_repaired_name(struct store *st, const char *run_id, const char *shown, char **raw)
+{
+    *raw = NULL;
+    if (!strstr(shown, OBSD_UTF8_REPLACEMENT))
+        return 0;
+    struct snapshot *s;
+    if (store_latest(st, run_id, &s) != STORE_OK)
+        return 0;
+    int n = 0;
+    for (size_t i = 0; i < s->n_counters + s->n_series; i++) {
+        const char *name = i < s->n_counters ? s->counters[i].name : s->series[i - s->n_counters].name;
+        if (obsd_utf8_valid(name, strlen(name)) || (*raw && !strcmp(*raw, name)))
+            continue;
+        char *fixed = obsd_utf8_repair(name);
+        if (fixed && !strcmp(fixed, shown)) {
+            if (!n++)
+                *raw = strdup(name);
+        }
+        free(fixed);
+    }
+    snapshot_free(s);
+    return n;
+}
+
 int cmd_get(int argc, char **argv)
 {
     static const struct option options[] = {
@@ -99,8 +129,24 @@ int cmd_get(int argc, char **argv)
     if (c.as_json)
         c.points = json_array();
     rc = store_metric_series(st, r.id, metric, print_point, &c);
+    char *raw = NULL;
+    if (rc == STORE_NOT_FOUND) {
+        int n = find_repaired_name(st, r.id, metric, &raw);
+        if (n == 1 && raw) {
+            metric = raw;
+            rc = store_metric_series(st, r.id, metric, print_point, &c);
+        } else if (n > 1) {
+            fprintf(stderr, "obsctl get: '%s' stands for %d metrics of run '%s' whose names are not UTF-8; "
+                            "pass the name's own bytes\n", metric, n, r.id);
+            free(raw);
+            store_close(st);
+            json_decref(c.points);
+            return 1;
+        }
+    }
     if (rc) {
         rc = cli_store_failed("get", st);
+        free(raw);
         store_close(st);
         json_decref(c.points);
         return rc;
@@ -113,6 +159,7 @@ int cmd_get(int argc, char **argv)
             fprintf(stderr, "obsctl get: out of memory\n");
         rc = cli_print_json(stdout, o);
     }
+    free(raw);
     cli_print_state_notes(stderr, "obsctl get: ", r.state, r.n_pending_tasks, false, r.has_final);
     return rc;
 }

@@ -197,6 +197,58 @@ START_TEST(get_runs_and_compare_json)
 }
 END_TEST
 
+/* A name as JSON output prints it (U+FFFD for its bytes that are not
+ * UTF-8) can be passed back to get, when it stands for one metric; a name
+ * that is stored as it is wins over one that only prints so. */
+START_TEST(get_takes_a_name_as_printed)
+{
+    int rc = OBSCTL(dir, "get", "bench-1", BAD_UTF8_SERIES_JSON, "--json", "--store", store_dir);
+    ck_assert_msg(rc == 0, "exit %d: %s", rc, cli_err);
+    json_t *j = out_json();
+    ck_assert_str_eq(json_string_value(json_object_get(j, "metric")), BAD_UTF8_SERIES_JSON);
+    ck_assert_str_eq(json_string_value(json_object_get(j, "type")), "series");
+    ck_assert_int_eq(json_array_size(json_object_get(j, "points")), 6);
+    json_decref(j);
+
+    /* "x" R is a name of its own in bench-4, beside "x\xff" and "x\xfe" */
+    ck_assert_int_eq(OBSCTL(dir, "get", "bench-4", "x" R, "--json", "--store", store_dir), 0);
+    j = out_json();
+    json_t *pts = json_object_get(j, "points");
+    ck_assert_int_eq(json_array_size(pts), 1);
+    ck_assert_int_eq(json_integer_value(json_object_get(json_array_get(pts, 0), "value")), 3);
+    json_decref(j);
+    /* a gauge whose name ends in a truncated sequence */
+    ck_assert_int_eq(OBSCTL(dir, "get", "bench-4", "g" R R, "--json", "--store", store_dir), 0);
+    j = out_json();
+    pts = json_object_get(j, "points");
+    ck_assert_int_eq(json_array_size(pts), 1);
+    ck_assert(json_real_value(json_object_get(json_array_get(pts, 0), "value")) == 0.5);
+    json_decref(j);
+
+    /* two names that print alike, and none stored so: refused, by name */
+    char err[512];
+    struct store *st = store_open(store_dir, 0, false, false, err, sizeof err);
+    ck_assert_msg(st != NULL, "%s", err);
+    const uint64_t t = 1763890000000000000ULL + 600000000000ULL;
+    ck_assert_int_eq(store_begin_run(st, "bench-6", "alike", t), STORE_OK);
+    struct snapshot *s = snapshot_new("bench-6", 0, OBSD_RUN_COMPLETE);
+    s->timestamp_ns = t + 1000;
+    snapshot_add_counter(s, "y\xff", 1);
+    snapshot_add_counter(s, "y\xfe", 2);
+    ck_assert_int_eq(store_persist(st, s, true), STORE_OK);
+    snapshot_free(s);
+    store_close(st);
+    ck_assert_int_eq(OBSCTL(dir, "get", "bench-6", "y" R, "--store", store_dir), 1);
+    ck_assert_msg(strstr(cli_err, "stands for 2 metrics") != NULL, "%s", cli_err);
+    ck_assert_int_eq(OBSCTL(dir, "get", "bench-6", "y\xfe", "--json", "--store", store_dir), 0);
+    j = out_json();
+    ck_assert_int_eq(json_integer_value(json_object_get(json_array_get(json_object_get(j, "points"), 0), "value")), 2);
+    json_decref(j);
+    /* an unknown name stays unknown */
+    ck_assert_int_eq(OBSCTL(dir, "get", "bench-6", "z" R, "--store", store_dir), 1);
+}
+END_TEST
+
 START_TEST(csv_and_text)
 {
     int rc = OBSCTL(dir, "export", "bench-1", "--format", "csv", "--store", store_dir);
@@ -302,6 +354,7 @@ int main(void)
     tcase_add_test(tc, show_json);
     tcase_add_test(tc, export_json);
     tcase_add_test(tc, get_runs_and_compare_json);
+    tcase_add_test(tc, get_takes_a_name_as_printed);
     tcase_add_test(tc, csv_and_text);
     tcase_add_test(tc, text_table_pads_by_columns);
     suite_add_tcase(s, tc);
