@@ -167,18 +167,43 @@ START_TEST(export_json)
 }
 END_TEST
 
-START_TEST(get_runs_and_compare_json)
+/* A complete run of one snapshot with counters names[i] = i + 1, started
+ * at_s seconds after the fixture's runs. */
+static void add_counters_run(const char *run, const char *name, uint64_t at_s, const char *const *names, size_t n)
 {
-    int rc = OBSCTL(dir, "get", "bench-1", BAD_UTF8_SERIES, "--json", "--store", store_dir);
+    char err[512];
+    struct store *st = store_open(store_dir, 0, false, false, err, sizeof err);
+    ck_assert_msg(st != NULL, "%s", err);
+    const uint64_t t = 1763890000000000000ULL + at_s * 1000000000ULL;
+    ck_assert_int_eq(store_begin_run(st, run, name, t), STORE_OK);
+    struct snapshot *s = snapshot_new(run, 0, OBSD_RUN_COMPLETE);
+    s->timestamp_ns = t + 1000;
+    for (size_t i = 0; i < n; i++)
+        snapshot_add_counter(s, names[i], (int64_t)i + 1);
+    ck_assert_int_eq(store_persist(st, s, true), STORE_OK);
+    snapshot_free(s);
+    store_close(st);
+}
+
+/* obsctl get bench-1 NAME --json gives the not-UTF-8 series: its name
+ * repaired, its 6 points. */
+static void get_bad_series(const char *name)
+{
+    int rc = OBSCTL(dir, "get", "bench-1", name, "--json", "--store", store_dir);
     ck_assert_msg(rc == 0, "exit %d: %s", rc, cli_err);
     json_t *j = out_json();
     ck_assert_str_eq(json_string_value(json_object_get(j, "metric")), BAD_UTF8_SERIES_JSON);
     ck_assert_str_eq(json_string_value(json_object_get(j, "type")), "series");
     ck_assert_int_eq(json_array_size(json_object_get(j, "points")), 6);
     json_decref(j);
+}
+
+START_TEST(get_runs_and_compare_json)
+{
+    get_bad_series(BAD_UTF8_SERIES);
 
     ck_assert_int_eq(OBSCTL(dir, "runs", "--json", "--store", store_dir), 0);
-    j = out_json();
+    json_t *j = out_json();
     ck_assert_int_eq(json_array_size(j), 4);
     json_t *r4 = json_array_get(j, 3);
     ck_assert_str_eq(json_string_value(json_object_get(r4, "run")), "bench-4");
@@ -202,17 +227,11 @@ END_TEST
  * that is stored as it is wins over one that only prints so. */
 START_TEST(get_takes_a_name_as_printed)
 {
-    int rc = OBSCTL(dir, "get", "bench-1", BAD_UTF8_SERIES_JSON, "--json", "--store", store_dir);
-    ck_assert_msg(rc == 0, "exit %d: %s", rc, cli_err);
-    json_t *j = out_json();
-    ck_assert_str_eq(json_string_value(json_object_get(j, "metric")), BAD_UTF8_SERIES_JSON);
-    ck_assert_str_eq(json_string_value(json_object_get(j, "type")), "series");
-    ck_assert_int_eq(json_array_size(json_object_get(j, "points")), 6);
-    json_decref(j);
+    get_bad_series(BAD_UTF8_SERIES_JSON);
 
     /* "x" R is a name of its own in bench-4, beside "x\xff" and "x\xfe" */
     ck_assert_int_eq(OBSCTL(dir, "get", "bench-4", "x" R, "--json", "--store", store_dir), 0);
-    j = out_json();
+    json_t *j = out_json();
     json_t *pts = json_object_get(j, "points");
     ck_assert_int_eq(json_array_size(pts), 1);
     ck_assert_int_eq(json_integer_value(json_object_get(json_array_get(pts, 0), "value")), 3);
@@ -226,18 +245,8 @@ START_TEST(get_takes_a_name_as_printed)
     json_decref(j);
 
     /* two names that print alike, and none stored so: refused, by name */
-    char err[512];
-    struct store *st = store_open(store_dir, 0, false, false, err, sizeof err);
-    ck_assert_msg(st != NULL, "%s", err);
-    const uint64_t t = 1763890000000000000ULL + 600000000000ULL;
-    ck_assert_int_eq(store_begin_run(st, "bench-6", "alike", t), STORE_OK);
-    struct snapshot *s = snapshot_new("bench-6", 0, OBSD_RUN_COMPLETE);
-    s->timestamp_ns = t + 1000;
-    snapshot_add_counter(s, "y\xff", 1);
-    snapshot_add_counter(s, "y\xfe", 2);
-    ck_assert_int_eq(store_persist(st, s, true), STORE_OK);
-    snapshot_free(s);
-    store_close(st);
+    const char *alike[] = {"y\xff", "y\xfe"};
+    add_counters_run("bench-6", "alike", 600, alike, 2);
     ck_assert_int_eq(OBSCTL(dir, "get", "bench-6", "y" R, "--store", store_dir), 1);
     ck_assert_msg(strstr(cli_err, "stands for 2 metrics") != NULL, "%s", cli_err);
     ck_assert_int_eq(OBSCTL(dir, "get", "bench-6", "y\xfe", "--json", "--store", store_dir), 0);
@@ -302,23 +311,12 @@ static size_t line_bytes(const char *out, const char *prefix)
 }
 
 /* Multibyte names are padded by the columns a terminal gives them, so the
- * values of obsctl show (and compare's labels) line up: "µ" is 2 bytes and one column, each of
- * "延迟" 3 bytes and two columns. */
+ * values of obsctl show (and compare's labels) line up: "µ" is 2 bytes and
+ * one column, each of "延迟" 3 bytes and two columns. */
 START_TEST(text_table_pads_by_columns)
 {
-    char err[512];
-    struct store *st = store_open(store_dir, 0, false, false, err, sizeof err);
-    ck_assert_msg(st != NULL, "%s", err);
-    const uint64_t t = 1763890000000000000ULL + 500000000000ULL;
-    ck_assert_int_eq(store_begin_run(st, "bench-5", "widths", t), STORE_OK);
-    struct snapshot *s = snapshot_new("bench-5", 0, OBSD_RUN_COMPLETE);
-    s->timestamp_ns = t + 1000;
-    snapshot_add_counter(s, "plain_total", 1);
-    snapshot_add_counter(s, "\xC2\xB5s_total", 2);
-    snapshot_add_counter(s, "\xE5\xBB\xB6\xE8\xBF\x9F_total", 3);
-    ck_assert_int_eq(store_persist(st, s, true), STORE_OK);
-    snapshot_free(s);
-    store_close(st);
+    const char *names[] = {"plain_total", "\xC2\xB5s_total", "\xE5\xBB\xB6\xE8\xBF\x9F_total"};
+    add_counters_run("bench-5", "widths", 500, names, 3);
 
     ck_assert_int_eq(OBSCTL(dir, "show", "bench-5", "--store", store_dir), 0);
     /* 24 columns of name, a space, 16 of value */
