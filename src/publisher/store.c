@@ -646,8 +646,8 @@ struct store {
     size_t n_seen;               /* distinct entries the snapshot has */
     uint64_t dirty_pt_min;       /* no entry waiting for a point (point_dirty) has an older one
                                     (UINT64_MAX: none waits), as of the last commit */
-    uint64_t early_pt_min;       /* the same, of the entries the comparison finished */
-    uint64_t dirty_pt_min_now;   /* the same, as the persist being prepared leaves them */
+    uint64_t dirty_pt_min_now;   /* the same, as the persist being prepared leaves them: the
+                                    comparison's finished entries, then stage_persist's */
     bool stage_all;              /* the next persist visits every entry (a persist failed) */
     bool keyframe_now, sections_changed;
     const char *sections_now;
@@ -2523,8 +2523,8 @@ static inline bool early_entry(struct store *st, struct metric_entry *me, const 
     me->hflags |= HF_DIRTY;
     me->changed_now = false;
     me->point_dirty = true;
-    if (st->pt_ns[i] < st->early_pt_min)
-        st->early_pt_min = st->pt_ns[i];
+    if (st->pt_ns[i] < st->dirty_pt_min_now)
+        st->dirty_pt_min_now = st->pt_ns[i];
     return true;
 }
 
@@ -2623,7 +2623,9 @@ static bool stage_persist(struct store *st, const struct snapshot *snap, bool fi
 
     size_t n_order = n;
     const uint32_t *order = sparse_order(st, ts, final, &n_order);
-    uint64_t pt_min = order ? (st->dirty_pt_min < st->early_pt_min ? st->dirty_pt_min : st->early_pt_min)
+    /* a full pass sees every waiting entry itself; a sparse one adds to
+     * those of the last commit and of the comparison */
+    uint64_t pt_min = order ? (st->dirty_pt_min < st->dirty_pt_min_now ? st->dirty_pt_min : st->dirty_pt_min_now)
                             : UINT64_MAX;
     for (size_t k = 0; k < n_order; k++) {
         size_t i = order ? order[k] : k;
@@ -2887,7 +2889,7 @@ int store_persist(struct store *st, const struct snapshot *snap, bool final)
     st->gen++;
     st->n_chg = st->n_spt = 0;
     st->n_visit = st->n_seen = 0;
-    st->early_pt_min = UINT64_MAX;
+    st->dirty_pt_min_now = UINT64_MAX;
     uint64_t ts = snap->timestamp_ns;
     /* the parts this persist folds: the next of the rotation, or all of
      * them for a run new to the handle (nothing is known of its rows) and
