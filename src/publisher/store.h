@@ -44,9 +44,15 @@ enum store_status {
 struct store;
 
 /* Opens (a writer creates) the store in dir. map_size is the initial LMDB map
- * size in bytes (0: 1 GiB); the writer doubles it on MDB_MAP_FULL. sync false
- * skips the fsync of each commit (MDB_NOSYNC: a crash may lose the last
- * commits, never the integrity of the store). readonly opens for reading only;
+ * size in bytes (0: 1 GiB); the writer doubles it on MDB_MAP_FULL. sync true
+ * flushes each commit's pages to disk before its meta page is written, and
+ * the meta page at the next commit (MDB_NOMETASYNC: one device flush a
+ * commit; a crash of the machine may undo the last commit, never the
+ * integrity of the store); a final snapshot, and the last commit at
+ * store_close, are flushed whole. sync false skips the flush (MDB_NOSYNC: a
+ * crash of obsd loses nothing, a crash of the machine may lose the last
+ * commits and, on a file system that reorders writes, damage the store).
+ * readonly opens for reading only;
  * a read-only store needs no daemon and works on a copied directory, even one
  * where the lock file cannot be written. NULL with a message in err on failure. */
 struct store *store_open(const char *dir, uint64_t map_size, bool sync, bool readonly,
