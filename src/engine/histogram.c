@@ -295,12 +295,36 @@ size_t hist_bin_of(const double *edges, size_t n, double v)
     return lo;
 }
 
+/* hist_bucket_value for the walk below, which asks it twice per chunk. */
+static inline double clamped_mid(const struct hist *h, uint32_t index)
+{
+    uint32_t g = index >> HIST_SUB_BITS;
+    uint64_t mid = index;                       /* group 0: one value a bucket */
+    if (g) {
+        unsigned shift = g - 1;                 /* bucket width 2^shift */
+        uint64_t lo = ((uint64_t)HIST_SUB_BUCKETS + (index & (HIST_SUB_BUCKETS - 1))) << shift;
+        mid = lo + ((UINT64_C(1) << shift) - 1) / 2;
+    }
+    if (mid < h->min)
+        mid = h->min;
+    if (mid > h->max)
+        mid = h->max;
+    return (double)mid;
+}
+
+/* Buckets come in increasing order of their (clamped) midpoints and the
+ * edges increase, so one walk over both bins them: the bin only moves up,
+ * never searched for. It stays where hist_bin_of would put each bucket: the
+ * last bin whose lower edge is <= the value (bin 0 below edges[1], bin n-1
+ * from edges[n-1] on). A chunk whose last bucket is still below the next
+ * edge goes into the bin whole, by its total. */
 void hist_bin(const struct hist *h, size_t n, const double *edges, uint64_t *counts)
 {
     for (size_t i = 0; i < n; i++)
         counts[i] = 0;
     if (n == 0 || h->count == 0)
         return;
+    size_t bin = 0;
     for (uint32_t g = 0; g < HIST_GROUPS; g++) {
         const struct hist_group *grp = h->groups[g];
         if (!grp)
@@ -310,17 +334,21 @@ void hist_bin(const struct hist *h, size_t n, const double *edges, uint64_t *cou
             if (!total)
                 continue;
             uint32_t base = g * HIST_SUB_BUCKETS + c * HIST_CHUNK;
-            /* clamped midpoints grow with the index: often one bin takes the chunk */
-            size_t first = hist_bin_of(edges, n, hist_bucket_value(h, base));
-            size_t last = hist_bin_of(edges, n, hist_bucket_value(h, base + HIST_CHUNK - 1));
-            if (first == last) {
-                counts[first] += total;
+            const struct hist_chunk *ck = &grp->ck[c];
+            double first = clamped_mid(h, base + (uint32_t)__builtin_ctzll(ck->occupied));
+            while (bin + 1 < n && edges[bin + 1] <= first)
+                bin++;
+            if (bin + 1 == n ||
+                clamped_mid(h, base + (uint32_t)(63 - __builtin_clzll(ck->occupied))) < edges[bin + 1]) {
+                counts[bin] += total;
                 continue;
             }
-            const struct hist_chunk *ck = &grp->ck[c];
             for (uint64_t occ = ck->occupied; occ; occ &= occ - 1) {
                 uint32_t i = (uint32_t)__builtin_ctzll(occ);
-                counts[hist_bin_of(edges, n, hist_bucket_value(h, base + i))] += hist_chunk_count(ck, i);
+                double v = clamped_mid(h, base + i);
+                while (bin + 1 < n && edges[bin + 1] <= v)
+                    bin++;
+                counts[bin] += hist_chunk_count(ck, i);
             }
         }
     }

@@ -164,8 +164,10 @@ void hist_log_edges(double min, double max, size_t n, double *edges);
  * last bin). */
 size_t hist_bin_of(const double *edges, size_t n, double v);
 
-/* Bins the histogram into n log-spaced bins over [min, max]: counts[i] for
- * bin i (each bucket counted at its clamped midpoint). */
+/* Bins the histogram into n bins whose n + 1 edges increase (the log-spaced
+ * ones of hist_log_edges): counts[i] for bin i, each bucket counted in the
+ * bin hist_bin_of gives its clamped midpoint. One walk over chunks and bins
+ * together, no search per bucket. */
 void hist_bin(const struct hist *h, size_t n, const double *edges, uint64_t *counts);
 
 #endif

@@ -3,7 +3,7 @@
  * percentiles over a wide range, exact final percentiles ("lower" method)
  * against values sorted here, memory that follows the range of values,
  * raw-value spill beyond a tiny cap giving identical final statistics,
- * empty series, snapshot histogram edges, restore, CPU list parsing; the
+ * empty series, snapshot histogram edges and binning, restore, CPU list parsing; the
  * incrementally kept live view is identical to a fresh snapshot after every
  * step of long random sequences.
  */
@@ -278,6 +278,51 @@ START_TEST(histogram_edges_are_clamped)
 }
 END_TEST
 
+/* The snapshot's histogram bins each bucket of the live histogram at its
+ * clamped midpoint: bin i holds the buckets hist_bin_of puts there. Binned
+ * by hand here, bucket by bucket, for histograms whose chunks straddle bin
+ * edges, lie below the first edge or above the last, and for edges that
+ * are not the histogram's own (as after a restore). */
+START_TEST(binning_follows_each_buckets_midpoint)
+{
+    static const size_t ns[] = {1, 2, 3, 30, 64, 200};
+    for (int round = 0; round < 60; round++) {
+        struct hist h;
+        hist_init(&h);
+        size_t nv = 1 + rnd() % 3000;
+        for (size_t i = 0; i < nv; i++) {
+            uint64_t v = round % 3 == 0 ? wide_value() : round % 3 == 1 ? 1000 + rnd() % 900000 : rnd() % 5000;
+            ck_assert_int_eq(hist_record_n(&h, v, 1 + rnd() % 3), 0);
+        }
+        size_t n = ns[(size_t)round % (sizeof ns / sizeof ns[0])];
+        double edges[201];
+        /* the histogram's own range, or a narrower one (buckets outside it) */
+        double lo = (double)h.min, hi = (double)h.max;
+        if (round & 1) {
+            lo = lo + (hi - lo) / 4;
+            hi = hi - (hi - lo) / 4;
+        }
+        hist_log_edges(lo, hi, n, edges);
+        if (round % 6 == 5)          /* integral edges, on bucket midpoints below 1024 */
+            for (size_t i = 0; i <= n; i++)
+                edges[i] = (double)(i * 5000 / n);
+        uint64_t got[200], want[200] = {0}, sum = 0;
+        hist_bin(&h, n, edges, got);
+        for (uint32_t b = hist_next_nonempty(&h, 0); b < HIST_N_INDEX; b = hist_next_nonempty(&h, b))
+            want[hist_bin_of(edges, n, hist_bucket_value(&h, b))] += hist_bucket_count(&h, b);
+        if (hist_bucket_count(&h, 0))
+            want[hist_bin_of(edges, n, hist_bucket_value(&h, 0))] += hist_bucket_count(&h, 0);
+        for (size_t i = 0; i < n; i++) {
+            ck_assert_msg(got[i] == want[i], "round %d, %zu bins: bin %zu has %llu, not %llu", round, n, i,
+                          (unsigned long long)got[i], (unsigned long long)want[i]);
+            sum += got[i];
+        }
+        ck_assert_uint_eq(sum, h.count);
+        hist_reset(&h);
+    }
+}
+END_TEST
+
 START_TEST(restore_keeps_exact_summary_and_drops_exactness)
 {
     struct series_env env;
@@ -446,6 +491,7 @@ int main(void)
     tcase_add_test(tc, spilled_raw_values_give_identical_final_stats);
     tcase_add_test(tc, empty_series_is_all_zeros);
     tcase_add_test(tc, histogram_edges_are_clamped);
+    tcase_add_test(tc, binning_follows_each_buckets_midpoint);
     tcase_add_test(tc, restore_keeps_exact_summary_and_drops_exactness);
     tcase_add_test(tc, live_view_is_identical_to_a_fresh_snapshot);
     tcase_add_test(tc, live_view_of_a_restored_series_is_identical_too);
