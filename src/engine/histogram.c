@@ -190,18 +190,24 @@ uint32_t hist_prev_nonempty(const struct hist *h, uint32_t index)
     return HIST_N_INDEX;
 }
 
-/* Resolves every rank in one walk that skips whole chunks by their totals. */
+/* Resolves every rank in two passes. The first walks the chunk headers
+ * (totals only) to the chunk holding each rank; the second reads the counts
+ * of those few chunks, asked for all at once beforehand: they are separate
+ * allocations, cold after a busy interval, and read one after the other
+ * each would cost a full miss. */
 void hist_locate_ranks(const struct hist *h, const uint64_t *ranks, size_t n,
                        uint32_t *out_index, uint64_t *out_before)
 {
     size_t order_small[32];
+    struct target { const struct hist_chunk *ck; uint32_t base; uint64_t seen; } tgt_small[32];
     size_t *order = n <= 32 ? order_small : malloc(n * sizeof *order);
+    struct target *tgt = n <= 32 ? tgt_small : malloc(n * sizeof *tgt);
     for (size_t i = 0; i < n; i++) {
         out_index[i] = 0;
         out_before[i] = 0;
     }
-    if (!order)
-        return;
+    if (!order || !tgt)
+        goto out;
     for (size_t i = 0; i < n; i++)
         order[i] = i;
     /* insertion sort of positions by rank: n is tiny (the percentile grid) */
@@ -213,36 +219,59 @@ void hist_locate_ranks(const struct hist *h, const uint64_t *ranks, size_t n,
         }
         order[j] = v;
     }
-    size_t next = 0;
+    /* pass 1: the chunk of each rank (tgt[k] for the k-th smallest), from
+     * the totals; ranks past the last observation find none. The headers
+     * are asked for first, all of them: each group is an allocation of its
+     * own, so the walk would otherwise wait for them one by one. */
+    for (uint32_t g = 0; g < HIST_GROUPS; g++)
+        if (h->groups[g])
+            for (size_t l = 0; l < sizeof *h->groups[g]; l += 64)
+                __builtin_prefetch((const char *)h->groups[g] + l);
+    size_t found = 0;
     uint64_t seen = 0;
-    for (uint32_t g = 0; g < HIST_GROUPS && next < n; g++) {
+    for (uint32_t g = 0; g < HIST_GROUPS && found < n; g++) {
         const struct hist_group *grp = h->groups[g];
         if (!grp)
             continue;
-        for (uint32_t c = 0; c < HIST_CHUNKS_PER_GROUP && next < n; c++) {
+        for (uint32_t c = 0; c < HIST_CHUNKS_PER_GROUP && found < n; c++) {
             uint64_t total = grp->ck[c].total;
             if (!total)
                 continue;
-            if (ranks[order[next]] >= seen + total) {
-                seen += total;
-                continue;
-            }
-            const struct hist_chunk *ck = &grp->ck[c];
-            uint32_t base = g * HIST_SUB_BUCKETS + c * HIST_CHUNK;
-            for (uint64_t occ = ck->occupied; occ && next < n; occ &= occ - 1) {
-                uint32_t i = (uint32_t)__builtin_ctzll(occ);
-                uint64_t in = hist_chunk_count(ck, i);
-                while (next < n && ranks[order[next]] < seen + in) {
-                    out_index[order[next]] = base + i;
-                    out_before[order[next]] = seen;
-                    next++;
+            while (found < n && ranks[order[found]] < seen + total) {
+                tgt[found] = (struct target){&grp->ck[c], g * HIST_SUB_BUCKETS + c * HIST_CHUNK, seen};
+                if (!found || tgt[found - 1].ck != tgt[found].ck) {
+                    const char *q = (const char *)grp->ck[c].counts;
+                    for (size_t l = 0; l < HIST_CHUNK * sizeof(uint32_t); l += 64)
+                        __builtin_prefetch(q + l);
                 }
-                seen += in;
+                found++;
             }
+            seen += total;
         }
     }
-    if (order != order_small)
+    /* pass 2: the bucket of each rank within its chunk */
+    for (size_t k = 0; k < found;) {
+        const struct hist_chunk *ck = tgt[k].ck;
+        uint64_t in_seen = tgt[k].seen;
+        for (uint64_t occ = ck->occupied; occ && k < found && tgt[k].ck == ck; occ &= occ - 1) {
+            uint32_t i = (uint32_t)__builtin_ctzll(occ);
+            uint64_t in = hist_chunk_count(ck, i);
+            while (k < found && tgt[k].ck == ck && ranks[order[k]] < in_seen + in) {
+                out_index[order[k]] = tgt[k].base + i;
+                out_before[order[k]] = in_seen;
+                k++;
+            }
+            in_seen += in;
+        }
+        /* a chunk whose counts disagree with its total: leave its ranks at 0 */
+        while (k < found && tgt[k].ck == ck)
+            k++;
+    }
+out:
+    if (order && order != order_small)
         free(order);
+    if (tgt && tgt != tgt_small)
+        free(tgt);
 }
 
 void hist_percentiles(const struct hist *h, const double *p, size_t n, double *out)
