@@ -93,6 +93,13 @@ void cli_print_padded(FILE *out, const char *s, size_t columns)
         fputc(' ', out);
 }
 
+double cli_now_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
 void cli_format_time(uint64_t ns, char *buf, size_t len)
 {
     time_t secs = (time_t)(ns / 1000000000ULL);

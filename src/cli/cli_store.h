@@ -53,6 +53,8 @@ int cli_store_failed(const char *cmd, struct store *st);
 
 /* "2026-11-23T10:15:00.250Z" (UTC, milliseconds). */
 void cli_format_time(uint64_t ns, char *buf, size_t len);
+/* Seconds on CLOCK_MONOTONIC, for measuring what a command takes. */
+double cli_now_s(void);
 /* Prints s, then spaces up to columns terminal columns: table cells of
  * names and labels, which may be multibyte (obsd_utf8_width: "µ" is one
  * column, a CJK character two). Nothing is cut when s is wider. */

@@ -9,7 +9,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 #include "cli/cli_store.h"
 #include "cli/commands.h"
@@ -35,13 +34,6 @@ static void usage(FILE *f)
             "  -s, --stats            print {\"tokens\", \"seconds\", \"load_seconds\"} on stderr at the end\n"
             "                         (seconds covers encoding only)\n"
             "  -h, --help             this text\n");
-}
-
-static double now_s(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
 }
 
 typedef struct {
@@ -132,7 +124,7 @@ int cmd_tokenize(int argc, char **argv)
         return 2;
     }
 
-    double t0 = now_s();
+    double t0 = cli_now_s();
     char err[512];
     tokenizer *tok = tiktoken ? tokenizer_load_tiktoken_file(path, tiktoken, err, sizeof err)
                               : tokenizer_load_file(path, err, sizeof err);
@@ -140,7 +132,7 @@ int cmd_tokenize(int argc, char **argv)
         fprintf(stderr, "obsctl tokenize: %s\n", err);
         return 2;
     }
-    double load_s = now_s() - t0;
+    double load_s = cli_now_s() - t0;
 
     block b = {0};
     b.texts = calloc(BLOCK_LINES, sizeof *b.texts);
@@ -197,9 +189,9 @@ int cmd_tokenize(int argc, char **argv)
         if (b.n < BLOCK_LINES)
             eof = true;
         if (b.n) {
-            double s = now_s();
+            double s = cli_now_s();
             int rc = tokenizer_encode_batch(tok, b.n, (const char *const *)b.texts, b.lens, b.ids, (unsigned)threads);
-            enc_s += now_s() - s;
+            enc_s += cli_now_s() - s;
             if (rc) {
                 fprintf(stderr, "obsctl tokenize: %s\n", tokenizer_strerror(rc));
                 status = 1;

@@ -24,7 +24,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 #include <unistd.h>
 
 #include <curses.h>
@@ -81,13 +80,6 @@ static void watch_usage(FILE *out)
         "  --until-end  exit after the final snapshot of the current run\n"
         "Exit status: 0, 1 when no daemon answers or it goes away mid-run, 2 for bad\n"
         "arguments.\n");
-}
-
-static double now_s(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
 }
 
 static void view_clear(struct watch *w)
@@ -200,7 +192,7 @@ static json_t *fetch_status(struct watch *w)
         json_decref(st);
         return NULL;
     }
-    double t = now_s();
+    double t = cli_now_s();
     uint64_t records = (uint64_t)json_integer_value(json_object_get(st, "records"));
     if (w->prev_status_time > 0 && t > w->prev_status_time && records >= w->prev_records) {
         w->records_rate = (double)(records - w->prev_records) / (t - w->prev_status_time);
