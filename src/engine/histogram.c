@@ -135,15 +135,27 @@ uint64_t hist_rank(uint64_t count, double p)
     return (uint64_t)r;
 }
 
-double hist_bucket_value(const struct hist *h, uint32_t index)
+/* hist_bucket_value, inlined where the binning walk asks it twice a chunk:
+ * the midpoint of [lo, hi] of hist_bucket_lo and hist_bucket_hi. */
+static inline double clamped_mid(const struct hist *h, uint32_t index)
 {
-    uint64_t lo = hist_bucket_lo(index), hi = hist_bucket_hi(index);
-    uint64_t mid = lo + (hi - lo) / 2;
+    uint32_t g = index >> HIST_SUB_BITS;
+    uint64_t mid = index;                       /* group 0: one value a bucket */
+    if (g) {
+        unsigned shift = g - 1;                 /* bucket width 2^shift */
+        uint64_t lo = ((uint64_t)HIST_SUB_BUCKETS + (index & (HIST_SUB_BUCKETS - 1))) << shift;
+        mid = lo + ((UINT64_C(1) << shift) - 1) / 2;
+    }
     if (mid < h->min)
         mid = h->min;
     if (mid > h->max)
         mid = h->max;
     return (double)mid;
+}
+
+double hist_bucket_value(const struct hist *h, uint32_t index)
+{
+    return clamped_mid(h, index);
 }
 
 uint32_t hist_next_nonempty(const struct hist *h, uint32_t index)
@@ -324,23 +336,6 @@ size_t hist_bin_of(const double *edges, size_t n, double v)
     return lo;
 }
 
-/* hist_bucket_value for the walk below, which asks it twice per chunk. */
-static inline double clamped_mid(const struct hist *h, uint32_t index)
-{
-    uint32_t g = index >> HIST_SUB_BITS;
-    uint64_t mid = index;                       /* group 0: one value a bucket */
-    if (g) {
-        unsigned shift = g - 1;                 /* bucket width 2^shift */
-        uint64_t lo = ((uint64_t)HIST_SUB_BUCKETS + (index & (HIST_SUB_BUCKETS - 1))) << shift;
-        mid = lo + ((UINT64_C(1) << shift) - 1) / 2;
-    }
-    if (mid < h->min)
-        mid = h->min;
-    if (mid > h->max)
-        mid = h->max;
-    return (double)mid;
-}
-
 /* Buckets come in increasing order of their (clamped) midpoints and the
  * edges increase, so one walk over both bins them: the bin only moves up,
  * never searched for. It stays where hist_bin_of would put each bucket: the
@@ -364,6 +359,10 @@ void hist_bin(const struct hist *h, size_t n, const double *edges, uint64_t *cou
                 continue;
             uint32_t base = g * HIST_SUB_BUCKETS + c * HIST_CHUNK;
             const struct hist_chunk *ck = &grp->ck[c];
+            if (!ck->occupied) {        /* cannot be with a total; no bucket to place */
+                counts[bin] += total;
+                continue;
+            }
             double first = clamped_mid(h, base + (uint32_t)__builtin_ctzll(ck->occupied));
             while (bin + 1 < n && edges[bin + 1] <= first)
                 bin++;
