@@ -1,5 +1,7 @@
 /* test_store.c: snapshots through the LMDB store. */
 #include <check.h>
+#include <dlfcn.h>
+#include <fcntl.h>
 #include <lmdb.h>
 #include <math.h>
 #include <stdio.h>
@@ -147,6 +149,72 @@ START_TEST(final_written_once)
     snapshot_free(a);
     snapshot_free(b);
     store_close(st);
+}
+END_TEST
+
+/* Every flush to disk LMDB asks for: fdatasync, and a write through a
+ * descriptor opened O_DSYNC (LMDB's way to write the meta page synchronously).
+ * These definitions are found before libc's by liblmdb too. */
+static int n_flushes;
+int fdatasync(int fd)
+{
+    static int (*real)(int);
+    if (!real)
+        *(void **)&real = dlsym(RTLD_NEXT, "fdatasync");
+    n_flushes++;
+    return real ? real(fd) : 0;
+}
+
+ssize_t pwrite(int fd, const void *buf, size_t n, off_t off)
+{
+    static ssize_t (*real)(int, const void *, size_t, off_t);
+    if (!real)
+        *(void **)&real = dlsym(RTLD_NEXT, "pwrite");
+    int fl = fcntl(fd, F_GETFL);
+    if (fl >= 0 && (fl & O_DSYNC) == O_DSYNC)
+        n_flushes++;
+    return real ? real(fd, buf, n, off) : -1;
+}
+
+static int flushes_of_persist(struct store *st, const struct snapshot *s, bool final)
+{
+    n_flushes = 0;
+    ck_assert_int_eq(store_persist(st, s, final), STORE_OK);
+    return n_flushes;
+}
+
+/* With store_sync a live commit costs the disk one flush (its pages; the
+ * meta page goes out with the next commit's), the final two (its meta page
+ * too: a run's end must survive a crash of the machine), and closing the
+ * store flushes the last meta page. Without store_sync, none. */
+START_TEST(synced_commits_flush_once_the_final_whole)
+{
+    struct store *st = store_open(dir, 0, true, false, err, sizeof err);
+    ck_assert_msg(st != NULL, "%s", err);
+    struct snapshot *s[4];
+    for (int i = 0; i < 4; i++)
+        s[i] = make_snapshot("r1", (uint64_t)i + 1, i == 3 ? OBSD_RUN_COMPLETE : OBSD_RUN_LIVE, 2, 2, 4, 3);
+    ck_assert_int_eq(store_persist(st, s[0], false), STORE_OK);   /* the run's first rows */
+    ck_assert_int_eq(flushes_of_persist(st, s[1], false), 1);
+    ck_assert_int_eq(flushes_of_persist(st, s[2], false), 1);
+    ck_assert_int_eq(flushes_of_persist(st, s[3], true), 2);
+    n_flushes = 0;
+    store_close(st);
+    ck_assert_int_eq(n_flushes, 1);
+
+    st = store_open(dir, 0, false, false, err, sizeof err);
+    ck_assert_msg(st != NULL, "%s", err);
+    struct snapshot *t[2] = {make_snapshot("r2", 1, OBSD_RUN_LIVE, 2, 2, 4, 3),
+                             make_snapshot("r2", 2, OBSD_RUN_COMPLETE, 2, 2, 4, 3)};
+    ck_assert_int_eq(flushes_of_persist(st, t[0], false), 0);
+    ck_assert_int_eq(flushes_of_persist(st, t[1], true), 0);
+    n_flushes = 0;
+    store_close(st);
+    ck_assert_int_eq(n_flushes, 0);
+    for (int i = 0; i < 4; i++)
+        snapshot_free(s[i]);
+    snapshot_free(t[0]);
+    snapshot_free(t[1]);
 }
 END_TEST
 
@@ -1336,6 +1404,7 @@ int main(void)
     tcase_set_timeout(tc, 240);
     tcase_add_test(tc, round_trip_latest_final_seq);
     tcase_add_test(tc, final_written_once);
+    tcase_add_test(tc, synced_commits_flush_once_the_final_whole);
     tcase_add_test(tc, bucket_layout_change_alone_is_persisted);
     tcase_add_test(tc, seq_must_grow_and_resume);
     tcase_add_test(tc, overlong_name_refused);
