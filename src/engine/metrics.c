@@ -434,6 +434,9 @@ static void prefetch_entry(const struct metric *m, const struct snapshot *snap, 
         __builtin_prefetch(&m->series.count);
         __builtin_prefetch(&m->series.view);
         __builtin_prefetch(&m->series.hist.max);
+    } else if (stage == 2) {
+        if (m->snap_pos != METRICS_NO_POS && class_of(m))
+            series_prefetch_ranks(&m->series);
     } else if (m->snap_pos != METRICS_NO_POS && class_of(m)) {
         series_prefetch_view(&m->series);
         if (m->snap_pos < snap->n_series) {
@@ -466,6 +469,8 @@ int metrics_snapshot(struct metric_table *t, struct snapshot *snap, size_t base,
             prefetch_entry(t->dirty[i + AHEAD], snap, 0);
         if (i + AHEAD / 2 < t->n_dirty)
             prefetch_entry(t->dirty[i + AHEAD / 2], snap, 1);
+        if (i + AHEAD / 4 < t->n_dirty)
+            prefetch_entry(t->dirty[i + AHEAD / 4], snap, 2);
         struct metric *m = t->dirty[i];
         m->dirty = false;
         if (fresh)

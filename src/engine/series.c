@@ -483,6 +483,27 @@ void series_prefetch_view(const struct series *s)
     __builtin_prefetch(&v->in[0]);
     __builtin_prefetch(&v->in[8]);
     __builtin_prefetch(&s->recent[0]);
+    /* the group pointers of the range seen, for series_prefetch_ranks */
+    if (s->hist.count) {
+        const char *lo = (const char *)&s->hist.groups[hist_index(s->hist.min) >> HIST_SUB_BITS];
+        const char *hi = (const char *)&s->hist.groups[hist_index(s->hist.max) >> HIST_SUB_BITS];
+        for (const char *q = lo; q <= hi; q += 64)
+            __builtin_prefetch(q);
+        __builtin_prefetch(hi);
+    }
+}
+
+void series_prefetch_ranks(const struct series *s)
+{
+    const struct series_view *v = s->view;
+    if (!v || !v->valid)
+        return;
+    for (size_t k = 0; k < OBSD_N_PERCENTILES; k++) {
+        uint32_t i = v->idx[k];
+        const struct hist_group *grp = i < HIST_N_INDEX ? s->hist.groups[i >> HIST_SUB_BITS] : NULL;
+        if (grp)
+            __builtin_prefetch(&grp->ck[(i >> HIST_CHUNK_BITS) & (HIST_CHUNKS_PER_GROUP - 1)]);
+    }
 }
 
 int series_live_view(struct series *s, uint32_t n_buckets, struct snap_series *out)

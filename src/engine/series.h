@@ -120,6 +120,9 @@ int series_live_view(struct series *s, uint32_t n_buckets, struct snap_series *o
 void series_view_changes(const struct series *s, uint64_t *buckets, bool *edges_moved);
 /* Prefetches what series_live_view reads first (for a loop over many series). */
 void series_prefetch_view(const struct series *s);
+/* After series_prefetch_view has had time: the chunk headers where the
+ * view's percentile ranks stand, which a live view's next step reads. */
+void series_prefetch_ranks(const struct series *s);
 
 /* Continues a series from a stored snapshot after a collector restart:
  * count, total, min, max and sum_sq are restored exactly, the histogram from
