@@ -26,24 +26,6 @@ void hist_reset(struct hist *h)
     hist_init(h);
 }
 
-uint64_t hist_bucket_lo(uint32_t index)
-{
-    uint32_t g = index >> HIST_SUB_BITS, sub = index & (HIST_SUB_BUCKETS - 1);
-    if (g == 0)
-        return sub;
-    unsigned e = g + HIST_SUB_BITS - 1;
-    return (UINT64_C(1) << e) + ((uint64_t)sub << (e - HIST_SUB_BITS));
-}
-
-uint64_t hist_bucket_hi(uint32_t index)
-{
-    uint32_t g = index >> HIST_SUB_BITS;
-    if (g == 0)
-        return index;
-    unsigned e = g + HIST_SUB_BITS - 1;
-    return hist_bucket_lo(index) + ((UINT64_C(1) << (e - HIST_SUB_BITS)) - 1);
-}
-
 int hist_record_n(struct hist *h, uint64_t v, uint64_t n)
 {
     if (n == 0)
@@ -135,27 +117,15 @@ uint64_t hist_rank(uint64_t count, double p)
     return (uint64_t)r;
 }
 
-/* hist_bucket_value, inlined where the binning walk asks it twice a chunk:
- * the midpoint of [lo, hi] of hist_bucket_lo and hist_bucket_hi. */
-static inline double clamped_mid(const struct hist *h, uint32_t index)
+double hist_bucket_value(const struct hist *h, uint32_t index)
 {
-    uint32_t g = index >> HIST_SUB_BITS;
-    uint64_t mid = index;                       /* group 0: one value a bucket */
-    if (g) {
-        unsigned shift = g - 1;                 /* bucket width 2^shift */
-        uint64_t lo = ((uint64_t)HIST_SUB_BUCKETS + (index & (HIST_SUB_BUCKETS - 1))) << shift;
-        mid = lo + ((UINT64_C(1) << shift) - 1) / 2;
-    }
+    uint64_t lo = hist_bucket_lo(index), hi = hist_bucket_hi(index);
+    uint64_t mid = lo + (hi - lo) / 2;
     if (mid < h->min)
         mid = h->min;
     if (mid > h->max)
         mid = h->max;
     return (double)mid;
-}
-
-double hist_bucket_value(const struct hist *h, uint32_t index)
-{
-    return clamped_mid(h, index);
 }
 
 uint32_t hist_next_nonempty(const struct hist *h, uint32_t index)
@@ -363,17 +333,17 @@ void hist_bin(const struct hist *h, size_t n, const double *edges, uint64_t *cou
                 counts[bin] += total;
                 continue;
             }
-            double first = clamped_mid(h, base + (uint32_t)__builtin_ctzll(ck->occupied));
+            double first = hist_bucket_value(h, base + (uint32_t)__builtin_ctzll(ck->occupied));
             while (bin + 1 < n && edges[bin + 1] <= first)
                 bin++;
             if (bin + 1 == n ||
-                clamped_mid(h, base + (uint32_t)(63 - __builtin_clzll(ck->occupied))) < edges[bin + 1]) {
+                hist_bucket_value(h, base + (uint32_t)(63 - __builtin_clzll(ck->occupied))) < edges[bin + 1]) {
                 counts[bin] += total;
                 continue;
             }
             for (uint64_t occ = ck->occupied; occ; occ &= occ - 1) {
                 uint32_t i = (uint32_t)__builtin_ctzll(occ);
-                double v = clamped_mid(h, base + i);
+                double v = hist_bucket_value(h, base + i);
                 while (bin + 1 < n && edges[bin + 1] <= v)
                     bin++;
                 counts[bin] += hist_chunk_count(ck, i);

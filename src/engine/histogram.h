@@ -79,8 +79,22 @@ static inline uint32_t hist_index(uint64_t v)
     uint32_t sub = (uint32_t)(v >> shift) & (HIST_SUB_BUCKETS - 1);
     return (uint32_t)(e - HIST_SUB_BITS + 1) * HIST_SUB_BUCKETS + sub;
 }
-uint64_t hist_bucket_lo(uint32_t index);
-uint64_t hist_bucket_hi(uint32_t index);     /* inclusive */
+/* Inline: the binning walk asks them of every chunk. A bucket of group
+ * g >= 1 is 2^(g-1) wide and starts at (HIST_SUB_BUCKETS + sub) << (g-1). */
+static inline uint64_t hist_bucket_lo(uint32_t index)
+{
+    uint32_t g = index >> HIST_SUB_BITS, sub = index & (HIST_SUB_BUCKETS - 1);
+    if (g == 0)
+        return sub;
+    return ((uint64_t)HIST_SUB_BUCKETS + sub) << (g - 1);
+}
+static inline uint64_t hist_bucket_hi(uint32_t index)     /* inclusive */
+{
+    uint32_t g = index >> HIST_SUB_BITS;
+    if (g == 0)
+        return index;
+    return hist_bucket_lo(index) + ((UINT64_C(1) << (g - 1)) - 1);
+}
 
 /* Adds n observations of v. Returns 0, or -1 when a chunk cannot be
  * allocated (the value is then not counted). */
